@@ -1,0 +1,4 @@
+"""Monotonic and squared (subtractive) probabilistic circuits.
+
+Empty until the circuits issue lands.
+"""

@@ -1,0 +1,325 @@
+"""Two-dimensional (and n-D ring) toy densities for density-estimation experiments.
+
+Definitions (``z``, ``z1``, ``z2`` are independent standard normals, ``U`` uniform):
+
+================ ===========================================================================
+``"rings"``      4 concentric rings of radii 0.5, 1.0, 1.5, 2.0, equally likely; the
+                 radius gets ``N(0, 0.08^2)`` noise and the angle is uniform
+``"mring"``      3 concentric rings of radii 1, 3, 5 with probabilities proportional to
+                 the radius (uniform along the arcs), radial noise ``N(0, 0.2^2)``; the
+                 "multiple rings" set of squared NPCs (Loconte et al., 2024)
+``"banana"``     ``x1 = 2 z1``, ``x2 = z2 + 0.2 (x1^2 - 4)``
+``"funnel"``     ``x1 = 2 z1``, ``x2 = z2 sqrt(min(exp(-x1), 5))``
+``"cosine"``     ``x1 ~ U[-4, 4]``, ``x2 = 3 cos(2 x1) + z2``
+``"moons"``      two interleaved half circles of radius 1 (upper ``(cos t, sin t)``,
+                 lower ``(1 - cos t, 1/2 - sin t)``, ``t ~ U[0, pi]``), shifted by
+                 ``(-1/2, -1/4)``, plus ``N(0, 0.1^2)`` noise per coordinate
+``"spirals"``    two interleaved arms ``+-(r cos a, r sin a)`` with ``a = 3 pi sqrt(U)``,
+                 ``r = 2 a / (3 pi)``, plus ``N(0, 0.08^2)`` noise per coordinate
+``"checkerboard"`` uniform on the 8 cells ``[i, i+1) x [j, j+1)`` of ``[-2, 2]^2`` with
+                 ``i + j`` even (density 1/8 there, 0 elsewhere)
+================ ===========================================================================
+
+:func:`toy2d_log_prob` gives the exact log density of ``rings``, ``mring``, ``banana``,
+``funnel``, ``cosine`` and ``checkerboard``. For a ring of radius ``R`` with radial noise
+``sigma`` a negative radius puts the point on the opposite side, so the density at
+``rho = |x|`` is ``(N(rho; R, sigma^2) + N(-rho; R, sigma^2)) / (2 pi rho)``, exact for
+any noise level (it is infinite, but integrable, at the origin).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+
+from ._rng import make_generator
+
+__all__ = ["sample_rings_nd", "sample_toy2d", "toy2d_log_prob", "toy2d_names"]
+
+_NAMES = ("rings", "mring", "banana", "funnel", "cosine", "moons", "spirals", "checkerboard")
+_WITH_LOG_PROB = ("rings", "mring", "banana", "funnel", "cosine", "checkerboard")
+
+_RINGS = {"radii": (0.5, 1.0, 1.5, 2.0), "weights": (1.0, 1.0, 1.0, 1.0), "noise": 0.08}
+_MRING = {"radii": (1.0, 3.0, 5.0), "weights": (1.0, 3.0, 5.0), "noise": 0.2}
+_BANANA_SCALE, _BANANA_CURVE = 2.0, 0.2
+_FUNNEL_SCALE, _FUNNEL_MAX_VAR = 2.0, 5.0
+_COSINE_XLIM, _COSINE_AMPLITUDE, _COSINE_OMEGA, _COSINE_NOISE = 4.0, 3.0, 2.0, 1.0
+_LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
+
+
+def toy2d_names(*, with_log_prob: bool = False) -> tuple[str, ...]:
+    """Names accepted by :func:`sample_toy2d`.
+
+    Args:
+        with_log_prob: list only the densities :func:`toy2d_log_prob` can evaluate.
+
+    Returns:
+        ``("rings", "mring", "banana", "funnel", "cosine", "moons", "spirals",
+        "checkerboard")``, or the subset with a closed-form log density.
+    """
+    return _WITH_LOG_PROB if with_log_prob else _NAMES
+
+
+def _check_name(name: str) -> str:
+    if not isinstance(name, str) or name not in _NAMES:
+        raise ValueError(f"Unknown toy density {name!r}; valid names are {', '.join(_NAMES)}.")
+    return name
+
+
+def _check_n(n: int) -> None:
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"n must be a non-negative int; got {n!r}")
+
+
+def _normal_log_pdf(x: torch.Tensor, mean: torch.Tensor | float, std: torch.Tensor | float):
+    """Elementwise ``log N(x; mean, std^2)``."""
+    std = torch.as_tensor(std, dtype=x.dtype, device=x.device)
+    return -0.5 * ((x - mean) / std) ** 2 - torch.log(std) - _LOG_SQRT_2PI
+
+
+def _shell_params(
+    radii: Sequence[float], weights: Sequence[float] | str, noise: float, dim: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Validated radii and normalised mixture weights (``"surface"``: ``w_k ~ R_k^(dim-1)``)."""
+    r = torch.as_tensor(radii, dtype=torch.float64).reshape(-1)
+    if r.numel() == 0 or not torch.all(r > 0) or not torch.isfinite(r).all():
+        raise ValueError(f"radii must be a non-empty list of positive numbers; got {radii!r}")
+    if isinstance(weights, str):
+        if weights == "surface":
+            w = r ** (dim - 1)
+        elif weights == "equal":
+            w = torch.ones_like(r)
+        else:
+            raise ValueError(f"weights must be 'surface', 'equal' or a list; got {weights!r}")
+    else:
+        w = torch.as_tensor(weights, dtype=torch.float64).reshape(-1)
+        if w.shape != r.shape or not torch.all(w >= 0) or w.sum() <= 0:
+            raise ValueError(
+                f"weights must be {r.numel()} non-negative numbers, not all zero; got {weights!r}"
+            )
+    if not (isinstance(noise, (int, float)) and not isinstance(noise, bool) and noise > 0):
+        raise ValueError(f"noise must be a positive number; got {noise!r}")
+    return r, w / w.sum()
+
+
+def _sample_shells(
+    n: int,
+    dim: int,
+    radii: Sequence[float],
+    weights: Sequence[float] | str,
+    noise: float,
+    generator: torch.Generator | None,
+) -> torch.Tensor:
+    """``(n, dim)`` float64 points on noisy concentric spheres centred at the origin."""
+    r, w = _shell_params(radii, weights, noise, dim)
+    which = torch.multinomial(w, n, replacement=True, generator=generator) if n else r[:0].long()
+    radius = r[which] + noise * torch.randn(n, generator=generator, dtype=torch.float64)
+    direction = torch.randn(n, dim, generator=generator, dtype=torch.float64)
+    direction = direction / direction.norm(dim=1, keepdim=True).clamp_min(1e-300)
+    return radius[:, None] * direction
+
+
+def _shells_log_prob(
+    x: torch.Tensor, radii: Sequence[float], weights: Sequence[float] | str, noise: float
+) -> torch.Tensor:
+    """Exact log density of :func:`_sample_shells` at ``(..., dim)`` points ``x``."""
+    dim = x.shape[-1]
+    r, w = _shell_params(radii, weights, noise, dim)
+    r, w = r.to(x), w.to(x)
+    rho = x.norm(dim=-1)[..., None]
+    radial = torch.logaddexp(_normal_log_pdf(rho, r, noise), _normal_log_pdf(-rho, r, noise))
+    log_radial = torch.logsumexp(radial + w.log(), dim=-1)
+    # surface area of the unit sphere in R^dim is 2 pi^(dim/2) / Gamma(dim/2)
+    log_area = math.log(2.0) + 0.5 * dim * math.log(math.pi) - math.lgamma(0.5 * dim)
+    return log_radial - log_area - (dim - 1) * torch.log(rho[..., 0])
+
+
+def sample_rings_nd(
+    n: int,
+    dim: int,
+    *,
+    radii: Sequence[float] = (1.0, 3.0, 5.0),
+    noise: float = 0.2,
+    weights: Sequence[float] | str = "surface",
+    generator: torch.Generator | None = None,
+    seed: int | None = None,
+    dtype: torch.dtype = torch.float64,
+) -> torch.Tensor:
+    """Sample noisy concentric hyperspherical shells ("n-D rings") in ``R^dim``.
+
+    Each point picks a shell ``k`` with probability ``weights[k]``, a radius
+    ``radii[k] + noise * z`` and a direction uniform on the unit sphere. With
+    ``dim=2`` and the defaults this is the ``"mring"`` toy density.
+
+    Args:
+        n: the number of points.
+        dim: the dimension, ``>= 2``.
+        radii: the shell radii.
+        noise: the standard deviation of the radial noise.
+        weights: shell probabilities (normalised), ``"surface"`` (proportional to
+            ``radius^(dim - 1)``, i.e. uniform density over the shells) or ``"equal"``.
+        generator: the ``torch.Generator`` to draw from.
+        seed: alternatively, an int seeding a fresh generator.
+        dtype: floating dtype of the result.
+
+    Returns:
+        ``(n, dim)`` tensor.
+    """
+    _check_n(n)
+    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 2:
+        raise ValueError(f"dim must be an int >= 2; got {dim!r}")
+    rng = make_generator(generator, seed)
+    return _sample_shells(n, dim, radii, weights, noise, rng).to(dtype)
+
+
+def _rings(n: int, g: torch.Generator | None) -> torch.Tensor:
+    return _sample_shells(n, 2, _RINGS["radii"], _RINGS["weights"], _RINGS["noise"], g)
+
+
+def _mring(n: int, g: torch.Generator | None) -> torch.Tensor:
+    return _sample_shells(n, 2, _MRING["radii"], _MRING["weights"], _MRING["noise"], g)
+
+
+def _banana(n: int, g: torch.Generator | None) -> torch.Tensor:
+    z = torch.randn(n, 2, generator=g, dtype=torch.float64)
+    x1 = _BANANA_SCALE * z[:, 0]
+    x2 = z[:, 1] + _BANANA_CURVE * (x1**2 - _BANANA_SCALE**2)
+    return torch.stack([x1, x2], dim=1)
+
+
+def _funnel(n: int, g: torch.Generator | None) -> torch.Tensor:
+    z = torch.randn(n, 2, generator=g, dtype=torch.float64)
+    x1 = _FUNNEL_SCALE * z[:, 0]
+    var = torch.exp(-x1).clamp_max(_FUNNEL_MAX_VAR)
+    return torch.stack([x1, z[:, 1] * var.sqrt()], dim=1)
+
+
+def _cosine(n: int, g: torch.Generator | None) -> torch.Tensor:
+    u = torch.rand(n, generator=g, dtype=torch.float64)
+    x1 = _COSINE_XLIM * (2.0 * u - 1.0)
+    z = torch.randn(n, generator=g, dtype=torch.float64)
+    x2 = _COSINE_AMPLITUDE * torch.cos(_COSINE_OMEGA * x1) + _COSINE_NOISE * z
+    return torch.stack([x1, x2], dim=1)
+
+
+def _moons(n: int, g: torch.Generator | None) -> torch.Tensor:
+    lower = torch.rand(n, generator=g, dtype=torch.float64) < 0.5
+    t = math.pi * torch.rand(n, generator=g, dtype=torch.float64)
+    upper_pts = torch.stack([torch.cos(t), torch.sin(t)], dim=1)
+    lower_pts = torch.stack([1.0 - torch.cos(t), 0.5 - torch.sin(t)], dim=1)
+    pts = torch.where(lower[:, None], lower_pts, upper_pts)
+    shift = torch.tensor([-0.5, -0.25], dtype=torch.float64)
+    return pts + shift + 0.1 * torch.randn(n, 2, generator=g, dtype=torch.float64)
+
+
+def _spirals(n: int, g: torch.Generator | None) -> torch.Tensor:
+    sign = torch.where(torch.rand(n, generator=g, dtype=torch.float64) < 0.5, -1.0, 1.0)
+    a = 3.0 * math.pi * torch.rand(n, generator=g, dtype=torch.float64).sqrt()
+    r = 2.0 * a / (3.0 * math.pi)
+    pts = sign[:, None] * torch.stack([r * torch.cos(a), r * torch.sin(a)], dim=1)
+    return pts + 0.08 * torch.randn(n, 2, generator=g, dtype=torch.float64)
+
+
+def _checkerboard(n: int, g: torch.Generator | None) -> torch.Tensor:
+    # pick one of the 8 cells with i + j even, then a uniform point inside it
+    cells = torch.tensor(
+        [(i, j) for i in range(-2, 2) for j in range(-2, 2) if (i + j) % 2 == 0],
+        dtype=torch.float64,
+    )
+    which = torch.randint(len(cells), (n,), generator=g)
+    return cells[which] + torch.rand(n, 2, generator=g, dtype=torch.float64)
+
+
+_SAMPLERS: dict[str, Callable[[int, torch.Generator | None], torch.Tensor]] = {
+    "rings": _rings,
+    "mring": _mring,
+    "banana": _banana,
+    "funnel": _funnel,
+    "cosine": _cosine,
+    "moons": _moons,
+    "spirals": _spirals,
+    "checkerboard": _checkerboard,
+}
+
+
+def sample_toy2d(
+    name: str,
+    n: int,
+    *,
+    generator: torch.Generator | None = None,
+    seed: int | None = None,
+    dtype: torch.dtype = torch.float64,
+) -> torch.Tensor:
+    """Draw ``n`` points from a 2-D toy density (see the module docstring).
+
+    Args:
+        name: one of :func:`toy2d_names`.
+        n: the number of points.
+        generator: a CPU ``torch.Generator`` to draw from.
+        seed: alternatively, an int seeding a fresh generator.
+        dtype: floating dtype of the result (sampling is done in float64).
+
+    Returns:
+        ``(n, 2)`` tensor.
+
+    Raises:
+        ValueError: unknown ``name`` or a negative ``n``.
+    """
+    _check_name(name)
+    _check_n(n)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a floating torch.dtype; got {dtype!r}")
+    rng = make_generator(generator, seed)
+    return _SAMPLERS[name](n, rng).to(dtype)
+
+
+def toy2d_log_prob(name: str, x: torch.Tensor) -> torch.Tensor:
+    """Exact log density of a 2-D toy distribution.
+
+    Args:
+        name: one of ``toy2d_names(with_log_prob=True)``: ``"rings"``, ``"mring"``,
+            ``"banana"``, ``"funnel"``, ``"cosine"`` or ``"checkerboard"``.
+        x: ``(..., 2)`` floating tensor of points.
+
+    Returns:
+        ``(...)`` tensor of log densities (``-inf`` outside the support).
+
+    Raises:
+        ValueError: unknown ``name``, a density without a closed form (moons, spirals),
+            or ``x`` whose last dimension is not 2.
+    """
+    _check_name(name)
+    if name not in _WITH_LOG_PROB:
+        raise ValueError(
+            f"Toy density {name!r} has no closed-form log density; toy2d_log_prob supports "
+            f"{', '.join(_WITH_LOG_PROB)}."
+        )
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor; got {type(x).__name__}")
+    if x.ndim < 1 or x.shape[-1] != 2:
+        raise ValueError(f"x must have shape (..., 2); got {tuple(x.shape)}")
+    if not x.is_floating_point():
+        x = x.to(torch.float64)
+    x1, x2 = x[..., 0], x[..., 1]
+    if name == "rings":
+        return _shells_log_prob(x, _RINGS["radii"], _RINGS["weights"], _RINGS["noise"])
+    if name == "mring":
+        return _shells_log_prob(x, _MRING["radii"], _MRING["weights"], _MRING["noise"])
+    if name == "banana":
+        mean2 = _BANANA_CURVE * (x1**2 - _BANANA_SCALE**2)
+        return _normal_log_pdf(x1, 0.0, _BANANA_SCALE) + _normal_log_pdf(x2, mean2, 1.0)
+    if name == "funnel":
+        std2 = torch.exp(-x1).clamp_max(_FUNNEL_MAX_VAR).sqrt()
+        return _normal_log_pdf(x1, 0.0, _FUNNEL_SCALE) + _normal_log_pdf(x2, 0.0, std2)
+    if name == "cosine":
+        inside = x1.abs() <= _COSINE_XLIM
+        mean2 = _COSINE_AMPLITUDE * torch.cos(_COSINE_OMEGA * x1)
+        value = _normal_log_pdf(x2, mean2, _COSINE_NOISE) - math.log(2.0 * _COSINE_XLIM)
+        return torch.where(inside, value, torch.full_like(value, -math.inf))
+    # checkerboard
+    inside = (x1 >= -2) & (x1 < 2) & (x2 >= -2) & (x2 < 2)
+    even = (torch.floor(x1) + torch.floor(x2)).remainder(2) == 0
+    value = torch.full_like(x1, -math.log(8.0))
+    return torch.where(inside & even, value, torch.full_like(x1, -math.inf))
