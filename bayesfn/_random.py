@@ -23,7 +23,7 @@ def standard_gamma(
     Returns:
         A tensor shaped like ``concentration``.
     """
-    a = concentration.detach()
+    a = concentration.detach().reshape(-1)  # flat, so that 0-d inputs index like the rest
     if (a <= 0).any() or not torch.isfinite(a).all():
         raise ValueError("concentration must be positive and finite")
     # Shapes below one are boosted: Gamma(a) = Gamma(a + 1) * U^(1/a).
@@ -46,4 +46,4 @@ def standard_gamma(
     if boosted.any():
         u = torch.rand(a.shape, generator=generator, dtype=a.dtype, device=a.device)
         out = torch.where(boosted, out * u ** (1.0 / a), out)
-    return out
+    return out.reshape(concentration.shape)

@@ -37,15 +37,24 @@ def split_tensors(obj: Any, prefix: str = "") -> tuple[Any, dict[str, torch.Tens
         contiguous CPU tensors it refers to.
     """
     tensors: dict[str, torch.Tensor] = {}
+    storages: set[int] = set()
 
     def walk(x: Any, path: str) -> Any:
         if isinstance(x, torch.Tensor):
-            tensors[path] = x.detach().cpu().contiguous()
-            return {_TENSOR: path}
+            t = x.detach().cpu().contiguous()
+            ptr = t.untyped_storage().data_ptr()
+            if ptr in storages and t.numel():
+                t = t.clone()  # safetensors refuses tensors sharing memory (tied weights)
+            storages.add(ptr)
+            key = path
+            while key in tensors:  # {"a.b": t, "a": {"b": u}} both map to "root.a.b"
+                key += "'"
+            tensors[key] = t
+            return {_TENSOR: key}
         if isinstance(x, torch.dtype):
             return {_DTYPE: str(x).removeprefix("torch.")}
         if isinstance(x, dict):
-            if x and all(isinstance(k, int) for k in x):
+            if x and all(isinstance(k, int) and not isinstance(k, bool) for k in x):
                 # optimiser state is keyed by parameter index; JSON keys must be strings
                 return {_INTKEYS: {str(k): walk(v, f"{path}.{k}") for k, v in x.items()}}
             bad = [k for k in x if not isinstance(k, str)]

@@ -139,8 +139,10 @@ def _real_targets(posterior: Any, y: Any, name: str = "y") -> torch.Tensor:
     if y.dtype == torch.bool or y.is_complex():
         raise TypeError(f"{name} must be real-valued; got dtype {y.dtype}")
     _check_finite(y, name)
-    ref = posterior.mean
-    return y.to(dtype=ref.dtype, device=ref.device)
+    dtype, device = getattr(posterior, "dtype", None), getattr(posterior, "device", None)
+    if dtype is None or device is None:  # a duck-typed posterior without the properties
+        dtype, device = posterior.mean.dtype, posterior.mean.device
+    return y.to(dtype=dtype, device=device)
 
 
 def _check_labels(

@@ -86,7 +86,7 @@ def run_tour(out: str | Path = "bayesfn-tour", *, smoke: bool = False, seed: int
         try:
             entry = step(out, smoke, seed)
             entry["status"] = "ok"
-        except Exception as err:  # noqa: BLE001 - reported in the table
+        except Exception as err:
             logger.exception("tour step %s failed", name)
             entry = {"model": name, "data": "", "metrics": {}, "plots": [], "status": f"failed: {err}"}
         entry["seconds"] = time.perf_counter() - start

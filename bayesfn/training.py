@@ -131,13 +131,15 @@ class _BatchStream:
     def __init__(self, n: int, batch_size: int | None, generator: torch.Generator, d: _Dist):
         self.n, self.d, self.generator = n, d, generator
         self.batch_size = n if batch_size is None else batch_size
-        self.perm = torch.arange(n) if batch_size is None else torch.randperm(n, generator=generator)
+        self.shuffle = batch_size is not None  # full batch: the data as given, every step
+        self.perm = torch.randperm(n, generator=generator) if self.shuffle else torch.arange(n)
         self.pos = 0
 
     def next(self) -> torch.Tensor:
         if self.pos + self.batch_size > self.n:
             # drop the ragged tail so every step sees a full global batch
-            self.perm = torch.randperm(self.n, generator=self.generator)
+            if self.shuffle:
+                self.perm = torch.randperm(self.n, generator=self.generator)
             self.pos = 0
         idx = self.perm[self.pos : self.pos + self.batch_size]
         self.pos += self.batch_size
@@ -326,7 +328,7 @@ def optimize(
                 raise ValueError(f"loss_fn must return a scalar; got shape {tuple(loss.shape)}")
             if not torch.isfinite(loss):
                 raise FloatingPointError(
-                    f"{desc}: the loss became {loss.item()} at step {step}; lower lr= or check "
+                    f"{desc}: the loss became {loss.item()} at step {step + 1}; lower lr= or check "
                     "the data and initialisation"
                 )
             loss.backward()

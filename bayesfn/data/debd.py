@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ._paths import data_file, resolve_root
+from ._paths import ENV_VAR, resolve_root
 
 __all__ = ["DEBDData", "debd_names", "load_debd"]
 
@@ -165,7 +165,19 @@ def load_debd(
     for split in _SPLITS:
         if split not in wanted:
             continue
-        path = data_file(folder, f"{key}.{split}.data", dataset)
+        path = folder / f"{key}.{split}.data"
+        if not path.is_file():
+            present = tuple(s for s in _SPLITS if (folder / f"{key}.{s}.data").is_file())
+            hint = (
+                f"Load the splits that are present with splits={present!r}, or point "
+                if present
+                else "Point "
+            )
+            raise FileNotFoundError(
+                f"DEBD data set {key!r} has no {split} split: {path} is missing (the "
+                "offline copy in shared/data omits DEBD files of 4 MiB or more). "
+                f"{hint}root= or {ENV_VAR} at a complete copy of DEBD."
+            )
         values = _parse_binary_csv(path, dataset)
         if num_vars is not None and values.shape[1] != num_vars:
             raise ValueError(

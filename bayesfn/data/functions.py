@@ -132,6 +132,31 @@ class FunctionBatch:
         return self.x.shape[1]
 
 
+def _check_spec(spec: Spec, name: str, *, allow_zero: bool = False) -> None:
+    """Raise if ``spec`` is not ``None``, a valid number or a valid ``(low, high)`` range."""
+    if spec is None:
+        return
+    if isinstance(spec, bool):
+        raise TypeError(f"{name} must be a number, a (low, high) pair or None; got {spec!r}")
+    if isinstance(spec, (int, float)):
+        value = float(spec)
+        if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+            bound = ">= 0" if allow_zero else "> 0"
+            raise ValueError(f"{name} must be finite and {bound}; got {spec!r}")
+        return
+    if isinstance(spec, Sequence) and not isinstance(spec, str) and len(spec) == 2:
+        if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in spec):
+            raise TypeError(f"{name} range must be two numbers (low, high); got {spec!r}")
+        low, high = (float(v) for v in spec)
+        if not (0 < low <= high < math.inf):
+            raise ValueError(
+                f"{name} range (low, high) must satisfy 0 < low <= high < inf for a "
+                f"log-uniform draw; got {tuple(spec)!r}"
+            )
+        return
+    raise TypeError(f"{name} must be a number, a (low, high) pair or None; got {spec!r}")
+
+
 def _draw(
     spec: Spec,
     default: tuple[float, float] | float,
@@ -145,24 +170,12 @@ def _draw(
     """Draw ``count`` float64 values of one hyperparameter according to ``spec``."""
     if spec is None:
         spec = default
-    if isinstance(spec, bool):
-        raise TypeError(f"{name} must be a number, a (low, high) pair or None; got {spec!r}")
+    _check_spec(spec, name, allow_zero=allow_zero)
     if isinstance(spec, (int, float)):
-        value = float(spec)
-        if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
-            bound = ">= 0" if allow_zero else "> 0"
-            raise ValueError(f"{name} must be finite and {bound}; got {spec!r}")
-        return torch.full((count,), value, dtype=torch.float64, device=device)
-    if isinstance(spec, Sequence) and len(spec) == 2:
-        low, high = (float(v) for v in spec)
-        if not (0 < low <= high < math.inf):
-            raise ValueError(
-                f"{name} range (low, high) must satisfy 0 < low <= high < inf for a "
-                f"log-uniform draw; got {tuple(spec)!r}"
-            )
-        u = torch.rand(count, generator=generator, dtype=torch.float64, device=device)
-        return torch.exp(math.log(low) + u * (math.log(high) - math.log(low)))
-    raise TypeError(f"{name} must be a number, a (low, high) pair or None; got {spec!r}")
+        return torch.full((count,), float(spec), dtype=torch.float64, device=device)
+    low, high = (float(v) for v in spec)
+    u = torch.rand(count, generator=generator, dtype=torch.float64, device=device)
+    return torch.exp(math.log(low) + u * (math.log(high) - math.log(low)))
 
 
 def _unit_directions(
@@ -340,6 +353,9 @@ def sample_functions(
         "frequency": frequency,
         "amplitude": amplitude,
     }
+    for name, spec in hyper.items():
+        _check_spec(spec, name)
+    _check_spec(noise_std, "noise_std", allow_zero=True)
     params = {
         name: torch.full((batch_size,), math.nan, dtype=torch.float64, device=work_device)
         for name in _PARAM_NAMES

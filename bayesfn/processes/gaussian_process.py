@@ -7,6 +7,7 @@ the shared training loop; predictions use the textbook Cholesky formulas
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import gpytorch
@@ -254,7 +255,7 @@ class GaussianProcess(Model):
         n = resid.shape[-1]
         quad = (resid * alpha).sum(-1)
         logdet = 2 * chol.diagonal(dim1=-2, dim2=-1).log().sum(-1)
-        return (-0.5 * (quad + logdet + n * torch.log(torch.tensor(2 * torch.pi)))).sum()
+        return (-0.5 * (quad + logdet + n * math.log(2 * math.pi))).sum()
 
     def hyperparameters(self) -> dict[str, Any]:
         """Named hyperparameter values (lists over outputs) for reports."""

@@ -1,0 +1,51 @@
+"""Real benchmark data and synthetic generators.
+
+Loaders for the offline data in ``shared/data`` (pass ``root=`` or set ``BAYESFN_DATA``
+to point elsewhere):
+
+* :func:`load_uci` - the nine UCI regression sets with their published splits;
+* :func:`load_debd` - the binary density-estimation benchmark (DEBD);
+* :func:`load_mnist` - MNIST from the idx files;
+* :func:`load_sklearn` - iris, wine, breast cancer, digits, diabetes, linnerud.
+
+Generators:
+
+* :func:`sample_functions` and :func:`split_context_target` - batches of GP and
+  non-Gaussian function draws for stochastic-process learners;
+* :func:`sample_toy2d`, :func:`toy2d_log_prob` and :func:`sample_rings_nd` - 2-D / n-D
+  toy densities.
+"""
+
+from ._paths import ENV_VAR, resolve_root
+from .context import ContextTargetSplit, split_context_target
+from .debd import DEBDData, debd_names, load_debd
+from .functions import FunctionBatch, function_families, sample_functions
+from .mnist import MNISTData, load_mnist
+from .sklearn_sets import SklearnData, load_sklearn, sklearn_names
+from .toy2d import sample_rings_nd, sample_toy2d, toy2d_log_prob, toy2d_names
+from .uci import UCISplit, load_uci, uci_names
+
+__all__ = [
+    "ENV_VAR",
+    "ContextTargetSplit",
+    "DEBDData",
+    "FunctionBatch",
+    "MNISTData",
+    "SklearnData",
+    "UCISplit",
+    "debd_names",
+    "function_families",
+    "load_debd",
+    "load_mnist",
+    "load_sklearn",
+    "load_uci",
+    "resolve_root",
+    "sample_functions",
+    "sample_rings_nd",
+    "sample_toy2d",
+    "sklearn_names",
+    "split_context_target",
+    "toy2d_log_prob",
+    "toy2d_names",
+    "uci_names",
+]

@@ -1,0 +1,141 @@
+"""Exact GP against a direct NumPy implementation of Rasmussen & Williams, Alg. 2.1."""
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from bayesfn.processes import GaussianProcess, build_kernel
+
+D = torch.float64
+
+
+def _sqdist(a, b, ls):
+    return (((a[:, None, :] - b[None, :, :]) / ls) ** 2).sum(-1)
+
+
+def rbf(a, b, ls, s):
+    return s * np.exp(-0.5 * _sqdist(a, b, ls))
+
+
+def matern52(a, b, ls, s):
+    r = np.sqrt(5 * _sqdist(a, b, ls))
+    return s * (1 + r + r**2 / 3) * np.exp(-r)
+
+
+def periodic(a, b, ls, period, s):
+    # gpytorch's convention: exp(-2 sum_d sin^2(pi |a_d - b_d| / p_d) / l_d)
+    diff = np.abs(a[:, None, :] - b[None, :, :])
+    return s * np.exp(-2 * (np.sin(np.pi * diff / period) ** 2 / ls).sum(-1))
+
+
+def numpy_gp(k_train, k_cross, k_test, y, mean, noise):
+    a = k_train + noise * np.eye(len(y))
+    alpha = np.linalg.solve(a, y - mean)
+    mu = mean + k_cross @ alpha
+    cov = k_test - k_cross @ np.linalg.solve(a, k_cross.T)
+    lml = stats.multivariate_normal(np.full(len(y), mean), a).logpdf(y)
+    return mu, cov, lml
+
+
+def _hp(gp, name, out=0):
+    value = gp.fit_result_.diagnostics["hyperparameters"][name]
+    value = np.atleast_1d(np.asarray(value, dtype=float))
+    return value if value.ndim == 1 else value[out]
+
+
+@pytest.fixture
+def data():
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(25, 2, generator=g, dtype=D) * 3
+    y = torch.sin(2 * x[:, :1]) * torch.cos(x[:, 1:]) + 0.1 * torch.randn(25, 1, generator=g, dtype=D)
+    xs = torch.rand(9, 2, generator=g, dtype=D) * 4 - 0.5
+    return x, y, xs
+
+
+def test_rbf_posterior_matches_numpy(data):
+    x, y, xs = data
+    gp = GaussianProcess("rbf").fit(x, y, max_steps=40, progress_bar=False)
+    ls = _hp(gp, "covar_module.base_kernel.lengthscale")
+    s = float(_hp(gp, "covar_module.outputscale")[0])
+    noise = float(_hp(gp, "likelihood.noise_covar.noise")[0])
+    c = float(_hp(gp, "mean_module.constant")[0])
+    X, Y, XS = x.numpy(), y.numpy()[:, 0], xs.numpy()
+    mu, cov, lml = numpy_gp(rbf(X, X, ls, s), rbf(XS, X, ls, s), rbf(XS, XS, ls, s), Y, c, noise)
+    post = gp.posterior(xs)
+    np.testing.assert_allclose(post.mean.numpy()[:, 0], mu, rtol=1e-9, atol=1e-10)
+    np.testing.assert_allclose(post.covariance_matrix.numpy(), cov, rtol=1e-7, atol=1e-10)
+    noisy = gp.posterior(xs, observation_noise=True)
+    np.testing.assert_allclose(noisy.covariance_matrix.numpy(), cov + noise * np.eye(9), atol=1e-10)
+    np.testing.assert_allclose(gp.log_marginal_likelihood().item(), lml, rtol=1e-10)
+    # the marginal-likelihood fit improved on the starting point
+    start = GaussianProcess("rbf").fit(x, y, max_steps=0, progress_bar=False)
+    assert gp.log_marginal_likelihood() > start.log_marginal_likelihood()
+
+
+def test_sum_of_matern_and_periodic_matches_numpy(data):
+    x, y, xs = data
+    gp = GaussianProcess("matern52 + periodic", mean="zero", noise=0.02).fit(
+        x, y, max_steps=15, progress_bar=False
+    )
+    hp = gp.fit_result_.diagnostics["hyperparameters"]
+    assert "mean_module.constant" not in hp
+    ls0 = _hp(gp, "covar_module.kernels.0.base_kernel.lengthscale")
+    s0 = float(_hp(gp, "covar_module.kernels.0.outputscale")[0])
+    ls1 = _hp(gp, "covar_module.kernels.1.base_kernel.lengthscale")
+    p1 = _hp(gp, "covar_module.kernels.1.base_kernel.period_length")
+    s1 = float(_hp(gp, "covar_module.kernels.1.outputscale")[0])
+    X, Y, XS = x.numpy(), y.numpy()[:, 0], xs.numpy()
+
+    def k(a, b):
+        return matern52(a, b, ls0, s0) + periodic(a, b, ls1, p1, s1)
+
+    mu, cov, lml = numpy_gp(k(X, X), k(XS, X), k(XS, XS), Y, 0.0, 0.02)
+    post = gp.posterior(xs)
+    np.testing.assert_allclose(post.mean.numpy()[:, 0], mu, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(post.covariance_matrix.numpy(), cov, rtol=1e-6, atol=1e-10)
+    np.testing.assert_allclose(gp.log_marginal_likelihood().item(), lml, rtol=1e-10)
+
+
+def test_two_outputs_are_independent_blocks(data):
+    x, y, xs = data
+    y2 = torch.cat([y, -2 * y + 0.5], -1)
+    gp = GaussianProcess("rbf").fit(x, y2, max_steps=20, progress_bar=False)
+    post = gp.posterior(xs)
+    cov = post.covariance_matrix.reshape(9, 2, 9, 2)
+    assert torch.count_nonzero(cov[:, 0, :, 1]) == 0
+    X, XS = x.numpy(), xs.numpy()
+    for out in range(2):
+        ls = _hp(gp, "covar_module.base_kernel.lengthscale", out)
+        s = float(_hp(gp, "covar_module.outputscale")[out])
+        noise = float(np.ravel(_hp(gp, "likelihood.noise_covar.noise"))[out])
+        c = float(_hp(gp, "mean_module.constant")[out])
+        Y = y2.numpy()[:, out]
+        mu, c_np, _ = numpy_gp(rbf(X, X, ls, s), rbf(XS, X, ls, s), rbf(XS, XS, ls, s), Y, c, noise)
+        np.testing.assert_allclose(post.mean.numpy()[:, out], mu, rtol=1e-8, atol=1e-10)
+        np.testing.assert_allclose(cov[:, out, :, out].numpy(), c_np, rtol=1e-6, atol=1e-10)
+
+
+def test_recovers_the_generating_lengthscale():
+    # y ~ GP(0, RBF(l=0.7, s=1)) + N(0, 0.01): the ML lengthscale lands near 0.7
+    g = np.random.default_rng(3)
+    x = np.sort(g.uniform(0, 10, 150))[:, None]
+    k = rbf(x, x, np.array([0.7]), 1.0) + 0.01 * np.eye(150)
+    y = np.linalg.cholesky(k) @ g.standard_normal(150)
+    gp = GaussianProcess("rbf", mean="zero").fit(x, y, max_steps=250, lr=0.05, progress_bar=False)
+    ls = float(_hp(gp, "covar_module.base_kernel.lengthscale")[0])
+    noise = float(_hp(gp, "likelihood.noise_covar.noise")[0])
+    assert 0.5 < ls < 0.95, ls
+    assert 0.004 < noise < 0.025, noise
+
+
+def test_bad_settings_are_rejected():
+    with pytest.raises(ValueError, match="unknown kernel 'rbff'"):
+        GaussianProcess("rbff")
+    with pytest.raises(ValueError, match="noise must be a positive"):
+        GaussianProcess(noise=0.0)
+    with pytest.raises(ValueError, match="mean must be"):
+        GaussianProcess(mean="linear")
+    with pytest.raises(ValueError, match="dtype"):
+        GaussianProcess(dtype="int64")
+    assert build_kernel("se*periodic+linear", 3) is not None

@@ -1,0 +1,50 @@
+"""The `bayesfn` command: tour end to end at a tiny size, and the reproduce registry."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from bayesfn import reproduce
+from bayesfn.cli import main
+from bayesfn.reproduce.results import make_results, result_row, write_results
+
+
+def test_tour_writes_a_report(tmp_path):
+    out = tmp_path / "tour"
+    assert main(["tour", "--smoke", "--out", str(out)]) == 0
+    report = (out / "report.md").read_text()
+    assert "GaussianProcess" in report and "test NLL" in report
+    results = json.loads((out / "results.json").read_text())
+    assert all(step["status"] == "ok" for step in results["steps"])
+    for step in results["steps"]:
+        for plot in step["plots"]:
+            assert (out / plot).stat().st_size > 1000
+    # the smoke GP on 20 points still covers most held-out points
+    gp = next(s for s in results["steps"] if s["model"].startswith("GaussianProcess"))
+    assert gp["metrics"]["95% coverage"] > 0.6
+
+
+def test_console_script_is_installed():
+    done = subprocess.run([sys.executable, "-m", "bayesfn.cli", "reproduce", "--list"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+
+
+def test_reproduce_rejects_unknown_papers():
+    with pytest.raises(ValueError, match="unknown paper 'nope'"):
+        main(["reproduce", "nope", "--smoke"])
+    assert set(reproduce.available()) == set(reproduce.REGISTRY)
+
+
+def test_results_json_format(tmp_path):
+    rows = [result_row("boston", "test NLL", 1.1, paper=1.14, ours_std=0.02)]
+    path = write_results(make_results("Some et al.", "smoke", [0, 1], rows), tmp_path)
+    data = json.loads(path.read_text())
+    assert data == {"paper": "Some et al.", "scale": "smoke", "seeds": [0, 1], "rows": [
+        {"setting": "boston", "metric": "test NLL", "paper": 1.14, "ours": 1.1, "ours_std": 0.02}]}
+    with pytest.raises(ValueError, match="scale"):
+        make_results("p", "medium", [0], rows)
+    with pytest.raises(ValueError, match="ours must be a number"):
+        result_row("a", "b", float("nan"))
