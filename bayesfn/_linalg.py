@@ -1,4 +1,4 @@
-"""Numerically careful linear algebra shared by the GP, Student-t and NNGP code."""
+"""Numerically careful linear algebra shared by the GP, Student-t, NNGP and data code."""
 
 from __future__ import annotations
 
@@ -12,39 +12,47 @@ class CholeskyError(RuntimeError):
 
 
 def safe_cholesky(
-    matrix: torch.Tensor, *, max_tries: int = 6, name: str = "matrix"
+    matrix: torch.Tensor,
+    *,
+    jitter: float = 0.0,
+    max_tries: int = 6,
+    name: str = "matrix",
 ) -> torch.Tensor:
-    """Lower Cholesky factor, adding escalating diagonal jitter only when needed.
+    """Lower Cholesky factor, adding escalating diagonal jitter only where needed.
 
-    The jitter starts at ``1e-10`` (float64) or ``1e-6`` (float32) times the mean
-    diagonal and grows tenfold per try, so well-conditioned matrices are factorised
-    exactly.
+    Each batch element is factorised on its own footing: ``jitter`` times its mean
+    diagonal is always added (0 by default, so well-conditioned matrices are factorised
+    exactly); an element that still fails gets ``1e-10`` (float64) or ``1e-6``
+    (float32) relative jitter, growing tenfold per try, while the others keep theirs.
 
     Args:
         matrix: a ``batch x N x N`` symmetric tensor.
-        max_tries: how many jitter levels to try after the plain factorisation.
+        jitter: relative jitter always added (e.g. for sampling from a kernel matrix).
+        max_tries: how many escalating jitter levels to try after the first attempt.
         name: what to call the matrix in the error message.
 
     Returns:
         A ``batch x N x N`` lower-triangular tensor ``L`` with ``L Lᵀ ≈ matrix``.
     """
     if matrix.ndim < 2 or matrix.shape[-1] != matrix.shape[-2]:
-        raise ValueError(f"{name} must be a square matrix (..., N, N); got shape {tuple(matrix.shape)}")
+        raise ValueError(
+            f"{name} must be a square matrix (..., N, N); got shape {tuple(matrix.shape)}"
+        )
     if not torch.isfinite(matrix).all():
         raise ValueError(f"{name} contains NaN or inf; cannot take its Cholesky factor")
-    factor, info = torch.linalg.cholesky_ex(matrix)
-    if not info.any():
-        return factor
-    diag_mean = matrix.diagonal(dim1=-2, dim2=-1).abs().mean(-1, keepdim=True).clamp_min(1e-30)
-    base = 1e-10 if matrix.dtype == torch.float64 else 1e-6
+    scale = matrix.diagonal(dim1=-2, dim2=-1).abs().mean(-1).clamp_min(1e-30)
     eye = torch.eye(matrix.shape[-1], dtype=matrix.dtype, device=matrix.device)
-    for attempt in range(max_tries):
-        jitter = base * 10**attempt * diag_mean
-        factor, info = torch.linalg.cholesky_ex(matrix + jitter.unsqueeze(-1) * eye)
-        if not info.any():
+    eps = jitter * scale
+    base = 1e-10 if matrix.dtype == torch.float64 else 1e-6
+    for attempt in range(max_tries + 1):
+        factor, info = torch.linalg.cholesky_ex(matrix + eps[..., None, None] * eye)
+        failed = info != 0
+        if not failed.any():
             return factor
+        level = max(base * 10**attempt, jitter * 10 ** (attempt + 1))
+        eps = torch.where(failed, level * scale, eps)
     raise CholeskyError(
-        f"{name} of shape {tuple(matrix.shape)} is not positive-definite even with "
-        f"jitter {base * 10 ** (max_tries - 1):.1e} x mean diagonal; check for duplicated "
-        "inputs with zero noise or a degenerate kernel"
+        f"{name} of shape {tuple(matrix.shape)}: {int(failed.sum())} matrix(es) not "
+        f"positive-definite even with jitter {level:.1e} x mean diagonal; check for "
+        "duplicated inputs with zero noise or a degenerate kernel"
     )

@@ -209,7 +209,9 @@ def optimize(
         val_fn: validation metric (lower is better), evaluated every ``val_every`` steps
             under ``torch.no_grad()`` with the module in eval mode.
         patience: stop after this many evaluations without an improvement larger than
-            ``min_delta``; ``restore_best`` then reloads the best parameters.
+            ``min_delta``.
+        restore_best: whenever ``val_fn`` is given, end the fit (early or not) with the
+            parameters of the best evaluation.
         checkpoint_dir: write a checkpoint here every ``checkpoint_every`` steps and at
             the end; if one exists, resume from it exactly.
         progress_bar: show a ``tqdm`` bar (rank 0 only).

@@ -21,7 +21,8 @@ N, D, BATCH, SEED = 36, 3, 8, 3  # 4 batches an epoch, a ragged tail of 4 droppe
 def make_problem() -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(1234)
     x = torch.randn(N, D, generator=g, dtype=torch.float64)
-    y = torch.sin(x.sum(-1, keepdim=True)) + 0.1 * torch.randn(N, 1, generator=g, dtype=torch.float64)
+    noise = torch.randn(N, 1, generator=g, dtype=torch.float64)
+    y = torch.sin(x.sum(-1, keepdim=True)) + 0.1 * noise
     with torch.random.fork_rng():
         torch.manual_seed(7)
         net = torch.nn.Sequential(
@@ -75,7 +76,10 @@ def main() -> None:
     parser.add_argument("--ckpt", required=True)
     parser.add_argument("--max-steps", type=int, default=30)
     parser.add_argument("--kill-at", type=int, default=13)
+    parser.add_argument("--threads", type=int, default=None)  # match the test's process
     args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     fit(args.ckpt, args.max_steps, kill_at=args.kill_at, echo=True)
 
 

@@ -109,7 +109,7 @@ def test_files_are_json_and_safetensors(tmp_path):
     config = json.loads((tmp_path / "s" / io.CONFIG_FILE).read_text())
     assert config["k"] == 1 and config["state"]["y"] == [1.5]
     weights = load_file(str(tmp_path / "s" / io.WEIGHTS_FILE))
-    assert list(weights.values())[0].tolist() == [0.0, 1.0, 2.0, 3.0]
+    assert next(iter(weights.values())).tolist() == [0.0, 1.0, 2.0, 3.0]
 
 
 def test_key_paths_that_collide_keep_their_own_tensors(tmp_path):
@@ -200,6 +200,15 @@ def test_failure_while_writing_files_leaves_the_old_folder_intact(tmp_path, monk
     header, state = io.read_state(target)
     assert header == {"v": 1}
     _same(state, {"x": torch.arange(3.0)})
+    assert sorted(os.listdir(tmp_path)) == ["s"]
+
+
+def test_unserialisable_header_leaves_the_old_folder_intact(tmp_path):
+    target = tmp_path / "s"
+    io.write_state(target, {"v": 1}, {"x": torch.arange(3.0)})
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        io.write_state(target, {"v": 2, "bad": object()}, {"x": torch.zeros(3)})
+    assert io.read_state(target)[0] == {"v": 1}
     assert sorted(os.listdir(tmp_path)) == ["s"]
 
 

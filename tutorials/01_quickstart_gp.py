@@ -23,7 +23,6 @@
 import os
 
 import matplotlib.pyplot as plt
-import numpy as np
 import torch
 
 from bayesfn import metrics
@@ -37,24 +36,15 @@ torch.manual_seed(0)
 # ## Data
 
 # %%
-def load_snelson():
-    from pathlib import Path
+from bayesfn.data import load_snelson
 
-    for root in [os.environ.get("BAYESFN_DATA"), "../shared/data", "../../shared/data"]:
-        if root and (Path(root) / "snelson1d" / "snelson.npz").exists():
-            with np.load(Path(root) / "snelson1d" / "snelson.npz") as f:
-                keys = sorted(f.files)
-                print("snelson.npz holds", keys)
-                return f["x_train"].reshape(-1, 1), f["y_train"].reshape(-1)
-    return None
-
-
-data = load_snelson()
-if data is None:
-    x = np.random.default_rng(0).uniform(0, 6, 200)[:, None]
-    y = np.sin(2 * x[:, 0]) + 0.2 * np.random.default_rng(1).standard_normal(200)
-else:
-    x, y = data
+try:
+    snelson = load_snelson()  # ../shared/data, or the folder in $BAYESFN_DATA
+    x, y = snelson.x_train, snelson.y_train
+except FileNotFoundError as err:
+    print(f"Snelson data not found ({err}); using a synthetic sinusoid instead")
+    x = torch.rand(200, 1, dtype=torch.float64) * 6
+    y = torch.sin(2 * x) + 0.2 * torch.randn_like(x)
 if SMOKE_TEST:
     x, y = x[:40], y[:40]
 print(x.shape, y.shape)
@@ -65,7 +55,8 @@ print(x.shape, y.shape)
 # returns the model itself. Numpy arrays are accepted as they are.
 
 # %%
-gp = GaussianProcess(kernel="rbf").fit(x, y, max_steps=30 if SMOKE_TEST else 300, progress_bar=False)
+num_steps = 30 if SMOKE_TEST else 300
+gp = GaussianProcess(kernel="rbf").fit(x, y, max_steps=num_steps, progress_bar=False)
 gp.fit_result_.diagnostics["hyperparameters"]
 
 # %% [markdown]
@@ -88,7 +79,7 @@ plt.show()
 
 # %%
 predictive = gp.posterior(x, observation_noise=True)
-y_col = torch.as_tensor(y, dtype=torch.float64)[:, None]
+y_col = torch.as_tensor(y, dtype=torch.float64).reshape(-1, 1)
 print(f"train RMSE {metrics.rmse(predictive, y_col):.3f}")
 print(f"train NLL  {metrics.nll(predictive, y_col):.3f}")
 print(f"95% coverage {metrics.coverage(predictive, y_col):.2f}")

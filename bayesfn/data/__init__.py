@@ -6,7 +6,8 @@ to point elsewhere):
 * :func:`load_uci` - the nine UCI regression sets with their published splits;
 * :func:`load_debd` - the binary density-estimation benchmark (DEBD);
 * :func:`load_mnist` - MNIST from the idx files;
-* :func:`load_sklearn` - iris, wine, breast cancer, digits, diabetes, linnerud.
+* :func:`load_sklearn` - iris, wine, breast cancer, digits, diabetes, linnerud;
+* :func:`load_series` and :func:`load_snelson` - small time series and 1-D toy regression.
 
 Generators:
 
@@ -21,6 +22,7 @@ from .context import ContextTargetSplit, split_context_target
 from .debd import DEBDData, debd_names, load_debd
 from .functions import FunctionBatch, function_families, sample_functions
 from .mnist import MNISTData, load_mnist
+from .series import SnelsonData, TimeSeries, load_series, load_snelson, series_names
 from .sklearn_sets import SklearnData, load_sklearn, sklearn_names
 from .toy2d import sample_rings_nd, sample_toy2d, toy2d_log_prob, toy2d_names
 from .uci import UCISplit, load_uci, uci_names
@@ -32,17 +34,22 @@ __all__ = [
     "FunctionBatch",
     "MNISTData",
     "SklearnData",
+    "SnelsonData",
+    "TimeSeries",
     "UCISplit",
     "debd_names",
     "function_families",
     "load_debd",
     "load_mnist",
+    "load_series",
     "load_sklearn",
+    "load_snelson",
     "load_uci",
     "resolve_root",
     "sample_functions",
     "sample_rings_nd",
     "sample_toy2d",
+    "series_names",
     "sklearn_names",
     "split_context_target",
     "toy2d_log_prob",

@@ -12,7 +12,6 @@ import math
 import torch
 
 __all__ = [
-    "jittered_cholesky",
     "matern52_kernel",
     "periodic_kernel",
     "se_kernel",
@@ -123,40 +122,3 @@ def weakly_periodic_kernel(
     """
     envelope = torch.exp(-0.5 * squared_distance(x) / _col(decay_lengthscale) ** 2)
     return periodic_kernel(x, lengthscale, variance, period) * envelope
-
-
-def jittered_cholesky(
-    cov: torch.Tensor, *, jitter: float = 1e-6, max_tries: int = 6
-) -> torch.Tensor:
-    """Lower Cholesky factors of ``cov + eps_b I``, escalating ``eps_b`` where needed.
-
-    Each batch element starts with ``eps = jitter * mean(diag)``; elements whose
-    factorisation fails get ten times more jitter, up to ``max_tries`` levels.
-
-    Args:
-        cov: ``(b, n, n)`` symmetric positive semi-definite tensor.
-        jitter: the first relative jitter level.
-        max_tries: how many jitter levels to try.
-
-    Returns:
-        ``(b, n, n)`` lower-triangular factors.
-
-    Raises:
-        RuntimeError: some batch element is still not positive-definite after the last
-            level; the message says how many and the largest jitter tried.
-    """
-    b, n, _ = cov.shape
-    scale = cov.diagonal(dim1=-2, dim2=-1).abs().mean(-1).clamp_min(1e-12)
-    eps = jitter * scale
-    eye = torch.eye(n, dtype=cov.dtype, device=cov.device)
-    for _ in range(max_tries):
-        factor, info = torch.linalg.cholesky_ex(cov + eps[:, None, None] * eye)
-        failed = info != 0
-        if not bool(failed.any()):
-            return factor
-        eps = torch.where(failed, eps * 10.0, eps)
-    raise RuntimeError(
-        f"GP covariance of shape {(b, n, n)}: {int(failed.sum())} of {b} matrices are not "
-        f"positive-definite even with jitter {jitter * 10 ** (max_tries - 1):.1e} x mean "
-        "diagonal; use fewer or less clustered inputs, or a longer lengthscale"
-    )

@@ -118,7 +118,7 @@ def split_context_target(
     keys = torch.rand(b, n, generator=rng, device=rng.device if rng is not None else "cpu")
     perm = keys.argsort(dim=1).to(x.device)
     context_idx = perm[:, :n_c]
-    target_idx = perm[:, start:start + n_t]
+    target_idx = perm[:, start : start + n_t]
 
     def take(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         return t.gather(1, idx[..., None].expand(-1, -1, t.shape[-1]))

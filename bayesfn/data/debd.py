@@ -152,9 +152,7 @@ def load_debd(
     wanted = tuple(splits)
     bad = [s for s in wanted if s not in _SPLITS]
     if bad or not wanted:
-        raise ValueError(
-            f"splits must be a non-empty subset of {_SPLITS}; got {tuple(splits)!r}"
-        )
+        raise ValueError(f"splits must be a non-empty subset of {_SPLITS}; got {tuple(splits)!r}")
     if not isinstance(dtype, torch.dtype):
         raise TypeError(f"dtype must be a torch.dtype; got {dtype!r}")
 

@@ -9,12 +9,12 @@ Families
 Gaussian-process families (zero mean; one draw per function via a Cholesky factor with
 ``1e-6 x mean(diag)`` jitter, escalated where a factorisation fails):
 
-=================== ===================================================================
-``"se"``            ``v exp(-r^2 / (2 l^2))``
-``"matern52"``      ``v (1 + s + s^2/3) exp(-s)``, ``s = sqrt(5) r / l``
-``"periodic"``      ``v exp(-2 sum_k sin^2(pi |dx_k| / p) / l^2)``
+===================== =================================================================
+``"se"``              ``v exp(-r^2 / (2 l^2))``
+``"matern52"``        ``v (1 + s + s^2/3) exp(-s)``, ``s = sqrt(5) r / l``
+``"periodic"``        ``v exp(-2 sum_k sin^2(pi |dx_k| / p) / l^2)``
 ``"weakly_periodic"`` periodic ``(l, v, p)`` times ``exp(-r^2 / (2 m^2))`` (NDP)
-=================== ===================================================================
+===================== =================================================================
 
 Non-Gaussian families (``t = w . x`` is the projection of the input on a random unit
 direction ``w``, uniform on the sphere; in 1-D ``w = +-1``):
@@ -66,6 +66,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
+
+from bayesfn._linalg import safe_cholesky
 
 from . import _gp_kernels as K
 from ._rng import make_generator
@@ -219,7 +221,7 @@ def _sample_family(
             else:
                 decay = draw("decay_lengthscale", (1.0 * c, 4.0 * c))
                 cov = K.weakly_periodic_kernel(x, lengthscale, variance, period, decay)
-        factor = K.jittered_cholesky(cov, jitter=jitter)
+        factor = safe_cholesky(cov, jitter=jitter, name="GP covariance")
         eps = torch.randn(b, n, 1, generator=generator, dtype=torch.float64, device=device)
         return (factor @ eps)[..., 0], params
 
@@ -304,8 +306,11 @@ def sample_functions(
             f"Unknown function family {family!r}; valid families are "
             f"{', '.join(map(repr, _FAMILIES))}."
         )
-    for arg, value in (("batch_size", batch_size), ("num_points", num_points),
-                       ("input_dim", input_dim)):
+    for arg, value in (
+        ("batch_size", batch_size),
+        ("num_points", num_points),
+        ("input_dim", input_dim),
+    ):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{arg} must be a positive int; got {value!r}")
     if len(x_range) != 2 or not float(x_range[0]) < float(x_range[1]):
@@ -326,8 +331,14 @@ def sample_functions(
     out_device = torch.device(device) if device is not None else work_device
 
     if x is None:
-        u = torch.rand(batch_size, num_points, input_dim, generator=rng,
-                       dtype=torch.float64, device=work_device)
+        u = torch.rand(
+            batch_size,
+            num_points,
+            input_dim,
+            generator=rng,
+            dtype=torch.float64,
+            device=work_device,
+        )
         xs = x_range[0] + (x_range[1] - x_range[0]) * u
     else:
         if not isinstance(x, torch.Tensor):
@@ -380,8 +391,9 @@ def sample_functions(
 
     noise = _draw(noise_std, 0.0, batch_size, "noise_std", rng, work_device, allow_zero=True)
     params["noise_std"] = noise
-    eps = torch.randn(batch_size, num_points, generator=rng, dtype=torch.float64,
-                      device=work_device)
+    eps = torch.randn(
+        batch_size, num_points, generator=rng, dtype=torch.float64, device=work_device
+    )
     y = f + noise[:, None] * eps
 
     def out(t: torch.Tensor) -> torch.Tensor:

@@ -2,23 +2,23 @@
 
 Definitions (``z``, ``z1``, ``z2`` are independent standard normals, ``U`` uniform):
 
-================ ===========================================================================
-``"rings"``      4 concentric rings of radii 0.5, 1.0, 1.5, 2.0, equally likely; the
-                 radius gets ``N(0, 0.08^2)`` noise and the angle is uniform
-``"mring"``      3 concentric rings of radii 1, 3, 5 with probabilities proportional to
-                 the radius (uniform along the arcs), radial noise ``N(0, 0.2^2)``; the
-                 "multiple rings" set of squared NPCs (Loconte et al., 2024)
-``"banana"``     ``x1 = 2 z1``, ``x2 = z2 + 0.2 (x1^2 - 4)``
-``"funnel"``     ``x1 = 2 z1``, ``x2 = z2 sqrt(min(exp(-x1), 5))``
-``"cosine"``     ``x1 ~ U[-4, 4]``, ``x2 = 3 cos(2 x1) + z2``
-``"moons"``      two interleaved half circles of radius 1 (upper ``(cos t, sin t)``,
-                 lower ``(1 - cos t, 1/2 - sin t)``, ``t ~ U[0, pi]``), shifted by
-                 ``(-1/2, -1/4)``, plus ``N(0, 0.1^2)`` noise per coordinate
-``"spirals"``    two interleaved arms ``+-(r cos a, r sin a)`` with ``a = 3 pi sqrt(U)``,
-                 ``r = 2 a / (3 pi)``, plus ``N(0, 0.08^2)`` noise per coordinate
+================== =========================================================================
+``"rings"``        4 concentric rings of radii 0.5, 1.0, 1.5, 2.0, equally likely; the
+                   radius gets ``N(0, 0.08^2)`` noise and the angle is uniform
+``"mring"``        3 concentric rings of radii 1, 3, 5 with probabilities proportional to
+                   the radius (uniform along the arcs), radial noise ``N(0, 0.2^2)``; the
+                   "multiple rings" set of squared NPCs (Loconte et al., 2024)
+``"banana"``       ``x1 = 2 z1``, ``x2 = z2 + 0.2 (x1^2 - 4)``
+``"funnel"``       ``x1 = 2 z1``, ``x2 = z2 sqrt(min(exp(-x1), 5))``
+``"cosine"``       ``x1 ~ U[-4, 4]``, ``x2 = 3 cos(2 x1) + z2``
+``"moons"``        two interleaved half circles of radius 1 (upper ``(cos t, sin t)``,
+                   lower ``(1 - cos t, 1/2 - sin t)``, ``t ~ U[0, pi]``), shifted by
+                   ``(-1/2, -1/4)``, plus ``N(0, 0.1^2)`` noise per coordinate
+``"spirals"``      two interleaved arms ``+-(r cos a, r sin a)`` with ``a = 3 pi sqrt(U)``,
+                   ``r = 2 a / (3 pi)``, plus ``N(0, 0.08^2)`` noise per coordinate
 ``"checkerboard"`` uniform on the 8 cells ``[i, i+1) x [j, j+1)`` of ``[-2, 2]^2`` with
-                 ``i + j`` even (density 1/8 there, 0 elsewhere)
-================ ===========================================================================
+                   ``i + j`` even (density 1/8 there, 0 elsewhere)
+================== =========================================================================
 
 :func:`toy2d_log_prob` gives the exact log density of ``rings``, ``mring``, ``banana``,
 ``funnel``, ``cosine`` and ``checkerboard``. For a ring of radius ``R`` with radial noise

@@ -79,8 +79,10 @@ def test_bad_arguments():
 def _fake_mnist(tmp_path, images: bytes, labels: bytes, compress=True):
     folder = tmp_path / "mnist"
     folder.mkdir(exist_ok=True)
-    for name, payload in (("t10k-images-idx3-ubyte.gz", images),
-                          ("t10k-labels-idx1-ubyte.gz", labels)):
+    for name, payload in (
+        ("t10k-images-idx3-ubyte.gz", images),
+        ("t10k-labels-idx1-ubyte.gz", labels),
+    ):
         (folder / name).write_bytes(gzip.compress(payload) if compress else payload)
 
 

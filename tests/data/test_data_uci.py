@@ -67,7 +67,9 @@ def test_split0_matches_readme_and_numpy_reference(name, uci_dir):
     np.testing.assert_allclose(split.y_mean.numpy(), [y_tr.mean()], rtol=1e-12)
     np.testing.assert_allclose(split.y_std.numpy(), [y_tr.std()], rtol=1e-12)
     np.testing.assert_allclose(
-        split.unstandardize_y(split.y_test).numpy()[:, 0], raw[test, target], rtol=1e-10,
+        split.unstandardize_y(split.y_test).numpy()[:, 0],
+        raw[test, target],
+        rtol=1e-10,
         atol=1e-12,
     )
 
@@ -113,8 +115,9 @@ def test_splits_differ_and_last_split_loads():
     assert not torch.equal(s0.y_test, s19.y_test)
 
 
-@pytest.mark.parametrize(("name", "bad", "bound"), [("protein", 5, 4), ("concrete", 20, 19),
-                                                    ("yacht", -1, 19)])
+@pytest.mark.parametrize(
+    ("name", "bad", "bound"), [("protein", 5, 4), ("concrete", 20, 19), ("yacht", -1, 19)]
+)
 def test_split_out_of_range(name, bad, bound):
     with pytest.raises(ValueError, match=rf"split must be in \[0, {bound}\]"):
         load_uci(name, bad)
