@@ -58,7 +58,7 @@ def test_defaults_include_cwd_parent_and_repository_sibling(no_data_env, tmp_pat
     roots = paths_module.default_roots()
     assert roots[0] == (tmp_path / "shared" / "data").resolve()
     repo_parent = Path(paths_module.__file__).resolve().parents[3]
-    assert roots[-1] == repo_parent / "shared" / "data"
+    assert roots[-1].resolve() == (repo_parent / "shared" / "data").resolve()
 
 
 def test_default_relative_to_cwd_is_found(no_data_env, tmp_path, monkeypatch):
