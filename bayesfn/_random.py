@@ -39,7 +39,9 @@ def standard_gamma(
         x = torch.randn(dk.shape, generator=generator, dtype=a.dtype, device=a.device)
         u = torch.rand(dk.shape, generator=generator, dtype=a.dtype, device=a.device)
         v = (1 + ck * x) ** 3
-        ok = (v > 0) & (torch.log(u) < 0.5 * x**2 + dk - dk * v + dk * torch.log(v.clamp_min(1e-300)))
+        ok = (v > 0) & (
+            torch.log(u) < 0.5 * x**2 + dk - dk * v + dk * torch.log(v.clamp_min(1e-300))
+        )
         accepted = tuple(i[ok] for i in idx)
         out[accepted] = (dk * v)[ok]
         pending[accepted] = False

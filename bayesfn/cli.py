@@ -26,10 +26,20 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("paper", nargs="?", help="which paper (see --list)")
     rep.add_argument("--list", action="store_true", help="list the available reproductions")
     size = rep.add_mutually_exclusive_group()
-    size.add_argument("--smoke", dest="scale", action="store_const", const="smoke",
-                      help="minutes-scale run for tests")
-    size.add_argument("--full", dest="scale", action="store_const", const="full",
-                      help="the paper's scale (default)")
+    size.add_argument(
+        "--smoke",
+        dest="scale",
+        action="store_const",
+        const="smoke",
+        help="minutes-scale run for tests",
+    )
+    size.add_argument(
+        "--full",
+        dest="scale",
+        action="store_const",
+        const="full",
+        help="the paper's scale (default)",
+    )
     rep.set_defaults(scale="full")
     rep.add_argument("--seed", type=int, nargs="+", default=[0], help="one or more seeds")
     rep.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")

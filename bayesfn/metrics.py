@@ -322,18 +322,11 @@ def _crps_from_samples(samples: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def _student_t_marginals(posterior: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``loc``, marginal ``scale`` and ``df`` of a StudentTPosterior, all ``batch + event``.
-
-    The scale is read off the public quantile function: ``q(¾) = loc + scale · t_ν(¾)``.
-    """
-    from scipy import stats
-
+    """``loc``, marginal ``scale`` and ``df`` of a StudentTPosterior, all ``batch + event``."""
     loc = posterior.loc.detach()
-    df = torch.as_tensor(posterior.df, dtype=loc.dtype, device=loc.device).detach()
+    df = posterior.df.detach()
     df = df.reshape(df.shape + (1,) * (loc.ndim - df.ndim)).expand_as(loc)
-    upper = posterior.quantile(torch.tensor([0.75], dtype=loc.dtype))[0].detach()
-    t75 = torch.as_tensor(stats.t.ppf(0.75, df.cpu().numpy()), dtype=loc.dtype, device=loc.device)
-    return loc, (upper - loc) / t75, df
+    return loc, posterior.marginal_scale.detach(), df
 
 
 def crps(

@@ -71,9 +71,7 @@ def as_tensor(
         except (TypeError, ValueError) as err:
             raise TypeError(f"{name} could not be converted to a tensor: {err}") from None
     else:
-        raise TypeError(
-            f"{name} must be a torch.Tensor or numpy array; got {type(x).__name__}"
-        )
+        raise TypeError(f"{name} must be a torch.Tensor or numpy array; got {type(x).__name__}")
     if not (t.dtype.is_floating_point or t.dtype in (torch.int32, torch.int64, torch.uint8)):
         raise TypeError(f"{name} must hold numbers; got dtype {t.dtype}")
     return t.to(dtype=dtype, device=device)
@@ -133,9 +131,7 @@ def check_targets(
     if t.ndim != 2:
         raise ValueError(f"{name} must have shape (n,) or (n, m); got {tuple(t.shape)}")
     if t.shape[0] != num_points:
-        raise ValueError(
-            f"{name} has {t.shape[0]} rows but x has {num_points}; they must match"
-        )
+        raise ValueError(f"{name} has {t.shape[0]} rows but x has {num_points}; they must match")
     _check_finite_nonempty(t, name)
     return t
 

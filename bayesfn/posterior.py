@@ -459,7 +459,8 @@ class StudentTPosterior(_LocationScale):
         df = torch.as_tensor(df, dtype=loc.dtype, device=loc.device)
         if df.ndim > 0 and df.shape != self._batch:
             raise ValueError(
-                f"df must be a scalar or have batch_shape {tuple(self._batch)}; got {tuple(df.shape)}"
+                f"df must be a scalar or have batch_shape {tuple(self._batch)}; "
+                f"got {tuple(df.shape)}"
             )
         if not torch.isfinite(df).all() or (df <= 0).any():
             raise ValueError(f"df must be positive and finite; got {df}")
@@ -468,6 +469,11 @@ class StudentTPosterior(_LocationScale):
     @property
     def df(self) -> torch.Tensor:
         return self._df
+
+    @property
+    def marginal_scale(self) -> torch.Tensor:
+        """``batch + event`` scale of each element's univariate t marginal."""
+        return self._scale_diag().sqrt()
 
     def _df_event(self) -> torch.Tensor:
         """df broadcastable against ``batch + event``."""

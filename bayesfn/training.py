@@ -85,7 +85,7 @@ def seed_everything(seed: int) -> None:
     import numpy as np
 
     random.seed(seed)
-    np.random.seed(seed % 2**32)
+    np.random.seed(seed % 2**32)  # noqa: NPY002 - seeding the legacy global RNG is the point
     torch.manual_seed(seed)
 
 
@@ -120,7 +120,9 @@ def _make_optimizer(
         return optimizer(params)
     choices = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
     if optimizer not in choices:
-        raise ValueError(f"optimizer must be one of {sorted(choices)} or a callable; got {optimizer!r}")
+        raise ValueError(
+            f"optimizer must be one of {sorted(choices)} or a callable; got {optimizer!r}"
+        )
     return choices[optimizer](params, lr=lr)
 
 
@@ -249,7 +251,9 @@ def optimize(
             raise ValueError("batch_size= needs data=")
     global_batch = batch_size if batch_size is not None else n
     if d.active and tensors and global_batch < d.world_size:
-        raise ValueError(f"a global batch of {global_batch} cannot be split over {d.world_size} ranks")
+        raise ValueError(
+            f"a global batch of {global_batch} cannot be split over {d.world_size} ranks"
+        )
 
     if seed is None:
         seed = int(torch.randint(0, 2**31 - 1, ()).item())
@@ -312,8 +316,12 @@ def optimize(
     start = time.perf_counter()
     module.train()
     bar = tqdm(
-        total=max_steps, initial=step, desc=desc, disable=not progress_bar or d.rank != 0,
-        dynamic_ncols=True, leave=False,
+        total=max_steps,
+        initial=step,
+        desc=desc,
+        disable=not progress_bar or d.rank != 0,
+        dynamic_ncols=True,
+        leave=False,
     )
     stop = result.stopped_early
     try:
@@ -358,8 +366,9 @@ def optimize(
                 module.train()
                 result.val_history.append([step, val])
                 if val < best["value"] - min_delta:
-                    best.update(value=val, step=step, bad=0,
-                                state=copy.deepcopy(module.state_dict()))
+                    best.update(
+                        value=val, step=step, bad=0, state=copy.deepcopy(module.state_dict())
+                    )
                 else:
                     best["bad"] += 1
                     if patience is not None and best["bad"] >= patience:
@@ -370,7 +379,9 @@ def optimize(
             bar.update(1)
             if step % 10 == 0 or step == max_steps:
                 bar.set_postfix(loss=f"{float(loss_value):.4g}")
-            if ckpt_path is not None and (step % checkpoint_every == 0 or step == max_steps or stop):
+            if ckpt_path is not None and (
+                step % checkpoint_every == 0 or step == max_steps or stop
+            ):
                 save_checkpoint()
     finally:
         bar.close()

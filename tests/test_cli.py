@@ -27,8 +27,12 @@ def test_tour_writes_a_report(tmp_path):
 
 
 def test_console_script_is_installed():
-    done = subprocess.run([sys.executable, "-m", "bayesfn.cli", "reproduce", "--list"],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "bayesfn.cli", "reproduce", "--list"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
 
 
@@ -42,8 +46,20 @@ def test_results_json_format(tmp_path):
     rows = [result_row("boston", "test NLL", 1.1, paper=1.14, ours_std=0.02)]
     path = write_results(make_results("Some et al.", "smoke", [0, 1], rows), tmp_path)
     data = json.loads(path.read_text())
-    assert data == {"paper": "Some et al.", "scale": "smoke", "seeds": [0, 1], "rows": [
-        {"setting": "boston", "metric": "test NLL", "paper": 1.14, "ours": 1.1, "ours_std": 0.02}]}
+    assert data == {
+        "paper": "Some et al.",
+        "scale": "smoke",
+        "seeds": [0, 1],
+        "rows": [
+            {
+                "setting": "boston",
+                "metric": "test NLL",
+                "paper": 1.14,
+                "ours": 1.1,
+                "ours_std": 0.02,
+            }
+        ],
+    }
     with pytest.raises(ValueError, match="scale"):
         make_results("p", "medium", [0], rows)
     with pytest.raises(ValueError, match="ours must be a number"):

@@ -29,7 +29,7 @@ def test_requested_jitter_is_always_added():
 
 def test_gives_up_with_a_clear_error():
     bad = -torch.eye(3, dtype=torch.float64).expand(2, 3, 3)
-    with pytest.raises(CholeskyError, match="2 matrix.* not positive-definite"):
+    with pytest.raises(CholeskyError, match=r"2 matrix.* not positive-definite"):
         safe_cholesky(bad, name="K")
     with pytest.raises(ValueError, match="square"):
         safe_cholesky(torch.zeros(2, 3))

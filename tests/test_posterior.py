@@ -105,9 +105,10 @@ class MixRef:
         out = np.empty(q.shape + shape)
         for qi in np.ndindex(*q.shape):
             for ei in np.ndindex(*shape):
-                f = lambda x: sum(  # noqa: E731
-                    w * r.cdf(np.full(shape, x))[ei] for w, r in zip(self.w, self.refs, strict=True)
-                ) - q[qi]
+                def f(x, qi=qi, ei=ei):
+                    pairs = zip(self.w, self.refs, strict=True)
+                    return sum(w * r.cdf(np.full(shape, x))[ei] for w, r in pairs) - q[qi]
+
                 out[qi + ei] = optimize.brentq(f, -50, 50, xtol=1e-12)
         return out
 
@@ -146,8 +147,14 @@ def mixture():
     return MixturePosterior([g, t], torch.tensor([0.3, 0.7], dtype=D)), MixRef([0.3, 0.7], [gr, tr])
 
 
-CLOSED_FORM = [gaussian_full, gaussian_diag_batched, gaussian_tril_batched, student_t_full,
-               student_t_density_event, mixture]
+CLOSED_FORM = [
+    gaussian_full,
+    gaussian_diag_batched,
+    gaussian_tril_batched,
+    student_t_full,
+    student_t_density_event,
+    mixture,
+]
 
 
 @pytest.fixture(params=CLOSED_FORM, ids=lambda f: f.__name__)
@@ -215,7 +222,9 @@ def test_arviz_export(case):
     assert arr.shape == (2, 50) + tuple(post.batch_shape + post.event_shape)
     assert arr.dims[:2] == ("chain", "draw")
     tree = post.to_datatree(num_samples=20)
-    assert tree["posterior_predictive"]["f"].shape == (1, 20) + tuple(post.batch_shape + post.event_shape)
+    assert tree["posterior_predictive"]["f"].shape == (1, 20) + tuple(
+        post.batch_shape + post.event_shape
+    )
 
 
 def test_bad_values_are_rejected(case):
@@ -250,8 +259,11 @@ def test_student_t_shares_one_chi_square_across_the_event():
 
 
 def test_student_t_moments_for_small_df():
-    post = StudentTPosterior(torch.tensor([0.8, 1.5, 3.0], dtype=D), torch.zeros(3, 2, 1, dtype=D),
-                             variance=torch.ones(3, 2, 1, dtype=D))
+    post = StudentTPosterior(
+        torch.tensor([0.8, 1.5, 3.0], dtype=D),
+        torch.zeros(3, 2, 1, dtype=D),
+        variance=torch.ones(3, 2, 1, dtype=D),
+    )
     assert torch.isnan(post.mean[0]).all() and torch.isfinite(post.mean[1:]).all()
     assert torch.isinf(post.variance[1]).all()
     np.testing.assert_allclose(post.variance[2].numpy(), 3.0)
@@ -260,14 +272,19 @@ def test_student_t_moments_for_small_df():
 def test_mixture_quantile_inverts_cdf():
     post, _ = mixture()
     q = torch.tensor([0.01, 0.3, 0.99], dtype=D)
-    np.testing.assert_allclose(post.cdf(post.quantile(q)).numpy(), q.numpy()[:, None, None]
-                               * np.ones((1, 4, 2)), atol=1e-9)
+    np.testing.assert_allclose(
+        post.cdf(post.quantile(q)).numpy(), q.numpy()[:, None, None] * np.ones((1, 4, 2)), atol=1e-9
+    )
 
 
 def test_mixture_density_integrates_to_one():
     post = MixturePosterior(
-        [GaussianPosterior(torch.zeros(1, 1, dtype=D), variance=torch.ones(1, 1, dtype=D)),
-         StudentTPosterior(3.0, torch.full((1, 1), 2.0, dtype=D), variance=torch.ones(1, 1, dtype=D))],
+        [
+            GaussianPosterior(torch.zeros(1, 1, dtype=D), variance=torch.ones(1, 1, dtype=D)),
+            StudentTPosterior(
+                3.0, torch.full((1, 1), 2.0, dtype=D), variance=torch.ones(1, 1, dtype=D)
+            ),
+        ],
         logits=torch.tensor([0.0, 1.0]),
     )
     f = lambda x: post.log_prob(torch.tensor([[[x]]], dtype=D)).exp().item()  # noqa: E731

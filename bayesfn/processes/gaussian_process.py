@@ -38,13 +38,14 @@ _BASE_KERNELS = {
 _ALIASES = {"se": "rbf", "exponential": "matern12"}
 
 
-def build_kernel(spec: str, num_features: int, batch_shape: torch.Size = torch.Size()):
+def build_kernel(spec: str, num_features: int, batch_shape: torch.Size | None = None):
     """Build a GPyTorch kernel from a formula such as ``"rbf"`` or ``"rbf*periodic + linear"``.
 
     Each product term gets its own output scale; terms are summed. Base names:
     ``rbf`` (``se``), ``matern12`` / ``matern32`` / ``matern52``, ``periodic``, ``rq``,
     ``linear``. Every base kernel has one lengthscale per input dimension (ARD).
     """
+    batch_shape = torch.Size() if batch_shape is None else torch.Size(batch_shape)
     if not isinstance(spec, str) or not spec.strip():
         raise ValueError(f"kernel must be a non-empty formula string; got {spec!r}")
     terms = []
@@ -173,8 +174,9 @@ class GaussianProcess(Model):
                 k.outputscale = var_y / len(_scale_kernels(gp.covar_module))
             if self.mean == "constant":
                 gp.mean_module.constant.copy_(y.mean(0).reshape(gp.mean_module.constant.shape))
-            gp.likelihood.noise = (0.1 * var_y if self.noise is None else
-                                   torch.full_like(var_y, self.noise)).unsqueeze(-1)
+            gp.likelihood.noise = (
+                0.1 * var_y if self.noise is None else torch.full_like(var_y, self.noise)
+            ).unsqueeze(-1)
         if self.noise is not None:
             gp.likelihood.raw_noise.requires_grad_(False)
         mll = gpytorch.mlls.ExactMarginalLogLikelihood(gp.likelihood, gp)
@@ -185,15 +187,20 @@ class GaussianProcess(Model):
         result = FitResult()
         if max_steps > 0:
             result = optimize(
-                gp, loss_fn, max_steps=max_steps, lr=lr, seed=seed, callbacks=callbacks,
-                progress_bar=progress_bar, checkpoint_dir=checkpoint_dir, desc="GP marginal likelihood",
+                gp,
+                loss_fn,
+                max_steps=max_steps,
+                lr=lr,
+                seed=seed,
+                callbacks=callbacks,
+                progress_bar=progress_bar,
+                checkpoint_dir=checkpoint_dir,
+                desc="GP marginal likelihood",
             )
         gp.eval()
         result.diagnostics["hyperparameters"] = self.hyperparameters()
         with torch.no_grad():
-            result.diagnostics["log_marginal_likelihood"] = float(
-                self.log_marginal_likelihood()
-            )
+            result.diagnostics["log_marginal_likelihood"] = float(self.log_marginal_likelihood())
         self.fit_result_ = result
         return self
 
@@ -232,8 +239,12 @@ class GaussianProcess(Model):
         """
         self._check_fitted()
         x = check_inputs(
-            x, "x", dtype=self.dtype, device=self.device,
-            num_features=self.train_x_.shape[-1], allow_batch=True,
+            x,
+            "x",
+            dtype=self.dtype,
+            device=self.device,
+            num_features=self.train_x_.shape[-1],
+            allow_batch=True,
         )
         chol, alpha = self._train_quantities()
         with torch.set_grad_enabled(x.requires_grad):

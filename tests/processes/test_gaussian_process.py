@@ -48,7 +48,9 @@ def _hp(gp, name, out=0):
 def data():
     g = torch.Generator().manual_seed(1)
     x = torch.rand(25, 2, generator=g, dtype=D) * 3
-    y = torch.sin(2 * x[:, :1]) * torch.cos(x[:, 1:]) + 0.1 * torch.randn(25, 1, generator=g, dtype=D)
+    y = torch.sin(2 * x[:, :1]) * torch.cos(x[:, 1:]) + 0.1 * torch.randn(
+        25, 1, generator=g, dtype=D
+    )
     xs = torch.rand(9, 2, generator=g, dtype=D) * 4 - 0.5
     return x, y, xs
 
