@@ -179,10 +179,10 @@ class GaussianProcess(Model):
             ).unsqueeze(-1)
         if self.noise is not None:
             gp.likelihood.raw_noise.requires_grad_(False)
-        mll = gpytorch.mlls.ExactMarginalLogLikelihood(gp.likelihood, gp)
 
         def loss_fn(_batch):
-            return -mll(gp(x), gp.train_targets).sum()
+            # per data point, so that learning rates do not depend on n
+            return -self.log_marginal_likelihood() / x.shape[0]
 
         result = FitResult()
         if max_steps > 0:
@@ -208,16 +208,23 @@ class GaussianProcess(Model):
     def _kernel(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return self.module_.covar_module(a, b).to_dense()
 
+    def _factorise(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Cholesky factor ``L`` ``(m, n, n)`` of K + σ²I, the residual ``r = y − μ`` and
+        ``alpha = (K + σ²I)⁻¹ r`` (both ``(m, n)``), differentiable in the hyperparameters.
+        Always a dense Cholesky: exact at every n, unlike iterative solvers."""
+        gp, x = self.module_, self.train_x_
+        k = self._kernel(x, x)
+        k = k + torch.diag_embed(self._noise().unsqueeze(-1).expand(k.shape[:-1]))
+        chol = safe_cholesky(k, name="training covariance K + noise")
+        resid = self.train_y_.T - gp.mean_module(x)
+        alpha = torch.cholesky_solve(resid.unsqueeze(-1), chol).squeeze(-1)
+        return chol, resid, alpha
+
     def _train_quantities(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Cholesky factor ``(m, n, n)`` of K + σ²I and ``alpha = (K + σ²I)⁻¹(y − μ)``."""
+        """Cached ``(L, alpha)`` of :meth:`_factorise` for prediction."""
         if self._cache is None:
             with torch.no_grad():
-                gp, x = self.module_, self.train_x_
-                k = self._kernel(x, x)
-                k = k + torch.diag_embed(self._noise().unsqueeze(-1).expand(k.shape[:-1]))
-                chol = safe_cholesky(k, name="training covariance K + noise")
-                resid = self.train_y_.T - gp.mean_module(x)
-                alpha = torch.cholesky_solve(resid.unsqueeze(-1), chol).squeeze(-1)
+                chol, _, alpha = self._factorise()
             self._cache = (chol, alpha)
         return self._cache
 
@@ -260,9 +267,8 @@ class GaussianProcess(Model):
 
     # ---------------------------------------------------------- diagnostics
     def log_marginal_likelihood(self) -> torch.Tensor:
-        """Exact log p(y | X, θ) summed over outputs (not divided by n)."""
-        chol, alpha = self._train_quantities()
-        resid = self.train_y_.T - self.module_.mean_module(self.train_x_)
+        """Exact log p(y | X, θ) summed over outputs (not divided by n); differentiable."""
+        chol, resid, alpha = self._factorise()
         n = resid.shape[-1]
         quad = (resid * alpha).sum(-1)
         logdet = 2 * chol.diagonal(dim1=-2, dim2=-1).log().sum(-1)
