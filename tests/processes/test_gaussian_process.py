@@ -141,3 +141,12 @@ def test_bad_settings_are_rejected():
     with pytest.raises(ValueError, match="dtype"):
         GaussianProcess(dtype="int64")
     assert build_kernel("se*periodic+linear", 3) is not None
+
+
+def test_float32_on_request_agrees_with_float64(data):
+    x, y, xs = data
+    kw = {"max_steps": 0, "progress_bar": False}
+    p64 = GaussianProcess("rbf").fit(x, y, **kw).posterior(xs)
+    p32 = GaussianProcess("rbf", dtype="float32").fit(x.float(), y.float(), **kw).posterior(xs)
+    assert p32.dtype == torch.float32
+    np.testing.assert_allclose(p32.mean.numpy(), p64.mean.numpy(), atol=1e-3)
