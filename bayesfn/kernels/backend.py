@@ -1,0 +1,153 @@
+"""Which implementation runs behind :func:`bayesfn.kernels.cp_layer` and
+:func:`bayesfn.kernels.sq_layer`.
+
+Three settings:
+
+* ``"auto"`` (default) — Triton for CUDA tensors of dtype float32 / float64 when triton is
+  importable and the layer is in the size range where the fused kernel measured faster
+  (:data:`CP_TRITON_MAX_K`, :data:`SQ_TRITON_MAX_K`); the pure-torch reference otherwise
+  (CPU tensors, other dtypes, no triton, large K where cuBLAS wins);
+* ``"torch"`` — always the pure-torch reference;
+* ``"triton"`` — always Triton. CUDA tensors need triton installed (the ``gpu`` extra);
+  CPU tensors run only under Triton's interpreter, i.e. with ``TRITON_INTERPRET=1`` set in
+  the environment before triton is first imported (that is how the tests exercise the
+  Triton code on machines without a GPU). Anything else raises a clear error.
+
+Use it as a context manager or set it for the whole process::
+
+    with bayesfn.kernels.use_backend("torch"):
+        ...
+    bayesfn.kernels.set_backend("triton")
+
+This module never imports triton; it only asks whether it could.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import functools
+import importlib.util
+import os
+from collections.abc import Iterator
+
+import torch
+
+__all__ = [
+    "BACKENDS",
+    "CP_TRITON_MAX_K",
+    "SQ_TRITON_MAX_K",
+    "get_backend",
+    "set_backend",
+    "use_backend",
+    "use_triton",
+]
+
+BACKENDS = ("auto", "torch", "triton")
+TRITON_DTYPES = (torch.float32, torch.float64)
+
+#: With backend "auto", :func:`~bayesfn.kernels.cp_layer` runs Triton only up to this
+#: ``max(K_in, K_out)`` (H200, float32: 2-5x faster at K <= 64, about even at 256, 0.45x
+#: at 1024; see benchmarks/RESULTS.md).
+CP_TRITON_MAX_K = 256
+
+#: With backend "auto", :func:`~bayesfn.kernels.sq_layer` runs the fused Triton kernel only
+#: up to this ``K_out`` (beyond it two cuBLAS matmuls win; see benchmarks/RESULTS.md).
+SQ_TRITON_MAX_K = 64
+
+_backend: contextvars.ContextVar[str] = contextvars.ContextVar(
+    "bayesfn_kernels_backend", default="auto"
+)
+
+
+def _check(name: str) -> str:
+    if name not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
+    return name
+
+
+def get_backend() -> str:
+    """The current setting: ``"auto"``, ``"torch"`` or ``"triton"``."""
+    return _backend.get()
+
+
+def set_backend(name: str) -> None:
+    """Set the backend for the current context (thread / task) until changed again."""
+    _backend.set(_check(name))
+
+
+@contextlib.contextmanager
+def use_backend(name: str) -> Iterator[None]:
+    """Context manager: run the kernels inside the ``with`` block on backend ``name``."""
+    token = _backend.set(_check(name))
+    try:
+        yield
+    finally:
+        _backend.reset(token)
+
+
+@functools.cache
+def triton_available() -> bool:
+    """Whether triton can be imported (without importing it)."""
+    return importlib.util.find_spec("triton") is not None
+
+
+def interpreter_enabled() -> bool:
+    """Whether Triton's CPU interpreter is switched on (``TRITON_INTERPRET=1``)."""
+    return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes")
+
+
+def cp_prefers_triton(weight: torch.Tensor) -> bool:
+    """Whether "auto" should send a CP layer with this ``(F, K_out, K_in)`` weight to
+    Triton: yes up to ``K = CP_TRITON_MAX_K``; beyond it cuBLAS fp32 GEMMs beat Triton's
+    IEEE-fp32 (non-tensor-core) dot products."""
+    return max(weight.shape[-2], weight.shape[-1]) <= CP_TRITON_MAX_K
+
+
+def sq_prefers_triton(weight: torch.Tensor) -> bool:
+    """Whether "auto" should send a squared-mode layer with this ``(F, K_out, K_in)``
+    weight to Triton."""
+    return weight.shape[-2] <= SQ_TRITON_MAX_K
+
+
+def use_triton(*tensors: torch.Tensor, prefer: bool = True) -> bool:
+    """Decide, for these input tensors, whether the Triton kernels run.
+
+    ``prefer=False`` keeps backend "auto" on torch (shapes where Triton does not win);
+    backend "triton" ignores it.
+
+    Raises:
+        RuntimeError: with backend ``"triton"`` when Triton cannot run these tensors
+            (triton missing, CPU tensors without ``TRITON_INTERPRET=1``, mixed devices).
+        TypeError: with backend ``"triton"`` and a dtype other than float32 / float64.
+    """
+    name = _backend.get()
+    if name == "torch":
+        return False
+    devices = {t.device.type for t in tensors}
+    cuda = devices == {"cuda"}
+    if name == "auto":
+        dtypes_ok = all(t.dtype in TRITON_DTYPES for t in tensors)
+        return prefer and cuda and dtypes_ok and triton_available()
+    # name == "triton": fail loudly rather than fall back silently.
+    if not triton_available():
+        raise RuntimeError(
+            "bayesfn.kernels backend 'triton' needs triton: pip install 'bayesfn[gpu]'"
+        )
+    bad = [t.dtype for t in tensors if t.dtype not in TRITON_DTYPES]
+    if bad:
+        raise TypeError(f"the Triton kernels take float32 or float64 tensors, got {bad[0]}")
+    if cuda:
+        return True
+    if devices == {"cpu"}:
+        if not interpreter_enabled():
+            raise RuntimeError(
+                "bayesfn.kernels backend 'triton' got CPU tensors: Triton runs on CPU only "
+                "under its interpreter; set TRITON_INTERPRET=1 in the environment before "
+                "triton is imported, or use backend 'auto' / 'torch'"
+            )
+        return True
+    raise RuntimeError(
+        f"bayesfn.kernels backend 'triton' needs all tensors on one CUDA device (or on CPU "
+        f"under TRITON_INTERPRET=1), got devices {sorted(devices)}"
+    )

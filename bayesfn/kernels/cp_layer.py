@@ -1,0 +1,130 @@
+"""Reference (pure-torch) kernels for the sum layers of tensorized circuits.
+
+Values are carried in the signed-log representation: a real tensor ``v`` is the pair
+``(log|v|, sign(v))`` with ``sign`` a float tensor of ``-1``, ``0`` or ``+1`` of the same
+dtype. Exact zero is ``(-inf, 0)``. Every contraction below shifts its inputs by their
+maximum log-magnitude before leaving log space (the log-sum-exp trick), so tiny and huge
+magnitudes never under- or overflow, and terms that cancel exactly give exact zero.
+
+These two functions are the single entry points the circuits call; a GPU implementation
+(Triton) will be dispatched behind the same signatures, so callers never know which
+backend ran. The shift maxima are detached: the results do not depend on them
+mathematically, so gradients are exact.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from bayesfn.kernels import backend as _backend
+
+__all__ = ["cp_layer", "signed_log", "signed_logsumexp", "sq_layer"]
+
+
+def _finite_or_zero(m: torch.Tensor) -> torch.Tensor:
+    """Replace non-finite shifts (all inputs zero) by 0 so that ``-inf - m`` stays ``-inf``."""
+    return torch.where(torch.isfinite(m), m, torch.zeros_like(m)).detach()
+
+
+def signed_log(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(log|y|, sign(y))`` of a real tensor, with ``(-inf, 0)`` at exact zero and a
+    zero (not NaN) gradient there."""
+    zero = y == 0
+    safe = torch.where(zero, torch.ones_like(y), y)
+    log = torch.where(zero, torch.full_like(y, -torch.inf), safe.abs().log())
+    return log, torch.sign(y)
+
+
+def signed_logsumexp(
+    log: torch.Tensor, sign: torch.Tensor, dim: int | tuple[int, ...]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Signed log-sum-exp: ``(log|Σ v|, sign(Σ v))`` over ``dim`` of ``v = sign · e^log``."""
+    m = _finite_or_zero(log.amax(dim=dim, keepdim=True))
+    total = (sign * (log - m).exp()).sum(dim=dim, keepdim=True)
+    out_log, out_sign = signed_log(total)
+    out_log = out_log + m
+    return out_log.squeeze(dim), out_sign.squeeze(dim)
+
+
+def cp_layer(
+    left_log: torch.Tensor,
+    left_sign: torch.Tensor | None,
+    right_log: torch.Tensor,
+    right_sign: torch.Tensor | None,
+    weight: torch.Tensor,
+    *,
+    signed: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One folded CP (Hadamard-then-sum) layer: ``y[f, b] = W[f] (a[f, b] ⊙ b[f, b])``.
+
+    Args:
+        left_log, right_log: ``(F, B, K_in)`` log-magnitudes of the two inputs of each of
+            ``F`` folds for a batch of ``B``; ``-inf`` marks exact zero.
+        left_sign, right_sign: ``(F, B, K_in)`` signs in ``{-1, 0, +1}``. With
+            ``signed=False`` they may be ``None`` (all inputs are then taken as
+            non-negative).
+        weight: ``(F, K_out, K_in)``. With ``signed=True`` these are the real (possibly
+            negative) weights ``W`` themselves; with ``signed=False`` they are
+            **log-weights** ``θ`` of positive weights ``W = exp(θ)`` (the monotonic
+            parametrisation), so no weight is ever exponentiated outside the shift.
+        signed: choose between the two weight conventions above. ``signed=False`` with
+            inputs that may be negative is an error of the caller.
+
+    Returns:
+        ``(out_log, out_sign)``, each ``(F, B, K_out)``; exact zero is ``(-inf, 0)``.
+    """
+    if _backend.use_triton(left_log, right_log, weight, prefer=_backend.cp_prefers_triton(weight)):
+        from bayesfn.kernels.triton_cp import cp_layer_triton
+
+        return cp_layer_triton(left_log, left_sign, right_log, right_sign, weight, signed=signed)
+    x_log = left_log + right_log
+    m = _finite_or_zero(x_log.amax(dim=-1, keepdim=True))  # (F, B, 1)
+    if signed:
+        if left_sign is None or right_sign is None:
+            raise ValueError("cp_layer(signed=True) needs left_sign and right_sign")
+        x = (left_sign * right_sign) * (x_log - m).exp()
+        y = torch.matmul(x, weight.transpose(-1, -2))  # (F, B, K_out)
+        out_log, out_sign = signed_log(y)
+        return out_log + m, out_sign
+    mw = _finite_or_zero(weight.amax(dim=-1, keepdim=True))  # (F, K_out, 1)
+    x = (x_log - m).exp()
+    if left_sign is not None and right_sign is not None:
+        x = x * (left_sign * right_sign)
+    y = torch.matmul(x, (weight - mw).exp().transpose(-1, -2))
+    out_log, out_sign = signed_log(y)
+    return out_log + m + mw.transpose(-1, -2), out_sign
+
+
+def sq_layer(
+    left_log: torch.Tensor,
+    left_sign: torch.Tensor,
+    right_log: torch.Tensor,
+    right_sign: torch.Tensor,
+    weight: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Squared-mode CP layer: ``Y[f, b] = W[f] (A[f, b] ∘ B[f, b]) W[f]ᵀ``.
+
+    This propagates the matrices ``∫ c cᵀ`` (Gram matrices, or their partially observed /
+    moment / CDF variants) through a sum layer of a squared circuit without ever forming
+    ``W ⊗ W``: two matrix products of cost ``O(K_out K_in (K_in + K_out))`` per fold.
+
+    Args:
+        left_log, right_log: ``(F, B, K_in, K_in)`` log-magnitudes; ``B`` may be 1 and is
+            broadcast.
+        left_sign, right_sign: ``(F, B, K_in, K_in)`` signs in ``{-1, 0, +1}``.
+        weight: ``(F, K_out, K_in)`` real weights (pass ``exp(θ)`` for monotonic ones).
+
+    Returns:
+        ``(out_log, out_sign)``, each ``(F, B, K_out, K_out)``.
+    """
+    if _backend.use_triton(left_log, right_log, weight, prefer=_backend.sq_prefers_triton(weight)):
+        from bayesfn.kernels.triton_sq import sq_layer_triton
+
+        return sq_layer_triton(left_log, left_sign, right_log, right_sign, weight)
+    x_log = left_log + right_log
+    m = _finite_or_zero(x_log.amax(dim=(-1, -2), keepdim=True))
+    x = (left_sign * right_sign) * (x_log - m).exp()
+    w = weight.unsqueeze(1)  # (F, 1, K_out, K_in)
+    y = torch.matmul(torch.matmul(w, x), w.transpose(-1, -2))
+    out_log, out_sign = signed_log(y)
+    return out_log + m, out_sign

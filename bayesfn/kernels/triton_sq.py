@@ -1,0 +1,255 @@
+"""Triton kernel for the squared-mode layer ``Y[f, b] = W[f] (A[f, b] ∘ B[f, b]) W[f]ᵀ``.
+
+Same contract as the torch reference :func:`bayesfn.kernels.cp_layer.sq_layer` (the single
+entry point, which dispatches here). Importing this module imports triton.
+
+One program owns a ``(K_out × K_out)`` output tile of one ``(fold, batch)`` matrix and
+never materialises ``X = A ∘ B`` or ``W ⊗ W``. For each ``K_in`` row tile ``I`` it first
+forms ``T = X[I, :] W[o₂, :]ᵀ`` (a ``(BLOCK_I, BLOCK_O)`` tile) with a running per-row
+maximum ``t_i`` of ``log|X[i, :]|``, then adds ``W[o₁, I] diag(exp(t_i − m)) T`` into the
+accumulator against a running scalar maximum ``m`` (rescaling the accumulator by
+``exp(m_old − m_new)`` when ``m`` grows, flash-attention style). All products are
+linear-domain ``tl.dot`` at full precision (``input_precision="ieee"``). The epilogue
+writes ``(log|Y| + m, sign Y)`` with exact zero as ``(−inf, 0)``.
+
+``T`` is recomputed for every ``o₁`` tile, so the kernel does redundant work once
+``K_out`` exceeds one tile (``BLOCK_O``); the dispatcher only sends it shapes where it
+wins (:data:`bayesfn.kernels.backend.SQ_TRITON_MAX_K`).
+
+Backward: the forward is Triton; the backward recomputes the torch reference under
+autograd (exact gradients, reference speed). Supported dtypes: float32 and float64.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+__all__ = ["sq_layer_triton"]
+
+_NEG_INF = tl.constexpr(float("-inf"))
+
+
+@triton.jit
+def _sq_fwd(
+    L,
+    LS,
+    R,
+    RS,
+    W,
+    OUT_LOG,
+    OUT_SIGN,
+    B,
+    K_IN,
+    K_OUT,
+    s_l0,
+    s_l1,
+    s_l2,
+    s_l3,
+    s_a0,
+    s_a1,
+    s_a2,
+    s_a3,
+    s_r0,
+    s_r1,
+    s_r2,
+    s_r3,
+    s_c0,
+    s_c1,
+    s_c2,
+    s_c3,
+    s_wf,
+    s_wo,
+    s_wk,
+    BLOCK_O: tl.constexpr,
+    BLOCK_I: tl.constexpr,
+    BLOCK_J: tl.constexpr,
+):
+    fb = tl.program_id(0)  # F·B may exceed the 65535 limit of grid axes 1 and 2
+    pid = tl.program_id(1)
+    f = fb // B
+    b = fb % B
+    n_o = tl.cdiv(K_OUT, BLOCK_O)
+    offs_o1 = (pid // n_o) * BLOCK_O + tl.arange(0, BLOCK_O)
+    offs_o2 = (pid % n_o) * BLOCK_O + tl.arange(0, BLOCK_O)
+    mask_o1 = offs_o1 < K_OUT
+    mask_o2 = offs_o2 < K_OUT
+    dt = OUT_LOG.dtype.element_ty
+    lb = L + f * s_l0 + b * s_l1
+    ab = LS + f * s_a0 + b * s_a1
+    rb = R + f * s_r0 + b * s_r1
+    cb = RS + f * s_c0 + b * s_c1
+    wb = W + f * s_wf
+
+    acc = tl.zeros([BLOCK_O, BLOCK_O], dt)
+    m = tl.full([BLOCK_O], _NEG_INF, dt)  # the scalar running max, kept broadcast
+    for i0 in range(0, K_IN, BLOCK_I):
+        offs_i = i0 + tl.arange(0, BLOCK_I)
+        mask_i = offs_i < K_IN
+        t = tl.zeros([BLOCK_I, BLOCK_O], dt)
+        mt = tl.full([BLOCK_I], _NEG_INF, dt)
+        for j0 in range(0, K_IN, BLOCK_J):
+            offs_j = j0 + tl.arange(0, BLOCK_J)
+            mask_j = offs_j < K_IN
+            mask = mask_i[:, None] & mask_j[None, :]
+            xl = tl.load(
+                lb + offs_i[:, None] * s_l2 + offs_j[None, :] * s_l3, mask=mask, other=_NEG_INF
+            )
+            xl += tl.load(
+                rb + offs_i[:, None] * s_r2 + offs_j[None, :] * s_r3, mask=mask, other=_NEG_INF
+            )
+            xs = tl.load(ab + offs_i[:, None] * s_a2 + offs_j[None, :] * s_a3, mask=mask, other=0.0)
+            xs *= tl.load(
+                cb + offs_i[:, None] * s_c2 + offs_j[None, :] * s_c3, mask=mask, other=0.0
+            )
+            mt_new = tl.maximum(mt, tl.max(xl, axis=1))
+            mt_use = tl.where(mt_new == _NEG_INF, 0.0, mt_new)
+            x = xs * tl.exp(xl - mt_use[:, None])
+            w2 = tl.load(
+                wb + offs_o2[None, :] * s_wo + offs_j[:, None] * s_wk,
+                mask=mask_j[:, None] & mask_o2[None, :],
+                other=0.0,
+            )  # (J, O2)
+            t = t * tl.exp(mt - mt_use)[:, None]
+            t = tl.dot(x.to(dt), w2.to(dt), t, input_precision="ieee", out_dtype=dt)
+            mt = mt_new
+        m_new = tl.maximum(m, tl.max(mt, axis=0))
+        m_use = tl.where(m_new == _NEG_INF, 0.0, m_new)
+        scale = tl.where(mt == _NEG_INF, 0.0, tl.exp(mt - tl.max(m_use, axis=0)))  # ≤ 1
+        w1 = tl.load(
+            wb + offs_o1[:, None] * s_wo + offs_i[None, :] * s_wk,
+            mask=mask_o1[:, None] & mask_i[None, :],
+            other=0.0,
+        )  # (O1, I)
+        acc = acc * tl.exp(m - m_use)[:, None]
+        acc = tl.dot((w1 * scale[None, :]).to(dt), t, acc, input_precision="ieee", out_dtype=dt)
+        m = m_new
+
+    m_fin = tl.where(m == _NEG_INF, 0.0, m)
+    zero = acc == 0.0
+    out_log = tl.where(zero, _NEG_INF, tl.log(tl.where(zero, 1.0, tl.abs(acc))) + m_fin[:, None])
+    out_sign = tl.where(acc > 0.0, 1.0, tl.where(acc < 0.0, -1.0, 0.0))
+    o_off = (fb * K_OUT + offs_o1[:, None]) * K_OUT + offs_o2[None, :]
+    omask = mask_o1[:, None] & mask_o2[None, :]
+    tl.store(OUT_LOG + o_off, out_log.to(dt), mask=omask)
+    tl.store(OUT_SIGN + o_off, out_sign.to(dt), mask=omask)
+
+
+def _blocks(k_in: int, k_out: int, dtype: torch.dtype, device: torch.device):
+    """``(BLOCK_O, BLOCK_I, BLOCK_J, num_warps, num_stages)``; 16s on CPU so that tests
+    cross tile borders."""
+    if device.type != "cuda":
+        return 16, 16, 16, 4, 1
+    p2 = triton.next_power_of_2
+    bi = max(16, min(32, p2(k_in)))
+    if dtype == torch.float64:
+        return max(16, min(32, p2(k_out))), 16, 16, 4, 2
+    return max(16, min(64, p2(k_out))), bi, bi, 4, 2
+
+
+def _sq_forward(left_log, left_sign, right_log, right_sign, weight, blocks=None):
+    f, b, k_in, _ = left_log.shape
+    k_out = weight.shape[1]
+    dt, dev = left_log.dtype, left_log.device
+    out_log = torch.empty((f, b, k_out, k_out), dtype=dt, device=dev)
+    out_sign = torch.empty_like(out_log)
+    bo, bi, bj, nw, ns = blocks or _blocks(k_in, k_out, dt, dev)
+    n_o = triton.cdiv(k_out, bo)
+    _sq_fwd[(f * b, n_o * n_o)](
+        left_log,
+        left_sign,
+        right_log,
+        right_sign,
+        weight,
+        out_log,
+        out_sign,
+        b,
+        k_in,
+        k_out,
+        *left_log.stride(),
+        *left_sign.stride(),
+        *right_log.stride(),
+        *right_sign.stride(),
+        *weight.stride(),
+        BLOCK_O=bo,
+        BLOCK_I=bi,
+        BLOCK_J=bj,
+        num_warps=nw,
+        num_stages=ns,
+    )
+    return out_log, out_sign
+
+
+def _reference(left_log, left_sign, right_log, right_sign, weight):
+    from bayesfn.kernels.backend import use_backend
+    from bayesfn.kernels.cp_layer import sq_layer
+
+    with use_backend("torch"):
+        return sq_layer(left_log, left_sign, right_log, right_sign, weight)
+
+
+class _SQLayer(torch.autograd.Function):
+    """Triton forward; backward by recomputing the torch reference under autograd."""
+
+    @staticmethod
+    def forward(ctx, left_log, left_sign, right_log, right_sign, weight, blocks):
+        ctx.save_for_backward(left_log, left_sign, right_log, right_sign, weight)
+        out_log, out_sign = _sq_forward(left_log, left_sign, right_log, right_sign, weight, blocks)
+        ctx.mark_non_differentiable(out_sign)
+        return out_log, out_sign
+
+    @staticmethod
+    def backward(ctx, grad_log, grad_sign):
+        saved = ctx.saved_tensors
+        if grad_log is None:
+            return (None,) * 6
+        needs = [ctx.needs_input_grad[i] for i in (0, 2, 4)]
+        with torch.enable_grad():
+            inputs = [t.detach().requires_grad_(n) for t, n in zip(saved[::2], needs, strict=True)]
+            out_log, _ = _reference(inputs[0], saved[1], inputs[1], saved[3], inputs[2])
+            wanted = [x for x, n in zip(inputs, needs, strict=True) if n]
+            grads = iter(torch.autograd.grad(out_log, wanted, grad_log))
+        dl, dr, dw = (next(grads) if n else None for n in needs)
+        return dl, None, dr, None, dw, None
+
+
+def sq_layer_triton(
+    left_log: torch.Tensor,
+    left_sign: torch.Tensor,
+    right_log: torch.Tensor,
+    right_sign: torch.Tensor,
+    weight: torch.Tensor,
+    *,
+    blocks: tuple[int, int, int, int, int] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Triton squared-mode layer; arguments and result as in
+    :func:`bayesfn.kernels.cp_layer.sq_layer`: ``(F, B, K_in, K_in)`` inputs (``B`` may be 1
+    on one side and is broadcast), ``(F, K_out, K_in)`` real weights, ``(F, B, K_out,
+    K_out)`` outputs. ``blocks`` = ``(BLOCK_O, BLOCK_I, BLOCK_J, num_warps, num_stages)``
+    overrides the tile heuristic (tests)."""
+    if left_log.dim() != 4 or right_log.dim() != 4:
+        raise ValueError(
+            f"sq_layer inputs must be (F, B, K_in, K_in), got {tuple(left_log.shape)} and "
+            f"{tuple(right_log.shape)}"
+        )
+    f = left_log.shape[0]
+    b = max(left_log.shape[1], right_log.shape[1])
+    k_in = left_log.shape[-1]
+    shape = (f, b, k_in, k_in)
+    if weight.dim() != 3 or weight.shape[0] != f or weight.shape[2] != k_in:
+        raise ValueError(
+            f"weight must be (F, K_out, K_in) = ({f}, K_out, {k_in}), got {tuple(weight.shape)}"
+        )
+    dt = left_log.dtype
+    if right_log.dtype != dt or weight.dtype != dt:
+        raise TypeError(
+            f"left_log, right_log and weight must share one dtype, got {dt}, "
+            f"{right_log.dtype} and {weight.dtype}"
+        )
+    # Broadcast B = 1 by stride 0 (no copy).
+    left_log, right_log = left_log.expand(shape), right_log.expand(shape)
+    left_sign, right_sign = left_sign.to(dt).expand(shape), right_sign.to(dt).expand(shape)
+    if 0 in shape or weight.shape[1] == 0:
+        return _reference(left_log, left_sign, right_log, right_sign, weight)
+    return _SQLayer.apply(left_log, left_sign, right_log, right_sign, weight, blocks)
