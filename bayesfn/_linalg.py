@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
-__all__ = ["CholeskyError", "safe_cholesky"]
+__all__ = ["CholeskyError", "gaussian_log_likelihood", "safe_cholesky"]
 
 
 class CholeskyError(RuntimeError):
@@ -56,3 +58,47 @@ def safe_cholesky(
         f"positive-definite even with jitter {level:.1e} x mean diagonal; check for "
         "duplicated inputs with zero noise or a degenerate kernel"
     )
+
+
+class _GaussianLogLikelihood(torch.autograd.Function):
+    """``log N(r; 0, K)`` with the closed-form gradient ``½(ααᵀ − K⁻¹)`` w.r.t. ``K``.
+
+    Autograd through a Cholesky factorisation costs several extra ``O(n³)`` passes; the
+    closed form needs one ``cholesky_inverse`` of the factor we already hold.
+    """
+
+    @staticmethod
+    def forward(ctx, cov: torch.Tensor, resid: torch.Tensor, name: str) -> torch.Tensor:
+        chol = safe_cholesky(cov, name=name)
+        alpha = torch.cholesky_solve(resid.unsqueeze(-1), chol).squeeze(-1)
+        n = resid.shape[-1]
+        half_logdet = chol.diagonal(dim1=-2, dim2=-1).log().sum(-1)
+        ctx.save_for_backward(chol, alpha)
+        return -0.5 * (resid * alpha).sum(-1) - half_logdet - 0.5 * n * math.log(2 * math.pi)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        chol, alpha = ctx.saved_tensors
+        g = grad.unsqueeze(-1)
+        grad_cov = None
+        if ctx.needs_input_grad[0]:
+            outer = alpha.unsqueeze(-1) * alpha.unsqueeze(-2)
+            grad_cov = 0.5 * g.unsqueeze(-1) * (outer - torch.cholesky_inverse(chol))
+        grad_resid = -g * alpha if ctx.needs_input_grad[1] else None
+        return grad_cov, grad_resid, None
+
+
+def gaussian_log_likelihood(
+    cov: torch.Tensor, resid: torch.Tensor, *, name: str = "covariance"
+) -> torch.Tensor:
+    """Log density of zero-mean Gaussians at ``resid``, differentiable in both arguments.
+
+    Args:
+        cov: ``batch x n x n`` covariance matrices.
+        resid: ``batch x n`` residuals ``y − μ``.
+        name: what to call the matrix in a Cholesky error.
+
+    Returns:
+        ``batch`` log densities ``−½ rᵀK⁻¹r − ½ log|K| − (n/2) log 2π``.
+    """
+    return _GaussianLogLikelihood.apply(cov, resid, name)

@@ -35,3 +35,24 @@ def test_gives_up_with_a_clear_error():
         safe_cholesky(torch.zeros(2, 3))
     with pytest.raises(ValueError, match="NaN"):
         safe_cholesky(torch.full((2, 2), float("nan")))
+
+
+def test_gaussian_log_likelihood_matches_scipy_and_gradcheck():
+    from scipy import stats
+
+    from bayesfn._linalg import gaussian_log_likelihood
+
+    a = torch.randn(3, 6, 6, dtype=torch.float64)
+    cov = (a @ a.mT + torch.eye(6, dtype=torch.float64)).requires_grad_()
+    resid = torch.randn(3, 6, dtype=torch.float64, requires_grad=True)
+    value = gaussian_log_likelihood(cov, resid)
+    for i in range(3):
+        expected = stats.multivariate_normal(cov=cov[i].detach().numpy()).logpdf(
+            resid[i].detach().numpy()
+        )
+        assert abs(value[i].item() - expected) < 1e-10
+
+    def symmetric(c, r):  # perturbations must stay symmetric for a covariance
+        return gaussian_log_likelihood((c + c.mT) / 2, r)
+
+    assert torch.autograd.gradcheck(symmetric, (cov, resid))

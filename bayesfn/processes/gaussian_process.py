@@ -7,13 +7,12 @@ the shared training loop; predictions use the textbook Cholesky formulas
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import gpytorch
 import torch
 
-from bayesfn._linalg import safe_cholesky
+from bayesfn._linalg import gaussian_log_likelihood, safe_cholesky
 from bayesfn.model import (
     Model,
     check_inputs,
@@ -208,23 +207,21 @@ class GaussianProcess(Model):
     def _kernel(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return self.module_.covar_module(a, b).to_dense()
 
-    def _factorise(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Cholesky factor ``L`` ``(m, n, n)`` of K + σ²I, the residual ``r = y − μ`` and
-        ``alpha = (K + σ²I)⁻¹ r`` (both ``(m, n)``), differentiable in the hyperparameters.
-        Always a dense Cholesky: exact at every n, unlike iterative solvers."""
+    def _train_cov_and_resid(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``K + σ²I`` ``(m, n, n)`` and ``y − μ`` ``(m, n)`` at the training inputs."""
         gp, x = self.module_, self.train_x_
         k = self._kernel(x, x)
         k = k + torch.diag_embed(self._noise().unsqueeze(-1).expand(k.shape[:-1]))
-        chol = safe_cholesky(k, name="training covariance K + noise")
-        resid = self.train_y_.T - gp.mean_module(x)
-        alpha = torch.cholesky_solve(resid.unsqueeze(-1), chol).squeeze(-1)
-        return chol, resid, alpha
+        return k, self.train_y_.T - gp.mean_module(x)
 
     def _train_quantities(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Cached ``(L, alpha)`` of :meth:`_factorise` for prediction."""
+        """Cholesky factor ``(m, n, n)`` of K + σ²I and ``alpha = (K + σ²I)⁻¹(y − μ)``,
+        cached for prediction. Always a dense Cholesky: exact at every n."""
         if self._cache is None:
             with torch.no_grad():
-                chol, _, alpha = self._factorise()
+                k, resid = self._train_cov_and_resid()
+                chol = safe_cholesky(k, name="training covariance K + noise")
+                alpha = torch.cholesky_solve(resid.unsqueeze(-1), chol).squeeze(-1)
             self._cache = (chol, alpha)
         return self._cache
 
@@ -267,12 +264,10 @@ class GaussianProcess(Model):
 
     # ---------------------------------------------------------- diagnostics
     def log_marginal_likelihood(self) -> torch.Tensor:
-        """Exact log p(y | X, θ) summed over outputs (not divided by n); differentiable."""
-        chol, resid, alpha = self._factorise()
-        n = resid.shape[-1]
-        quad = (resid * alpha).sum(-1)
-        logdet = 2 * chol.diagonal(dim1=-2, dim2=-1).log().sum(-1)
-        return (-0.5 * (quad + logdet + n * math.log(2 * math.pi))).sum()
+        """Exact log p(y | X, θ) summed over outputs (not divided by n); differentiable
+        in the hyperparameters with the closed-form gradient."""
+        k, resid = self._train_cov_and_resid()
+        return gaussian_log_likelihood(k, resid, name="training covariance K + noise").sum()
 
     def hyperparameters(self) -> dict[str, Any]:
         """Named hyperparameter values (lists over outputs) for reports."""
