@@ -1,4 +1,12 @@
 """Weight-space and infinite-width Bayesian neural networks.
 
-Empty until the functional-prior, LIVI and scale-mixture NNGP issues land.
+* :class:`NNGPKernel` / :func:`nngp_kernel`: NNGP and NTK kernels of fully connected
+  networks in neural-tangents' ``stax`` conventions.
+* :class:`ScaleMixtureNNGP`: NNGP regression with a prior on the last-layer variance
+  (Student-t and heavy-tailed processes; Lee et al., ICLR 2022).
 """
+
+from bayesfn.bayesnn.nngp import NNGPKernel, nngp_kernel
+from bayesfn.bayesnn.scale_mixture import QuadratureWarning, ScaleMixtureNNGP
+
+__all__ = ["NNGPKernel", "QuadratureWarning", "ScaleMixtureNNGP", "nngp_kernel"]

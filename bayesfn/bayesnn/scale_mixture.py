@@ -1,0 +1,620 @@
+"""Scale mixtures of NNGPs (Lee, Yun, Yang & Lee, ICLR 2022): regression.
+
+Model. A fully connected network of infinite width whose readout layer has its
+variance scaled by ``σ²``, with observation noise scaled along with it::
+
+    σ² ~ p(σ²),   f | σ² ~ GP(0, σ² K̄),   y | f, σ² ~ N(f, σ² τ² I)
+
+``K̄`` is the NNGP kernel (:func:`~bayesfn.bayesnn.nngp.nngp_kernel`) with readout
+``(w_std_last, b_std_last)`` and ``τ² = noise``. Noise convention: the observation noise
+is scaled by ``σ²`` along with the kernel. The paper's closed form (predictive df
+``2a + N``, scale factor ``(b + q/2)/(a + N/2)`` with ``q = yᵀ(K̄ + τ²I)⁻¹y``) is exact
+only under this conjugate model, so it is the model we implement; it also keeps the
+posterior mean equal to the NNGP's, ``K̄*(K̄ + τ²I)⁻¹y``, for every ``σ²``. (The
+official code instead adds an unscaled jitter ``ε I`` to ``(b/a) K̄`` when computing
+``q``; the two agree as ``ε → 0``.) With ``C = K̄ + τ² I``, ``q = Σⱼ yⱼᵀ C⁻¹ yⱼ`` over
+the ``m`` outputs (which share ``σ²``) and ``N = n m``:
+
+* ``inverse_gamma(a, b)``: ``σ² | y ~ IG(a + N/2, b + q/2)``, and the predictive is a
+  multivariate Student-t with ``df = 2a + N`` and scale
+  ``(b + q/2)/(a + N/2) · (K̄** − K̄*C⁻¹K̄*ᵀ)`` (exact; :class:`StudentTPosterior`);
+* any other prior: ``p(σ² | y) ∝ p(σ²) (σ²)^(−N/2) exp(−q / 2σ²)`` is one-dimensional
+  and computed by Gauss–Legendre quadrature in ``log σ²`` on an interval found around
+  the posterior mode (not by prior draws); the predictive is the mixture of the
+  Gaussians ``N(mean, σ²ₖ Σ)`` over the nodes (:class:`MixturePosterior`); the
+  reported ``quadrature_error`` is the relative change of the evidence integral against
+  a rule of half as many nodes (a conservative estimate: the error of the coarser rule);
+* ``point_mass(value)``: the plain NNGP with ``σ² = value`` (:class:`GaussianPosterior`).
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import logging
+import math
+import warnings
+from typing import Any
+
+import numpy as np
+import torch
+
+from bayesfn._linalg import safe_cholesky
+from bayesfn.bayesnn._scale_priors import PRIORS, check_prior, prior_log_density
+from bayesfn.bayesnn.nngp import activation_slopes, check_architecture, nngp_kernel
+from bayesfn.model import Model, check_inputs, check_targets, resolve_device, resolve_dtype
+from bayesfn.posterior import GaussianPosterior, MixturePosterior, Posterior, StudentTPosterior
+from bayesfn.training import FitResult, optimize
+
+__all__ = ["QuadratureWarning", "ScaleMixtureNNGP"]
+
+logger = logging.getLogger(__name__)
+
+_QUADRATURE_TOLERANCE = 1e-4
+
+
+class QuadratureWarning(RuntimeWarning):
+    """The σ² posterior of a general scale prior was integrated inaccurately, or looks
+    improper (its mass piles up at σ² → 0 or ∞, e.g. with all-zero targets)."""
+
+
+_NETWORK = ("w_std", "b_std", "w_std_last", "b_std_last", "noise")
+_DEFAULT_LEARN = {
+    "inverse_gamma": ("w_std", "b_std", "noise", "a", "b"),
+    "point_mass": ("w_std", "b_std", "w_std_last", "noise"),
+}
+
+
+def _softplus_inverse(value: float) -> float:
+    if value == 0:
+        return -math.inf
+    return value + math.log(-math.expm1(-value)) if value < 30 else value
+
+
+class _Hyper(torch.nn.Module):
+    """Positive hyperparameters stored as softplus-raw values; the learnable ones are
+    ``nn.Parameter`` s, the others buffers."""
+
+    def __init__(
+        self, values: dict[str, float], learn: tuple[str, ...], dtype: torch.dtype, device
+    ):
+        super().__init__()
+        self.names = tuple(values)
+        for name, value in values.items():
+            raw = torch.tensor(_softplus_inverse(value), dtype=dtype, device=device)
+            if name in learn:
+                self.register_parameter(f"raw_{name}", torch.nn.Parameter(raw))
+            else:
+                self.register_buffer(f"raw_{name}", raw)
+
+    def get(self, name: str) -> torch.Tensor:
+        return torch.nn.functional.softplus(getattr(self, f"raw_{name}"))
+
+    def values(self) -> dict[str, float]:
+        return {n: float(self.get(n)) for n in self.names}
+
+    def set(self, name: str, value: float) -> None:
+        with torch.no_grad():
+            getattr(self, f"raw_{name}").fill_(_softplus_inverse(float(value)))
+
+
+@functools.lru_cache(maxsize=8)
+def _legendre_rule(num: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.polynomial.legendre.leggauss(num)
+
+
+def _gauss_legendre(
+    num: int, lo: float, hi: float, dtype, device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    nodes, weights = _legendre_rule(num)
+    half = (hi - lo) / 2
+    t = torch.as_tensor(lo + half * (nodes + 1), dtype=dtype, device=device)
+    w = torch.as_tensor(half * weights, dtype=dtype, device=device)
+    return t, w
+
+
+class ScaleMixtureNNGP(Model):
+    """NNGP regression with a prior on the last-layer variance: Student-t and
+    heavy-tailed processes.
+
+    Args:
+        depth: hidden layers of the infinite network.
+        activation: ``relu``, ``leaky_relu``, ``abs``, ``ab_relu``, ``erf`` or ``gelu``.
+        prior: ``"inverse_gamma"`` (Student-t process, exact), ``"burr12"``,
+            ``"half_cauchy"`` (on σ), ``"lognormal"``, ``"point_mass"`` (plain NNGP), or a
+            scalar ``torch.distributions.Distribution`` over ``σ² > 0`` (such a model
+            cannot be saved, its prior not being JSON).
+        prior_params: the prior's parameters (see :mod:`bayesfn.bayesnn._scale_priors`):
+            ``a, b`` / ``c, d`` / ``scale`` / ``loc, scale`` / ``value``.
+        w_std, b_std: hidden-layer weight and bias standard deviations (stax convention).
+        w_std_last, b_std_last: readout-layer standard deviations before the ``σ²`` scaling.
+        noise: observation-noise variance ``τ²`` relative to ``σ²`` (``y = f + σ τ ε``).
+        learn: names fitted by the marginal likelihood, from ``w_std, b_std,
+            w_std_last, b_std_last, noise`` and ``a, b`` (inverse gamma only). Default:
+            ``w_std, b_std, noise, a, b`` for the inverse gamma (``w_std_last`` is
+            redundant with ``b`` there), ``w_std, b_std, w_std_last, noise`` otherwise.
+        negative_slope, slopes: see :class:`~bayesfn.bayesnn.NNGPKernel`.
+        num_nodes: quadrature nodes in ``log σ²`` for the general priors.
+        dtype, device: float64 on CPU by default.
+
+    Example:
+        >>> model = ScaleMixtureNNGP(depth=2, prior="inverse_gamma").fit(x, y)
+        >>> post = model.posterior(x_test, observation_noise=True)  # StudentTPosterior
+    """
+
+    def __init__(
+        self,
+        depth: int = 1,
+        activation: str = "relu",
+        *,
+        prior: Any = "inverse_gamma",
+        prior_params: dict[str, float] | None = None,
+        w_std: float = 1.0,
+        b_std: float = 0.1,
+        w_std_last: float = 1.0,
+        b_std_last: float = 0.0,
+        noise: float = 0.1,
+        learn: tuple[str, ...] | list[str] | None = None,
+        negative_slope: float = 0.01,
+        slopes: tuple[float, float] | None = None,
+        num_nodes: int = 96,
+        dtype: torch.dtype | str = torch.float64,
+        device: torch.device | str | None = None,
+    ) -> None:
+        check_architecture(depth, activation, "nngp", "ntk", None)
+        activation_slopes(activation, negative_slope, slopes)
+        full_params = check_prior(prior, prior_params)
+        for name, value in {
+            "w_std": w_std,
+            "b_std": b_std,
+            "w_std_last": w_std_last,
+            "b_std_last": b_std_last,
+        }.items():
+            if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite non-negative number; got {value!r}")
+        if not (isinstance(noise, int | float) and math.isfinite(noise) and noise > 0):
+            raise ValueError(f"noise must be a positive finite variance; got {noise!r}")
+        if not isinstance(num_nodes, int) or num_nodes < 8:
+            raise ValueError(f"num_nodes must be an integer >= 8; got {num_nodes!r}")
+        prior_name = prior if isinstance(prior, str) else "distribution"
+        if learn is None:
+            learn = _DEFAULT_LEARN.get(prior_name, ("w_std", "b_std", "w_std_last", "noise"))
+        learn = tuple(learn)
+        allowed = _NETWORK + (("a", "b") if prior_name == "inverse_gamma" else ())
+        for name in learn:
+            if name not in allowed:
+                raise ValueError(
+                    f"learn has {name!r}; with prior {prior_name!r} choose from {allowed}"
+                )
+        self.depth = depth
+        self.activation = activation
+        self.prior = prior
+        self.prior_params = dict(prior_params) if prior_params else None
+        self.w_std = float(w_std)
+        self.b_std = float(b_std)
+        self.w_std_last = float(w_std_last)
+        self.b_std_last = float(b_std_last)
+        self.noise = float(noise)
+        self.learn = list(learn)
+        self.negative_slope = float(negative_slope)
+        self.slopes = None if slopes is None else [float(s) for s in slopes]
+        self.num_nodes = num_nodes
+        self.dtype = resolve_dtype(dtype, torch.float64)
+        self.device = resolve_device(device)
+        self._prior_name = prior_name
+        self._prior_full = full_params
+
+    # ------------------------------------------------------------- building
+    def _build(self, x: torch.Tensor, y: torch.Tensor, *, check: bool = True) -> None:
+        values = {
+            "w_std": self.w_std,
+            "b_std": self.b_std,
+            "w_std_last": self.w_std_last,
+            "b_std_last": self.b_std_last,
+            "noise": self.noise,
+        }
+        if self._prior_name == "inverse_gamma":
+            values.update(a=self._prior_full["a"], b=self._prior_full["b"])
+        for name in self.learn if check else ():
+            if values[name] == 0:
+                raise ValueError(
+                    f"{name}=0 cannot be learned (softplus⁻¹(0) = −inf); start it above 0"
+                )
+        self.module_ = _Hyper(values, tuple(self.learn), self.dtype, self.device)
+        self.train_x_, self.train_y_ = x, y
+        self._cache: dict[str, Any] | None = None
+
+    def _kernel(
+        self, a: torch.Tensor, b: torch.Tensor | None = None, *, diag: bool = False
+    ) -> torch.Tensor:
+        h = self.module_
+        return nngp_kernel(
+            a,
+            b,
+            depth=self.depth,
+            activation=self.activation,
+            w_std=h.get("w_std"),
+            b_std=h.get("b_std"),
+            w_std_last=h.get("w_std_last"),
+            b_std_last=h.get("b_std_last"),
+            slopes=activation_slopes(
+                self.activation,
+                self.negative_slope,
+                None if self.slopes is None else tuple(self.slopes),
+            ),
+            diag=diag,
+        )
+
+    def _factor(self) -> dict[str, torch.Tensor]:
+        """Cholesky ``L`` of ``C = K̄ + τ²I`` (n, n), ``alpha = C⁻¹y`` (n, m), ``q`` and
+        ``log|C|`` (scalars), differentiable in the hyperparameters."""
+        x, y = self.train_x_, self.train_y_
+        k = self._kernel(x)
+        noise = self.module_.get("noise")
+        c = k + noise * torch.eye(k.shape[-1], dtype=k.dtype, device=k.device)
+        chol = safe_cholesky(c, name="training covariance K + noise")
+        alpha = torch.cholesky_solve(y, chol)
+        q = (y * alpha).sum()
+        logdet = 2 * chol.diagonal().log().sum()
+        return {"chol": chol, "alpha": alpha, "q": q, "logdet": logdet}
+
+    # -------------------------------------------------------- σ² posterior
+    def _log_joint_t(self, t: torch.Tensor, q: torch.Tensor, num: int) -> torch.Tensor:
+        """``g(t) = log p(σ² = eᵗ) + t − N t / 2 − q e⁻ᵗ / 2``: the unnormalised log
+        density of ``t = log σ²`` given ``y`` (up to the ``σ²``-free Gaussian terms)."""
+        log_prior = prior_log_density(self.prior, self._prior_values())
+        return log_prior(t.exp()) + t - 0.5 * num * t - 0.5 * q * torch.exp(-t)
+
+    def _prior_values(self) -> dict[str, Any]:
+        if self._prior_name == "inverse_gamma":
+            return {"a": self.module_.get("a"), "b": self.module_.get("b")}
+        return self._prior_full
+
+    def _quadrature_nodes(
+        self, q: torch.Tensor, num: int
+    ) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """Gauss–Legendre nodes and weights in ``t = log σ²`` covering the posterior, and
+        the relative quadrature error (this rule against one with half the nodes)."""
+        with torch.no_grad():
+            q0 = float(q.detach())
+            g = lambda t: self._log_joint_t(t, q.detach(), num)  # noqa: E731
+            centre = math.log(max(q0, 1e-300) / max(num, 1))
+            radius = 60.0
+            edge = True
+            for _ in range(12):  # slide a ±60 window in t until the maximum is interior
+                grid = torch.linspace(centre - radius, centre + radius, 241, dtype=self.dtype)
+                vals = torch.nan_to_num(g(grid), nan=-math.inf)
+                best = int(vals.argmax())
+                centre = float(grid[best])
+                if 0 < best < grid.numel() - 1:
+                    edge = False
+                    break
+            for _ in range(7):  # zoom in on the mode
+                radius /= 8
+                grid = torch.linspace(centre - radius, centre + radius, 241, dtype=self.dtype)
+                vals = torch.nan_to_num(g(grid), nan=-math.inf)
+                centre = float(grid[vals.argmax()])
+            g_max = float(g(torch.tensor(centre, dtype=self.dtype)))
+            bounds, closed = [], not edge and math.isfinite(g_max)
+            for sign in (-1.0, 1.0):
+                step, t = 1e-3, centre
+                for _ in range(120):  # walk out geometrically until 80 nats below the mode
+                    t = t + sign * step
+                    step *= 1.5
+                    if not float(g(torch.tensor(t, dtype=self.dtype))) > g_max - 80:
+                        break
+                else:
+                    closed = False
+                bounds.append(t)
+            lo, hi = bounds
+            # σ² = eᵗ must stay representable: mass at |t| ≳ 700 means σ² → 0 or ∞
+            closed = closed and max(abs(lo), abs(hi)) < 700
+            t_full, w_full = _gauss_legendre(self.num_nodes, lo, hi, self.dtype, self.device)
+            t_half, w_half = _gauss_legendre(self.num_nodes // 2, lo, hi, self.dtype, self.device)
+            log_z = torch.logsumexp(g(t_full) + w_full.log(), 0)
+            log_z_half = torch.logsumexp(g(t_half) + w_half.log(), 0)
+            error = float(torch.expm1(log_z_half - log_z).abs())
+            if not closed or not math.isfinite(error):
+                error = math.inf  # the integrand never decays: an improper posterior
+        return t_full, w_full, error
+
+    def _scale_mixture(
+        self, factor: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
+        """Nodes ``t_k = log σ²_k``, normalised log weights, ``log ∫ exp g`` and the error."""
+        num = self.train_y_.numel()
+        t, w, error = self._quadrature_nodes(factor["q"], num)
+        log_terms = self._log_joint_t(t, factor["q"], num) + w.log()
+        log_z = torch.logsumexp(log_terms, 0)
+        return t, log_terms - log_z, log_z, error
+
+    def log_marginal_likelihood(
+        self, factor: dict[str, torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """Exact ``log p(y | X, θ)`` summed over points and outputs (quadrature for the
+        general priors), differentiable in the hyperparameters."""
+        factor = self._factor() if factor is None else factor
+        y = self.train_y_
+        n, m = y.shape
+        num = n * m
+        gauss = -0.5 * num * math.log(2 * math.pi) - 0.5 * m * factor["logdet"]
+        q = factor["q"]
+        if self._prior_name == "point_mass":
+            v = self._prior_full["value"]
+            return gauss - 0.5 * num * math.log(v) - 0.5 * q / v
+        if self._prior_name == "inverse_gamma":
+            a, b = self.module_.get("a"), self.module_.get("b")
+            return (
+                gauss
+                + torch.lgamma(a + num / 2)
+                - torch.lgamma(a)
+                + a * b.log()
+                - (a + num / 2) * torch.log(b + q / 2)
+            )
+        _, _, log_z, _ = self._scale_mixture(factor)
+        return gauss + log_z
+
+    def scale_posterior(self, sigma2: Any) -> torch.Tensor:
+        """Normalised log density ``log p(σ² | y)`` at ``sigma2`` (a tensor of any shape).
+
+        Closed form for the inverse gamma, ``IG(a + N/2, b + q/2)``; for the general
+        priors normalised by the same quadrature :meth:`posterior` uses. Not defined for
+        the point mass.
+        """
+        self._check_fitted()
+        if self._prior_name == "point_mass":
+            raise ValueError(
+                "a point-mass prior has no σ² density: σ² is fixed at prior_params['value']"
+            )
+        s2 = torch.as_tensor(sigma2, dtype=self.dtype, device=self.device)
+        if (s2 <= 0).any():
+            raise ValueError("sigma2 must be positive")
+        with torch.no_grad():
+            cache = self._train_quantities()
+            num = self.train_y_.numel()
+            if self._prior_name == "inverse_gamma":
+                a = self.module_.get("a") + num / 2
+                b = self.module_.get("b") + cache["q"] / 2
+                return a * b.log() - torch.lgamma(a) - (a + 1) * s2.log() - b / s2
+            t = s2.log()
+            return self._log_joint_t(t, cache["q"], num) - cache["log_z"] - t
+
+    # ------------------------------------------------------------------ fit
+    def fit(
+        self,
+        x: Any,
+        y: Any,
+        *,
+        max_steps: int = 200,
+        lr: float = 0.05,
+        method: str = "marginal_likelihood",
+        grid: dict[str, list[float]] | None = None,
+        validation: tuple[Any, Any] | None = None,
+        seed: int | None = 0,
+        callbacks=(),
+        progress_bar: bool = True,
+        checkpoint_dir=None,
+    ) -> ScaleMixtureNNGP:
+        """Fit the hyperparameters named in ``learn``.
+
+        Args:
+            x: ``(n, d)`` inputs.
+            y: ``(n,)`` or ``(n, m)`` targets (the ``m`` outputs share ``σ²``).
+            max_steps: Adam steps on ``−log p(y)/N`` (``method="marginal_likelihood"``).
+            lr: Adam learning rate (on softplus-raw hyperparameters).
+            method: ``"marginal_likelihood"`` (exact evidence through
+                :func:`bayesfn.training.optimize`) or ``"grid"``: the paper's search, which
+                picks the combination in ``grid`` with the lowest validation NLL.
+            grid: for ``method="grid"``: ``{name: [values]}`` over names from
+                ``w_std, b_std, w_std_last, b_std_last, noise`` and the prior's parameters.
+            validation: ``(x_val, y_val)`` scored by the grid search (mean predictive NLL).
+            seed, callbacks, progress_bar, checkpoint_dir: see :func:`~bayesfn.training.optimize`.
+
+        Returns:
+            ``self``; ``fit_result_.diagnostics`` holds the hyperparameters, the log
+            marginal likelihood and, for the general priors, ``quadrature_error`` and the
+            effective number of mixture components ``ess``.
+        """
+        x = check_inputs(x, "x", dtype=self.dtype, device=self.device)
+        y = check_targets(y, x.shape[0], "y", dtype=self.dtype, device=self.device)
+        if method not in ("marginal_likelihood", "grid"):
+            raise ValueError(f"method must be 'marginal_likelihood' or 'grid'; got {method!r}")
+        self._build(x, y)
+        result = FitResult()
+        if method == "grid":
+            result = self._grid_search(grid, validation)
+        elif max_steps > 0 and self.learn:
+            hyper = self.module_
+
+            def loss_fn(_batch):
+                return -self.log_marginal_likelihood() / y.numel()
+
+            result = optimize(
+                hyper,
+                loss_fn,
+                max_steps=max_steps,
+                lr=lr,
+                seed=seed,
+                callbacks=callbacks,
+                progress_bar=progress_bar,
+                checkpoint_dir=checkpoint_dir,
+                desc="scale-mixture NNGP marginal likelihood",
+            )
+        self.module_.eval()
+        self._cache = None
+        self.fit_result_ = result
+        result.diagnostics.update(self._diagnostics())
+        return self
+
+    def _grid_search(self, grid, validation) -> FitResult:
+        if not grid:
+            raise ValueError("method='grid' needs grid={name: [values, ...]}")
+        if validation is None:
+            raise ValueError("method='grid' needs validation=(x_val, y_val) to score the grid")
+        x_val = check_inputs(
+            validation[0],
+            "validation x",
+            dtype=self.dtype,
+            device=self.device,
+            num_features=self.train_x_.shape[-1],
+        )
+        y_val = check_targets(
+            validation[1], x_val.shape[0], "validation y", dtype=self.dtype, device=self.device
+        )
+        allowed = set(self.module_.names) | set(self._prior_full)
+        for name, values in grid.items():
+            if name not in allowed:
+                raise ValueError(f"grid has {name!r}; choose from {sorted(allowed)}")
+            if not len(values):
+                raise ValueError(f"grid[{name!r}] is empty")
+        names = list(grid)
+        best, history = (math.inf, None), []
+        self.fit_result_ = FitResult()  # posterior() may be called during the search
+        for combo in itertools.product(*(grid[n] for n in names)):
+            self._apply(dict(zip(names, combo, strict=True)))
+            try:
+                score = float(
+                    -self.posterior(x_val, observation_noise=True).marginal_log_prob(y_val).mean()
+                )
+            except (RuntimeError, ValueError) as err:  # a degenerate kernel: skip it
+                logger.info("grid point %s failed: %s", combo, err)
+                score = math.inf
+            history.append([*map(float, combo), score])
+            if score < best[0]:
+                best = (score, combo)
+        del self.fit_result_
+        if best[1] is None:
+            raise RuntimeError("every grid point failed; see the log for the errors")
+        self._apply(dict(zip(names, best[1], strict=True)))
+        result = FitResult()
+        result.diagnostics["grid"] = {"names": names, "history": history, "best_val_nll": best[0]}
+        return result
+
+    def _apply(self, values: dict[str, float]) -> None:
+        for name, value in values.items():
+            if name in self.module_.names:
+                self.module_.set(name, value)
+            else:
+                if not (math.isfinite(value) and (name == "loc" or value > 0)):
+                    raise ValueError(f"grid value {name}={value!r} is not valid for the prior")
+                self._prior_full[name] = float(value)
+        self._cache = None
+
+    def _diagnostics(self) -> dict[str, Any]:
+        with torch.no_grad():
+            cache = self._train_quantities()
+            out: dict[str, Any] = {
+                "hyperparameters": self.hyperparameters(),
+                "log_marginal_likelihood": float(cache["lml"]),
+            }
+            if "log_w" in cache:
+                w = cache["log_w"].exp()
+                out["quadrature_error"] = cache["error"]
+                out["ess"] = float(1 / (w**2).sum())
+                out["num_components"] = int(w.numel())
+        return out
+
+    def hyperparameters(self) -> dict[str, float]:
+        """Current hyperparameters (network, noise and the prior's parameters)."""
+        values = self.module_.values()
+        if self._prior_name != "inverse_gamma":
+            values.update({k: v for k, v in self._prior_full.items()})
+        return values
+
+    # ----------------------------------------------------------- prediction
+    def _train_quantities(self) -> dict[str, Any]:
+        if self._cache is None:
+            with torch.no_grad():
+                factor = self._factor()
+                cache = dict(factor)
+                cache["lml"] = self.log_marginal_likelihood(factor)
+                if self._prior_name not in ("inverse_gamma", "point_mass"):
+                    t, log_w, log_z, error = self._scale_mixture(factor)
+                    # every node is kept: a predictive density in the tails is carried by
+                    # large-σ² nodes whose posterior weight is tiny
+                    cache.update(t=t, log_w=log_w, log_z=log_z, error=error)
+                    if not error < _QUADRATURE_TOLERANCE:
+                        warnings.warn(
+                            f"the σ² posterior under the {self._prior_name} prior was integrated "
+                            f"with relative error {error:.1e} (> {_QUADRATURE_TOLERANCE:g}); it "
+                            "may be improper (e.g. all-zero targets) or need more num_nodes",
+                            QuadratureWarning,
+                            stacklevel=3,
+                        )
+            self._cache = cache
+        return self._cache
+
+    def posterior(self, x: Any, *, observation_noise: bool = False) -> Posterior:
+        """Predictive at ``x``.
+
+        Args:
+            x: ``(n*, d)`` or ``(b, n*, d)`` test inputs.
+            observation_noise: include the (``σ²``-scaled) noise: the predictive of ``y``.
+
+        Returns:
+            Event ``(n*, m)``, batch ``()`` or ``(b,)``, joint over points and outputs:
+            :class:`StudentTPosterior` (inverse gamma), :class:`GaussianPosterior`
+            (point mass) or :class:`MixturePosterior` of Gaussians (other priors).
+        """
+        self._check_fitted()
+        x = check_inputs(
+            x,
+            "x",
+            dtype=self.dtype,
+            device=self.device,
+            num_features=self.train_x_.shape[-1],
+            allow_batch=True,
+        )
+        cache = self._train_quantities()
+        m = self.train_y_.shape[1]
+        with torch.no_grad():
+            k_star = self._kernel(x, self.train_x_)  # (..., n*, n)
+            mean = k_star @ cache["alpha"]  # (..., n*, m)
+            v = torch.linalg.solve_triangular(cache["chol"], k_star.mT, upper=False)
+            cov = self._kernel(x) - v.mT @ v
+            if observation_noise:
+                eye = torch.eye(cov.shape[-1], dtype=cov.dtype, device=cov.device)
+                cov = cov + self.module_.get("noise") * eye
+            cov = 0.5 * (cov + cov.mT)
+            full = _kron_outputs(cov, m)
+            num = self.train_y_.numel()
+            if self._prior_name == "point_mass":
+                return GaussianPosterior(mean, self._prior_full["value"] * full)
+            if self._prior_name == "inverse_gamma":
+                a, b = self.module_.get("a"), self.module_.get("b")
+                scale = (b + cache["q"] / 2) / (a + num / 2)
+                return StudentTPosterior(2 * a + num, mean, scale * full)
+            tril = safe_cholesky(full, name="posterior covariance")
+            comps = [
+                GaussianPosterior(mean, scale_tril=torch.exp(0.5 * t) * tril) for t in cache["t"]
+            ]
+            return MixturePosterior(comps, logits=cache["log_w"])
+
+    # ------------------------------------------------------------ save/load
+    def _get_state(self) -> dict[str, Any]:
+        state = {"x": self.train_x_, "y": self.train_y_, "hyper": self.module_.state_dict()}
+        state["prior_full"] = torch.tensor(
+            [self._prior_full.get(k, math.nan) for k in sorted(PRIORS.get(self._prior_name, {}))],
+            dtype=torch.float64,
+        )
+        return state
+
+    def _set_state(self, state: dict[str, Any]) -> None:
+        x = state["x"].to(device=self.device, dtype=self.dtype)
+        y = state["y"].to(device=self.device, dtype=self.dtype)
+        keys = sorted(PRIORS.get(self._prior_name, {}))
+        for k, v in zip(keys, state["prior_full"].tolist(), strict=True):
+            self._prior_full[k] = v
+        self._build(x, y, check=False)  # the saved raw values replace the initial ones
+        self.module_.load_state_dict(state["hyper"])
+        self.module_.eval()
+
+
+def _kron_outputs(cov: torch.Tensor, m: int) -> torch.Tensor:
+    """``(..., n·m, n·m)`` covariance of the row-major ``(n, m)`` event when the ``m``
+    outputs are independent with the same ``(..., n, n)`` covariance ``cov``."""
+    if m == 1:
+        return cov
+    n = cov.shape[-1]
+    eye = torch.eye(m, dtype=cov.dtype, device=cov.device)
+    return torch.einsum("...ik,jl->...ijkl", cov, eye).reshape(cov.shape[:-2] + (n * m, n * m))

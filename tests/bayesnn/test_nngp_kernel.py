@@ -1,0 +1,444 @@
+"""NNGP / NTK kernels against independent numerics.
+
+References: neural-tangents 0.6.5 values stored by benchmarks/nngp_make_reference.py;
+1-D angular quadrature (ReLU family) and 2-D Gauss–Hermite quadrature (erf, GELU) of
+the layer maps; Monte Carlo over wide random networks; empirical NTKs of wide networks.
+"""
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from scipy import integrate, special
+
+from bayesfn.bayesnn import NNGPKernel, nngp_kernel
+from bayesfn.bayesnn._activations import diag_map, layer_map
+from bayesfn.bayesnn.nngp import activation_slopes
+
+REFERENCE = json.loads((Path(__file__).parent / "data" / "nngp_reference.json").read_text())
+ACTS = ["relu", "leaky_relu", "abs", "ab_relu", "erf", "gelu"]
+
+
+def _slopes(act):
+    return activation_slopes(act, 0.1, (-0.3, 1.7) if act == "ab_relu" else None)
+
+
+def _phi(act, t):
+    a, b = _slopes(act)
+    if act == "erf":
+        return special.erf(t)
+    if act == "gelu":
+        return t * special.ndtr(t)
+    return a * np.minimum(t, 0) + b * np.maximum(t, 0)
+
+
+def _dphi(act, t):
+    a, b = _slopes(act)
+    if act == "erf":
+        return 2 / np.sqrt(np.pi) * np.exp(-t * t)
+    if act == "gelu":
+        return special.ndtr(t) + t * np.exp(-t * t / 2) / np.sqrt(2 * np.pi)
+    return np.where(t < 0, a, b)
+
+
+# ------------------------------------------------------------ neural-tangents values
+@pytest.mark.parametrize("i", range(len(REFERENCE["fc"][0]["cases"])))
+@pytest.mark.parametrize("kind", ["nngp", "ntk"])
+def test_matches_stored_neural_tangents_values(i, kind):
+    block = REFERENCE["fc"][0]
+    case = block["cases"][i]
+    x1 = torch.tensor(block["x1"], dtype=torch.float64)
+    x2 = torch.tensor(block["x2"], dtype=torch.float64)
+    kernel = NNGPKernel(
+        case["depth"],
+        case["activation"],
+        kind=kind,
+        parameterization=case["parameterization"],
+        w_std=case["w_std"],
+        b_std=case["b_std"],
+        w_std_last=case["w_std_last"],
+        b_std_last=case["b_std_last"],
+        negative_slope=case["negative_slope"],
+        slopes=case["slopes"],
+        width=case["width"],
+    )
+    with torch.no_grad():
+        cross = kernel(x1, x2).to_dense()
+        same = kernel(x1).to_dense()
+    np.testing.assert_allclose(cross.numpy(), case[f"{kind}_cross"], rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(same.numpy(), case[f"{kind}_same"], rtol=1e-12, atol=1e-14)
+
+
+# --------------------------------------------------------------- layer maps by quadrature
+def _angular_expectation(act, k1, k2, c, derivative):
+    """E[g(u) g(v)] for positively homogeneous g (degree 1 for φ, 0 for φ') in polar
+    coordinates: the radial integral is exact, the angle is integrated by adaptive quad
+    split at the kinks."""
+    l11 = math.sqrt(k1)
+    l21, l22 = c / l11, math.sqrt(max(k2 - c * c / k1, 0.0))
+    g = _dphi if derivative else _phi
+
+    def f(alpha):
+        z1, z2 = math.cos(alpha), math.sin(alpha)
+        return float(g(act, l11 * z1) * g(act, l21 * z1 + l22 * z2))
+
+    # kinks where u = 0 or v = 0
+    kinks = sorted(
+        {
+            (math.pi / 2) % (2 * math.pi),
+            (3 * math.pi / 2) % (2 * math.pi),
+            math.atan2(-l21, l22) % (2 * math.pi),
+            (math.atan2(-l21, l22) + math.pi) % (2 * math.pi),
+        }
+    )
+    value = integrate.quad(f, 0, 2 * math.pi, points=kinks, epsabs=1e-13, epsrel=1e-12, limit=200)[
+        0
+    ]
+    radial = 2.0 if not derivative else 1.0  # ∫ r^{2 deg} r e^{-r²/2} dr
+    return value * radial / (2 * math.pi)
+
+
+def _gauss_hermite_expectation(act, k1, k2, c, derivative, num=80):
+    z, w = np.polynomial.hermite_e.hermegauss(num)
+    w = w / w.sum()
+    l11 = math.sqrt(k1)
+    l21, l22 = c / l11, math.sqrt(max(k2 - c * c / k1, 0.0))
+    z1, z2 = np.meshgrid(z, z, indexing="ij")
+    g = _dphi if derivative else _phi
+    vals = g(act, l11 * z1) * g(act, l21 * z1 + l22 * z2)
+    return float((w[:, None] * w[None, :] * vals).sum())
+
+
+TRIPLES = [
+    (1.0, 1.0, 0.3),
+    (2.5, 0.4, -0.7),
+    (0.7, 1.9, 1.15),
+    (1.3, 1.3, 1.3 * 0.999999),
+    (0.2, 3.0, -0.77),
+]
+
+
+@pytest.mark.parametrize("act", ACTS)
+def test_layer_map_matches_quadrature(act):
+    for k1, k2, c in TRIPLES:
+        f, dot = layer_map(
+            act,
+            torch.tensor(c, dtype=torch.float64),
+            torch.tensor(k1, dtype=torch.float64),
+            torch.tensor(k2, dtype=torch.float64),
+            _slopes(act),
+            True,
+        )
+        if act in ("erf", "gelu"):  # smooth: tensor-product Gauss–Hermite converges fast
+            ref_f = _gauss_hermite_expectation(act, k1, k2, c, False)
+            ref_dot = _gauss_hermite_expectation(act, k1, k2, c, True)
+            tol = 1e-9
+        else:
+            ref_f = _angular_expectation(act, k1, k2, c, False)
+            ref_dot = _angular_expectation(act, k1, k2, c, True)
+            tol = 1e-9
+        assert abs(float(f) - ref_f) < tol * (1 + abs(ref_f)), (k1, k2, c)
+        assert abs(float(dot) - ref_dot) < tol * (1 + abs(ref_dot)), (k1, k2, c)
+
+
+@pytest.mark.parametrize("act", ACTS)
+def test_diagonal_map_is_exact_angle_zero(act):
+    for k in (0.0, 0.3, 1.0, 7.5):
+        t = torch.tensor(k, dtype=torch.float64)
+        f, dot = diag_map(act, t, _slopes(act), True)
+
+        def expect(g):
+            density = lambda z: math.exp(-z * z / 2) / math.sqrt(2 * math.pi)  # noqa: E731
+            f = lambda z: float(g(act, math.sqrt(k) * z)) ** 2 * density(z)  # noqa: E731
+            return integrate.quad(f, -40, 40, points=[0.0], epsabs=1e-14, epsrel=1e-13, limit=400)[
+                0
+            ]
+
+        ref_f = expect(_phi)
+        ref_dot = expect(_dphi) if k > 0 or act in ("erf", "gelu") else None
+        assert abs(float(f) - ref_f) < 1e-10 * (1 + ref_f)
+        if ref_dot is not None:
+            assert abs(float(dot) - ref_dot) < 1e-8 * (1 + ref_dot)
+
+
+def test_full_matrix_diagonal_equals_diag_mode_exactly():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(7, 4, generator=g, dtype=torch.float64)
+    for act in ACTS:
+        for kind in ("nngp", "ntk"):
+            kw = dict(depth=4, activation=act, kind=kind, w_std=1.4, b_std=0.1, slopes=_slopes(act))
+            full = nngp_kernel(x, **kw)
+            diag = nngp_kernel(x, x, diag=True, **kw)
+            assert torch.equal(full.diagonal(), diag), (act, kind)
+            torch.testing.assert_close(full, full.mT, rtol=0, atol=0)
+
+
+def test_relu_diagonal_against_the_variance_recursion():
+    x = torch.tensor([[0.3, -1.2, 2.0], [0.0, 0.0, 0.0]], dtype=torch.float64)
+    w, b, depth = 1.6, 0.2, 5
+    k = (x**2).sum(-1).numpy() / 3
+    theta = np.zeros_like(k)
+    for _ in range(depth):
+        k = w**2 * k + b**2
+        theta = theta * 0 + 0.5  # E[φ'(u)²] for ReLU
+        k = k / 2
+    k = w**2 * k + b**2
+    out = nngp_kernel(x, depth=depth, w_std=w, b_std=b, w_std_last=w, b_std_last=b).diagonal()
+    np.testing.assert_allclose(out.numpy(), k, rtol=1e-15)
+
+
+# ------------------------------------------------------------------- finite networks
+def _random_features(x, depth, width, act, w_std, b_std, generator):
+    """Post-activation features of one random network of width ``width`` (NTK
+    parameterisation) at the n points ``x``. Given the previous layer's features ``h``,
+    the ``width`` pre-activations ``w_std·W h/√fan_in + b_std·b`` with i.i.d. N(0, 1)
+    ``W`` and ``b`` are exactly i.i.d. N(0, w_std² h hᵀ/fan_in + b_std²) across units,
+    so each layer is drawn from that n x n covariance (an exact simulation of the
+    finite network at these points, without forming ``W``)."""
+    h = x
+    for _ in range(depth):
+        cov = w_std**2 * h @ h.T / h.shape[-1] + b_std**2
+        evals, evecs = torch.linalg.eigh(cov)
+        root = evecs * evals.clamp_min(0).sqrt()
+        pre = root @ torch.randn(x.shape[0], width, generator=generator, dtype=x.dtype)
+        h = torch.from_numpy(_phi(act, pre.numpy()))
+    return h
+
+
+@pytest.mark.parametrize("act", ["relu", "erf", "gelu", "abs"])
+def test_nngp_matches_wide_random_networks(act):
+    """Monte Carlo over S networks of width N: each network's readout covariance
+    ``w_last² h·h'/N + b_last²`` (exact over the readout draw) averaged over S; the
+    tolerance is 5 standard errors of that average plus a 2/N finite-width allowance."""
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(5, 3, generator=g, dtype=torch.float64)
+    x[2] = 0.0
+    depth, width, draws = 3, 2048, 400
+    w, b, w_last, b_last = 1.5, 0.3, 1.1, 0.2
+    estimates = []
+    for _ in range(draws):
+        h = _random_features(x, depth, width, act, w, b, g)
+        estimates.append(w_last**2 * h @ h.T / width + b_last**2)
+    est = torch.stack(estimates)
+    mean, se = est.mean(0), est.std(0) / math.sqrt(draws)
+    exact = nngp_kernel(
+        x,
+        depth=depth,
+        activation=act,
+        w_std=w,
+        b_std=b,
+        w_std_last=w_last,
+        b_std_last=b_last,
+        slopes=_slopes(act),
+    )
+    assert ((mean - exact).abs() <= 5 * se + 2 / width * exact.abs() + 1e-12).all()
+
+
+@pytest.mark.parametrize("act", ["relu", "erf"])
+def test_ntk_matches_empirical_ntk_of_wide_networks(act):
+    """Empirical NTK ``J(x) J(x')ᵀ`` (torch.func jacobians over all parameters) of
+    S networks of width N in NTK parameterisation, against the analytic NTK within
+    5 standard errors of the S-average (the NTK's O(1/√N) fluctuations at
+    initialisation are what the standard error measures) plus a 2/N allowance for
+    the O(1/N) finite-width bias of its mean."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(4, 3, generator=g, dtype=torch.float64)
+    x[3] = x[0]  # a repeated point
+    depth, width, draws = 2, 512, 6
+    w, b, w_last, b_last = 1.3, 0.2, 0.9, 0.1
+    torch_act = torch.relu if act == "relu" else torch.erf
+
+    def net(params, inputs):
+        h = inputs
+        for i in range(depth):
+            W, bias = params[2 * i], params[2 * i + 1]
+            h = torch_act(w * h @ W / math.sqrt(h.shape[-1]) + b * bias)
+        return (w_last * h @ params[-2] / math.sqrt(width) + b_last * params[-1]).squeeze(-1)
+
+    estimates = []
+    for _ in range(draws):
+        shapes = [(3, width), (width,), (width, width), (width,), (width, 1), (1,)]
+        params = tuple(torch.randn(s, generator=g, dtype=torch.float64) for s in shapes)
+        jac = torch.func.jacrev(net)(params, x)  # tuple of (n, *shape)
+        flat = torch.cat([j.reshape(x.shape[0], -1) for j in jac], -1)
+        estimates.append(flat @ flat.T)
+    est = torch.stack(estimates)
+    mean, se = est.mean(0), est.std(0) / math.sqrt(draws)
+    exact = nngp_kernel(
+        x,
+        depth=depth,
+        activation=act,
+        kind="ntk",
+        w_std=w,
+        b_std=b,
+        w_std_last=w_last,
+        b_std_last=b_last,
+    )
+    assert ((mean - exact).abs() <= 5 * se + 2 / width * exact.abs()).all()
+
+
+# ---------------------------------------------------------------- gradients and shapes
+@pytest.mark.parametrize("act", ACTS)
+@pytest.mark.parametrize("kind", ["nngp", "ntk"])
+def test_gradients_are_finite_at_equal_and_zero_inputs(act, kind):
+    x = torch.tensor(
+        [[0.5, -1.0], [0.5, -1.0], [0.0, 0.0], [1e-9, 0.0]], dtype=torch.float64, requires_grad=True
+    )
+    for b_std in (0.1, 0.0):  # b_std = 0 makes K(0, 0) = 0: the degenerate angle
+        w = torch.tensor(1.3, dtype=torch.float64, requires_grad=True)
+        b = torch.tensor(b_std, dtype=torch.float64, requires_grad=True)
+        k = nngp_kernel(
+            x, depth=3, activation=act, kind=kind, w_std=w, b_std=b, slopes=_slopes(act)
+        )
+        kd = nngp_kernel(
+            x,
+            x,
+            depth=3,
+            activation=act,
+            kind=kind,
+            w_std=w,
+            b_std=b,
+            slopes=_slopes(act),
+            diag=True,
+        )
+        assert torch.isfinite(k).all() and torch.isfinite(kd).all()
+        gx, gw, gb = torch.autograd.grad((k.sum() + kd.sum()), (x, w, b))
+        assert torch.isfinite(gx).all() and torch.isfinite(gw) and torch.isfinite(gb), (
+            act,
+            kind,
+            b_std,
+        )
+
+
+@pytest.mark.parametrize("act", ACTS)
+def test_inference_path_equals_the_autograd_path(act):
+    """Without autograd the kernel updates its n x m buffers in place; values must not
+    change beyond rounding."""
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(9, 3, generator=g, dtype=torch.float64)
+    x[4] = 0.0
+    for kind, param in (("nngp", "ntk"), ("ntk", "ntk"), ("ntk", "standard")):
+        kw = dict(
+            depth=3,
+            activation=act,
+            kind=kind,
+            parameterization=param,
+            width=64,
+            b_std=0.1,
+            slopes=_slopes(act),
+        )
+        with torch.no_grad():
+            fast = nngp_kernel(x, w_std=1.3, **kw)
+            fast_cross = nngp_kernel(x, x[:4] + 0.1, w_std=1.3, **kw)
+        w = torch.tensor(1.3, dtype=torch.float64, requires_grad=True)
+        torch.testing.assert_close(fast, nngp_kernel(x, w_std=w, **kw).detach(), rtol=1e-13, atol=0)
+        torch.testing.assert_close(
+            fast_cross, nngp_kernel(x, x[:4] + 0.1, w_std=w, **kw).detach(), rtol=1e-13, atol=0
+        )
+
+
+def test_batched_inputs_equal_separate_calls():
+    g = torch.Generator().manual_seed(4)
+    x1 = torch.randn(3, 5, 2, generator=g, dtype=torch.float64)
+    x2 = torch.randn(3, 4, 2, generator=g, dtype=torch.float64)
+    kernel = NNGPKernel(3, "gelu", kind="ntk", w_std=1.2, b_std=0.1)
+    with torch.no_grad():
+        batched = kernel(x1, x2).to_dense()
+        assert batched.shape == (3, 5, 4)
+        for i in range(3):
+            torch.testing.assert_close(
+                batched[i], kernel(x1[i], x2[i]).to_dense(), rtol=1e-14, atol=0
+            )
+        diag = kernel(x1, x1, diag=True)
+        assert diag.shape == (3, 5)
+        torch.testing.assert_close(diag, kernel(x1).to_dense().diagonal(dim1=-2, dim2=-1))
+
+
+def test_kernel_is_float64_learnable_and_float32_capable():
+    kernel = NNGPKernel(2, "relu", w_std=1.0, b_std=0.0)
+    assert kernel.raw_w_std.dtype == torch.float64
+    assert float(kernel.b_std.detach()) == 0.0  # an exact zero is kept
+    x = torch.randn(6, 3, dtype=torch.float64)
+    kernel(x).to_dense().sum().backward()
+    assert kernel.raw_w_std.grad is not None and torch.isfinite(kernel.raw_w_std.grad).all()
+    k32 = NNGPKernel(2, "relu", dtype=torch.float32)(x.float()).to_dense()
+    assert k32.dtype == torch.float32
+    torch.testing.assert_close(
+        k32.double(), NNGPKernel(2, "relu")(x).to_dense(), rtol=1e-5, atol=1e-6
+    )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"depth": -1}, "depth"),
+        ({"activation": "tanh"}, "activation"),
+        ({"kind": "cntk"}, "kind"),
+        ({"parameterization": "mup"}, "parameterization"),
+        ({"kind": "ntk", "parameterization": "standard"}, "width"),
+        ({"w_std": -1.0}, "w_std"),
+        ({"b_std_last": math.nan}, "b_std_last"),
+        ({"activation": "ab_relu"}, "slopes"),
+    ],
+)
+def test_bad_arguments_name_themselves(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        NNGPKernel(**kwargs)
+
+
+# ------------------------------------------------------------------------ CNN kernel
+@pytest.mark.parametrize("i", range(len(REFERENCE["cnn"][0]["cases"])))
+@pytest.mark.parametrize("kind", ["nngp", "ntk"])
+def test_cnn_matches_stored_neural_tangents_values(i, kind):
+    block = REFERENCE["cnn"][0]
+    case = block["cases"][i]
+    x1 = torch.tensor(block["x1"], dtype=torch.float64)
+    x2 = torch.tensor(block["x2"], dtype=torch.float64)
+    kernel = NNGPKernel(
+        case["depth"],
+        case["activation"],
+        kind=kind,
+        w_std=case["w_std"],
+        b_std=case["b_std"],
+        w_std_last=case["w_std_last"],
+        b_std_last=case["b_std_last"],
+        image_shape=tuple(x1.shape[1:]),
+        filter_size=case["filter_size"],
+    )
+    with torch.no_grad():
+        cross = kernel(x1.flatten(1), x2.flatten(1)).to_dense()
+        diag = kernel(x1.flatten(1)[:2], x2.flatten(1), diag=True)
+    np.testing.assert_allclose(cross.numpy(), case[f"{kind}_cross"], rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(diag.numpy(), np.diagonal(case[f"{kind}_cross"]), rtol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["nngp", "ntk"])
+def test_cnn_on_single_pixel_images_is_the_fully_connected_kernel(kind):
+    """A 1 x 1 image with 1 x 1 filters is a dense layer: the CNN kernel must equal the
+    fully connected one, and small chunks must not change anything."""
+    from bayesfn.bayesnn.cnn import cnn_kernel
+
+    g = torch.Generator().manual_seed(6)
+    x = torch.randn(7, 5, generator=g, dtype=torch.float64)
+    kw = dict(depth=3, activation="gelu", kind=kind, w_std=1.3, b_std=0.2, w_std_last=0.7)
+    fc = nngp_kernel(x, x[:4], **kw)
+    conv = cnn_kernel(
+        x.reshape(7, 1, 1, 5), x[:4].reshape(4, 1, 1, 5), filter_size=1, chunk_elements=5, **kw
+    )
+    torch.testing.assert_close(conv, fc, rtol=1e-14, atol=1e-15)
+
+
+def test_cnn_gradients_are_finite_and_mnist_sized_inputs_run():
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(3, 6 * 6 * 2, generator=g, dtype=torch.float64)
+    x[1] = 0.0
+    kernel = NNGPKernel(2, "relu", kind="ntk", b_std=0.1, image_shape=(6, 6, 2))
+    kernel(x).to_dense().sum().backward()
+    assert (
+        torch.isfinite(kernel.raw_w_std.grad).all() and torch.isfinite(kernel.raw_b_std.grad).all()
+    )
+    with pytest.raises(ValueError, match="without batch dims"):
+        kernel(x.reshape(1, 3, -1)).to_dense()
