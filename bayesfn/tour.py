@@ -25,7 +25,9 @@ __all__ = ["STEPS", "run_tour"]
 def _toy_regression(n: int, seed: int) -> tuple[torch.Tensor, ...]:
     """A 1-D sinusoid with a gap in the inputs, so the bands visibly widen there."""
     g = torch.Generator().manual_seed(seed)
-    x = torch.cat([torch.rand(n // 2, 1, generator=g) * 2 - 3, torch.rand(n - n // 2, 1, generator=g) * 2 + 1])
+    x = torch.cat(
+        [torch.rand(n // 2, 1, generator=g) * 2 - 3, torch.rand(n - n // 2, 1, generator=g) * 2 + 1]
+    )
     f = lambda t: torch.sin(2 * t) + 0.3 * t  # noqa: E731
     y = f(x) + 0.2 * torch.randn(x.shape, generator=g)
     x_test = torch.linspace(-3.5, 3.5, 200).unsqueeze(-1)
@@ -44,7 +46,11 @@ def _gaussian_process(out: Path, smoke: bool, seed: int) -> dict[str, Any]:
     )
     post = gp.posterior(x_test, observation_noise=True)
     ax = plot_predictive_1d(
-        gp.posterior(x_test), x_test, x_obs=x, y_obs=y, generator=torch.Generator().manual_seed(seed)
+        gp.posterior(x_test),
+        x_test,
+        x_obs=x,
+        y_obs=y,
+        generator=torch.Generator().manual_seed(seed),
     )
     ax.set_title("Exact GP (RBF): latent posterior, 95 % band")
     save_figure(ax.figure, out / "gaussian_process.png")
@@ -61,8 +67,92 @@ def _gaussian_process(out: Path, smoke: bool, seed: int) -> dict[str, Any]:
     }
 
 
+def _scale_mixture_nngp(out: Path, smoke: bool, seed: int) -> dict[str, Any]:
+    """NNGP vs Student-t process (inverse-gamma last-layer variance) on 1-D data with
+    Student-t(ν = 1.5) noise: the t process widens its bands where the data say so."""
+    import matplotlib.pyplot as plt
+
+    from bayesfn import metrics
+    from bayesfn.bayesnn import ScaleMixtureNNGP
+    from bayesfn.plotting import plot_predictive_1d, save_figure
+
+    x, y, x_test, _ = _toy_regression(30 if smoke else 80, seed)
+    import numpy as np
+
+    rng = np.random.default_rng(seed + 1)
+    heavy = torch.from_numpy(0.15 * rng.standard_t(1.5, size=(x.shape[0] + x_test.shape[0], 1)))
+    f = lambda t: torch.sin(2 * t) + 0.3 * t  # noqa: E731  (the toy set's function)
+    y = f(x) + heavy[: x.shape[0]]
+    y_test = f(x_test) + heavy[x.shape[0] :]
+    steps = 30 if smoke else 200
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5), sharey=True)
+    found: dict[str, float] = {}
+    pairs = [("point_mass", "NNGP"), ("inverse_gamma", "Student-t process")]
+    for ax, (prior, title) in zip(axes, pairs, strict=True):
+        model = ScaleMixtureNNGP(depth=2, prior=prior).fit(
+            x, y, max_steps=steps, seed=seed, progress_bar=not smoke
+        )
+        post = model.posterior(x_test, observation_noise=True)
+        found[f"{title} test NLL"] = metrics.nll(post, y_test)
+        found[f"{title} 95% coverage"] = metrics.coverage(post, y_test, 0.95)
+        plot_predictive_1d(post, x_test, x_obs=x, y_obs=y, ax=ax, num_samples=0)
+        ax.set_title(f"{title}: predictive of y, 95 % band")
+    axes[0].set_ylim(-4, 4)
+    save_figure(fig, out / "scale_mixture_nngp.png")
+    plt.close(fig)
+    return {
+        "model": "ScaleMixtureNNGP(prior='point_mass' | 'inverse_gamma')",
+        "data": f"1-D sinusoid with Student-t(1.5) noise, n={x.shape[0]}",
+        "metrics": found,
+        "plots": ["scale_mixture_nngp.png"],
+    }
+
+
+def _squared_circuits(out: Path, smoke: bool, seed: int) -> dict[str, Any]:
+    """One noisy ring: a monotonic circuit (MPC) against a squared non-monotonic one
+    (NPC²), both with K = 2 and with a hand-set subtractive start for NPC²."""
+    import matplotlib.pyplot as plt
+
+    from bayesfn.circuits import MonotonicCircuit, SquaredCircuit
+    from bayesfn.data import sample_rings_nd
+    from bayesfn.plotting import plot_density_2d, save_figure
+    from bayesfn.reproduce.circuits import _subtractive_init
+
+    n, steps = (400, 60) if smoke else (4000, 1500)
+    x = sample_rings_nd(n, 2, radii=(1.0,), noise=0.3, seed=seed)
+    x_test = sample_rings_nd(1000, 2, radii=(1.0,), noise=0.3, seed=seed + 1)
+    fit = {"max_steps": steps, "batch_size": min(256, n), "seed": seed, "progress_bar": False}
+    mpc = MonotonicCircuit(2, seed=seed).fit(x, **fit)
+    npc = SquaredCircuit(2, seed=seed).fit(x, max_steps=0, progress_bar=False)
+    _subtractive_init(npc, x)
+    npc.fit(x, warm_start=True, **fit)
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.4))
+    for ax, (name, model) in zip(axes, (("MPC K=2", mpc), ("NPC² K=2", npc)), strict=True):
+        plot_density_2d(
+            model.log_prob,
+            xlim=(-2, 2),
+            ylim=(-2, 2),
+            ax=ax,
+            resolution=60 if smoke else 200,
+            dtype=torch.float64,
+        )
+        ax.set_title(name)
+    save_figure(fig, out / "squared_circuits.png")
+    return {
+        "model": "MonotonicCircuit(2) vs SquaredCircuit(2)",
+        "data": f"one ring (radius 1, noise 0.3), n={n}",
+        "metrics": {
+            "MPC K=2 test log-lik": float(mpc.log_prob(x_test).mean()),
+            "NPC² K=2 test log-lik": float(npc.log_prob(x_test).mean()),
+        },
+        "plots": ["squared_circuits.png"],
+    }
+
+
 STEPS: dict[str, Callable[[Path, bool, int], dict[str, Any]]] = {
     "gaussian_process": _gaussian_process,
+    "scale_mixture_nngp": _scale_mixture_nngp,
+    "squared_circuits": _squared_circuits,
 }
 
 
@@ -88,7 +178,13 @@ def run_tour(out: str | Path = "bayesfn-tour", *, smoke: bool = False, seed: int
             entry["status"] = "ok"
         except Exception as err:
             logger.exception("tour step %s failed", name)
-            entry = {"model": name, "data": "", "metrics": {}, "plots": [], "status": f"failed: {err}"}
+            entry = {
+                "model": name,
+                "data": "",
+                "metrics": {},
+                "plots": [],
+                "status": f"failed: {err}",
+            }
         entry["seconds"] = time.perf_counter() - start
         entries.append(entry)
     with open(out / "results.json", "w") as f:
@@ -106,7 +202,9 @@ def run_tour(out: str | Path = "bayesfn-tour", *, smoke: bool = False, seed: int
         for i, (metric, value) in enumerate(items):
             head = (e["model"], e["data"]) if i == 0 else ("", "")
             tail = (f"{e['seconds']:.1f}", e["status"]) if i == 0 else ("", "")
-            lines.append(f"| {head[0]} | {head[1]} | {metric} | {value:.4g} | {tail[0]} | {tail[1]} |")
+            lines.append(
+                f"| {head[0]} | {head[1]} | {metric} | {value:.4g} | {tail[0]} | {tail[1]} |"
+            )
     lines.append("")
     for e in entries:
         lines += [f"![{p}]({p})" for p in e["plots"]]

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from bayesfn import Model, NotFittedError, Posterior
+from bayesfn.bayesnn import ScaleMixtureNNGP
 from bayesfn.processes import GaussianProcess
 
 
@@ -26,10 +27,28 @@ class Case:
 
 MODEL_CASES = [
     Case("gp_rbf", lambda: GaussianProcess("rbf"), {"max_steps": 20, "progress_bar": False}),
-    Case("gp_matern52_plus_periodic", lambda: GaussianProcess("matern52+periodic", mean="zero"),
-         {"max_steps": 10, "progress_bar": False}),
-    Case("gp_two_outputs_fixed_noise", lambda: GaussianProcess("rbf*linear", noise=0.05),
-         {"max_steps": 10, "progress_bar": False}, num_outputs=2),
+    Case(
+        "gp_matern52_plus_periodic",
+        lambda: GaussianProcess("matern52+periodic", mean="zero"),
+        {"max_steps": 10, "progress_bar": False},
+    ),
+    Case(
+        "gp_two_outputs_fixed_noise",
+        lambda: GaussianProcess("rbf*linear", noise=0.05),
+        {"max_steps": 10, "progress_bar": False},
+        num_outputs=2,
+    ),
+    Case(
+        "nngp_student_t",
+        lambda: ScaleMixtureNNGP(depth=2, prior="inverse_gamma"),
+        {"max_steps": 10, "progress_bar": False},
+    ),
+    Case(
+        "nngp_point_mass_two_outputs",
+        lambda: ScaleMixtureNNGP(depth=1, activation="erf", prior="point_mass"),
+        {"max_steps": 5, "progress_bar": False},
+        num_outputs=2,
+    ),
 ]
 
 
@@ -90,7 +109,10 @@ def test_numpy_inputs_are_accepted(fitted):
 def test_save_load_round_trip(fitted, tmp_path):
     _, model, x, _ = fitted
     model.save(tmp_path / "m")
-    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["config.json", "weights.safetensors"]
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == [
+        "config.json",
+        "weights.safetensors",
+    ]
     loaded = type(model).load(tmp_path / "m")
     also = Model.load(tmp_path / "m")  # the base class dispatches on the saved class name
     assert type(also) is type(model)
@@ -143,7 +165,7 @@ def test_bad_inputs_raise_clear_errors(case, tmp_path):
         model.fit(x, bad_y, **kw)
     with pytest.raises(ValueError, match="x is empty"):
         model.fit(x[:0], y[:0], **kw)
-    with pytest.raises(TypeError, match="x must be a torch.Tensor or numpy array"):
+    with pytest.raises(TypeError, match=r"x must be a torch\.Tensor or numpy array"):
         model.fit("data", y, **kw)
     model.fit(x, y, **kw)
     with pytest.raises(ValueError, match="2 feature"):

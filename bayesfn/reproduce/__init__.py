@@ -16,7 +16,10 @@ import importlib
 from types import ModuleType
 
 # paper name -> module under bayesfn.reproduce; empty until the method issues land
-REGISTRY: dict[str, str] = {}
+REGISTRY: dict[str, str] = {
+    "nngp": "nngp",
+    "circuits": "circuits",
+}
 
 
 def available() -> list[str]:

@@ -1,0 +1,697 @@
+"""Monotonic and squared (subtractive) probabilistic circuits as :class:`~bayesfn.Model` s.
+
+Three models share one tensorized circuit ``c`` over a region graph with ``R`` replicas
+(the root's partitions), ``c_r(x)`` being replica ``r``'s output:
+
+=========================================== ============================== ==============
+model                                       unnormalised density ``f(x)``  weights
+=========================================== ============================== ==============
+``MonotonicCircuit()`` (MPC)                ``Σ_r c_r(x)``                 ``exp(θ) > 0``
+``MonotonicCircuit(squared=True)`` (MPC²)   ``Σ_r c_r(x)²``                ``exp(θ) > 0``
+``SquaredCircuit()`` (NPC²)                 ``Σ_r c_r(x)²``                real, any sign
+=========================================== ============================== ==============
+
+and ``p(x) = f(x) / Z`` with ``Z = ∫ f`` computed exactly (:meth:`log_partition`). A
+squared model is a positive mixture of ``R`` squared replicas: each replica is squared on
+its own and the squares are added; the mixture itself is never squared (the replicas'
+scales play the role of the mixture weights). ``∫ c_r²`` and every marginal, moment and
+CDF of a squared circuit are computed by propagating ``K x K`` matrices ``W (A ∘ B) Wᵀ``
+(:func:`bayesfn.kernels.sq_layer`) up the (structured-decomposable) tree.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from typing import Any
+
+import torch
+
+from bayesfn.circuits.inputs import (
+    BernoulliInput,
+    BinomialInput,
+    CategoricalInput,
+    GaussianInput,
+    InputLayer,
+    SplineInput,
+)
+from bayesfn.circuits.region_graph import (
+    RegionGraph,
+    linear_tree,
+    quad_tree,
+    random_binary_tree,
+)
+from bayesfn.circuits.tensorized import TensorizedCircuit
+from bayesfn.kernels import signed_logsumexp
+from bayesfn.model import Model, as_tensor, resolve_device, resolve_dtype
+from bayesfn.training import optimize
+
+__all__ = ["MonotonicCircuit", "SquaredCircuit"]
+
+# what a leaf is asked for, per variable (see CircuitModel._log_f)
+MARGINALIZE, OBSERVE, CDF, MOMENT1, MOMENT2 = 0, 1, 2, 3, 4
+_INPUTS = ("gaussian", "spline", "categorical", "bernoulli", "binomial")
+_GRAPHS = ("random", "linear", "quad", "quad_graph")
+
+
+class CircuitModel(Model, abc.ABC):
+    """Shared machinery of the circuit models (abstract; use :class:`MonotonicCircuit`
+    or :class:`SquaredCircuit`).
+
+    Args:
+        num_units: ``K``, units per region (and per leaf).
+        region_graph: ``"random"`` (random balanced binary trees, ``num_replicas`` of
+            them), ``"linear"`` (a linear tree in a random order), ``"quad"`` (the
+            structured quad-tree over an image of ``image_shape``), ``"quad_graph"`` (the
+            non-structured quad graph; monotonic only), or a :class:`RegionGraph` / its
+            ``to_dict()``.
+        num_replicas: ``R`` for ``"random"``.
+        input: leaf family: ``"gaussian"``, ``"spline"`` (B-splines, see
+            :class:`~bayesfn.circuits.inputs.SplineInput`), ``"categorical"``,
+            ``"bernoulli"`` or ``"binomial"``.
+        num_states: states of categorical leaves, ``total_count + 1`` of binomial ones;
+            ``None`` takes ``max + 1`` of the training data.
+        image_shape: ``(height, width)`` for the quad graphs.
+        spline_bases, spline_degree: ``M`` uniform B-spline bases of degree ``p`` per
+            spline unit (``p = 2``: piecewise quadratic).
+        seed: seeds the region graph and the initialisation.
+        dtype: ``"float64"`` (default) or ``"float32"``.
+        device: where the circuit lives.
+    """
+
+    squared: bool
+    _weights: str
+
+    def __init__(
+        self,
+        num_units: int = 8,
+        *,
+        region_graph: str | dict | RegionGraph = "random",
+        num_replicas: int = 1,
+        input: str = "gaussian",
+        num_states: int | None = None,
+        image_shape: tuple[int, int] | None = None,
+        spline_bases: int = 32,
+        spline_degree: int = 2,
+        seed: int = 0,
+        dtype: str | torch.dtype = "float64",
+        device: str | None = None,
+    ) -> None:
+        if isinstance(num_units, bool) or not isinstance(num_units, int) or num_units < 1:
+            raise ValueError(f"num_units must be a positive int; got {num_units!r}")
+        if isinstance(region_graph, RegionGraph):
+            region_graph = region_graph.to_dict()
+        if isinstance(region_graph, str) and region_graph not in _GRAPHS:
+            raise ValueError(
+                f"region_graph must be one of {_GRAPHS} or a RegionGraph; got {region_graph!r}"
+            )
+        if not isinstance(region_graph, str | dict):
+            raise TypeError(
+                "region_graph must be a str, dict or RegionGraph; got "
+                f"{type(region_graph).__name__}"
+            )
+        if input not in _INPUTS:
+            raise ValueError(f"input must be one of {_INPUTS}; got {input!r}")
+        if num_states is not None and (not isinstance(num_states, int) or num_states < 2):
+            raise ValueError(f"num_states must be an int of at least 2 or None; got {num_states!r}")
+        if region_graph in ("quad", "quad_graph") and image_shape is None:
+            raise ValueError(f"region_graph={region_graph!r} needs image_shape=(height, width)")
+        self.num_units = num_units
+        self.region_graph = region_graph
+        self.num_replicas = int(num_replicas)
+        self.input = input
+        self.num_states = num_states
+        self.image_shape = None if image_shape is None else [int(v) for v in image_shape]
+        if not (isinstance(spline_degree, int) and 1 <= spline_degree <= 3):
+            raise ValueError(f"spline_degree must be 1, 2 or 3; got {spline_degree!r}")
+        if not (isinstance(spline_bases, int) and spline_bases > spline_degree):
+            raise ValueError(
+                f"spline_bases must be an int above spline_degree; got {spline_bases!r}"
+            )
+        self.spline_bases = spline_bases
+        self.spline_degree = spline_degree
+        self.seed = int(seed)
+        self.dtype = resolve_dtype(dtype, torch.float64)
+        self.device = None if device is None else str(resolve_device(device))
+
+    def _check_squarable(self) -> None:
+        """Refuse, at construction, a squared model over a graph known not to be
+        structured-decomposable (a generated graph is checked again when built)."""
+        if not self.squared:
+            return
+        if isinstance(self.region_graph, dict):
+            RegionGraph.from_dict(self.region_graph).check_structured_decomposable(
+                f"{type(self).__name__}(squared)"
+            )
+        elif self.region_graph == "quad_graph":
+            h, w = self.image_shape
+            quad_tree(h, w, structured=False).check_structured_decomposable(
+                f"{type(self).__name__}(squared)"
+            )
+
+    # ------------------------------------------------------------------ building
+    @property
+    def _device(self) -> torch.device:
+        return resolve_device(self.device)
+
+    def _graph(self, d: int) -> RegionGraph:
+        rg = self.region_graph
+        if isinstance(rg, dict):
+            graph = RegionGraph.from_dict(rg)
+        elif rg == "random":
+            graph = random_binary_tree(d, num_replicas=self.num_replicas, seed=self.seed)
+        elif rg == "linear":
+            graph = linear_tree(d, seed=self.seed)
+        else:
+            h, w = self.image_shape
+            graph = quad_tree(h, w, structured=rg == "quad")
+        if graph.num_variables != d:
+            raise ValueError(
+                f"the region graph covers {graph.num_variables} variables but the data has {d}"
+            )
+        return graph
+
+    def _make_inputs(self, num_states: int | None) -> Any:
+        dtype = self.dtype
+        k = self.num_units
+
+        def make(variables: torch.Tensor) -> InputLayer:
+            if self.input == "gaussian":
+                return GaussianInput(variables, k, dtype=dtype)
+            if self.input == "spline":
+                return SplineInput(variables, k, self.spline_bases, self.spline_degree, dtype=dtype)
+            if self.input == "bernoulli":
+                return BernoulliInput(variables, k, dtype=dtype)
+            if self.input == "binomial":
+                return BinomialInput(variables, k, num_states - 1, dtype=dtype)
+            return CategoricalInput(variables, k, num_states, dtype=dtype)
+
+        return make
+
+    def _build(self, d: int, num_states: int | None) -> torch.Generator:
+        generator = torch.Generator().manual_seed(self.seed)
+        self.num_variables_ = d
+        self.num_states_ = num_states
+        self.graph_ = self._graph(d)
+        self.module_ = TensorizedCircuit(
+            self.graph_,
+            self._make_inputs(num_states),
+            self.num_units,
+            weights=self._weights,
+            squared=self.squared,
+            dtype=self.dtype,
+            generator=generator,
+        ).to(self._device)
+        return generator
+
+    # ------------------------------------------------------------------ validation
+    def _check_x(self, x: Any, name: str, *, allow_nan: bool = False) -> torch.Tensor:
+        t = as_tensor(x, name, dtype=self.dtype, device=self._device)
+        d = self.num_variables_
+        if t.ndim == 1 and t.shape[0] == d:
+            raise ValueError(
+                f"{name} must have shape (n, {d}); got {tuple(t.shape)} (add a row dimension)"
+            )
+        if t.ndim != 2 or t.shape[1] != d:
+            raise ValueError(
+                f"{name} must have shape (n, {d}): one column per variable of the circuit; "
+                f"got {tuple(t.shape)}"
+            )
+        if t.shape[0] == 0:
+            raise ValueError(f"{name} is empty (shape {tuple(t.shape)})")
+        if torch.isinf(t).any():
+            raise ValueError(f"{name} contains inf")
+        if not allow_nan and torch.isnan(t).any():
+            row = int(torch.isnan(t).any(1).nonzero()[0])
+            raise ValueError(
+                f"{name} contains NaN (first in row {row}) but nothing says which values are "
+                "missing: use marginal_log_prob(x, mask=...), posterior(evidence, mask=...) or "
+                "impute(x)"
+            )
+        self.module_.inputs.check_values(torch.nan_to_num(t, nan=0.0), name)
+        return t
+
+    # ------------------------------------------------------------------ core evaluation
+    def _leaf_vector(
+        self, x: torch.Tensor, codes: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        """Leaf values ``(L, B, K)`` for ``x`` ``(B, d)`` and ``codes`` ``(B, d)``.
+
+        Each leaf quantity is computed only for the leaf rows whose variable asks for it.
+        """
+        inp = self.module_.inputs
+        var = inp.variables
+        xl = torch.nan_to_num(x[:, var].T, nan=0.0)  # (L, B)
+        cl = codes[:, var].T  # (L, B)
+        B, L, K = x.shape[0], inp.num_leaves, inp.num_units
+        log = torch.zeros(L, B, K, dtype=x.dtype, device=x.device)
+        sign = torch.ones_like(log)
+        signed = False
+        for code in torch.unique(codes).tolist():
+            if code == MARGINALIZE:
+                continue
+            rows = (cl == code).any(1).nonzero().squeeze(-1)
+            hit = (cl[rows] == code).unsqueeze(-1)
+            if code == OBSERVE:
+                vl, vs = inp.log_density(xl[rows], rows), None
+            elif code == CDF:
+                vl, vs = inp.log_cdf(xl[rows], rows), None
+            else:
+                ml, ms = inp.moment(1 if code == MOMENT1 else 2, rows)
+                vl, vs = ml.unsqueeze(1), ms.unsqueeze(1)
+                signed = signed or code == MOMENT1
+            log = log.index_put((rows,), torch.where(hit, vl, log[rows]))
+            if vs is not None:
+                sign = sign.index_put((rows,), torch.where(hit, vs, sign[rows]))
+        sign = torch.where(torch.isneginf(log), torch.zeros_like(sign), sign)
+        return log, sign, signed
+
+    def _leaf_matrix(
+        self, x: torch.Tensor, codes: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Leaf matrices ``(L, B, K, K)`` for ``x`` ``(B, d)`` and ``codes`` ``(B, d)``."""
+        inp = self.module_.inputs
+        var = inp.variables
+        xl = torch.nan_to_num(x[:, var].T, nan=0.0)
+        cl = codes[:, var].T  # (L, B)
+        log, sign = inp.gram_moment(0)
+        shape = (inp.num_leaves, x.shape[0], inp.num_units, inp.num_units)
+        present = [c for c in torch.unique(codes).tolist() if c != MARGINALIZE]
+        if not present:
+            return log.unsqueeze(1), sign.unsqueeze(1)  # batch-independent: broadcast
+        log, sign = log.unsqueeze(1).expand(shape), sign.unsqueeze(1).expand(shape)
+        for code in present:
+            rows = (cl == code).any(1).nonzero().squeeze(-1)
+            hit = (cl[rows] == code)[..., None, None]
+            if code == OBSERVE:
+                gl, gs = inp.gram_density(xl[rows], rows)
+            elif code == CDF:
+                gl, gs = inp.gram_cdf(xl[rows], rows)
+            else:
+                gl, gs = inp.gram_moment(1 if code == MOMENT1 else 2, rows)
+                gl, gs = gl.unsqueeze(1), gs.unsqueeze(1)
+            log = log.index_put((rows,), torch.where(hit, gl, log[rows]))
+            sign = sign.index_put((rows,), torch.where(hit, gs, sign[rows]))
+        return log, sign
+
+    def _log_f(
+        self, x: torch.Tensor, codes: torch.Tensor, *, trace: list | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Signed-log ``(B,)`` of ``∫ f`` with each leaf asked for what ``codes`` says.
+
+        Args:
+            x: ``(B, d)`` values (ignored where the code is ``MARGINALIZE`` / a moment).
+            codes: ``(B, d)`` or ``(d,)`` long: ``MARGINALIZE`` (integrate out),
+                ``OBSERVE`` (evaluate at ``x``), ``CDF`` (integrate up to ``x``),
+                ``MOMENT1`` / ``MOMENT2`` (integrate against ``x`` / ``x²``).
+        """
+        codes = codes.expand(x.shape[0], -1) if codes.ndim == 1 else codes
+        m = self.module_
+        if not self.squared:
+            log, sign, signed = self._leaf_vector(x, codes)
+            rl, rs = m.forward_vector(log, sign, signed=signed, trace=trace)
+            return signed_logsumexp(rl, rs, dim=0)
+        if bool((codes == OBSERVE).all()):
+            log, sign, _ = self._leaf_vector(x, codes)
+            rl, _ = m.forward_vector(log, sign, signed=self._weights == "real", trace=trace)
+            out = torch.logsumexp(2 * rl, dim=0)
+            return out, (~torch.isneginf(out)).to(out.dtype)
+        log, sign = self._leaf_matrix(x, codes)
+        rl, rs = m.forward_matrix(log, sign, trace=trace)
+        out_log, out_sign = signed_logsumexp(rl, rs, dim=0)
+        return out_log.expand(x.shape[0]), out_sign.expand(x.shape[0])
+
+    # ------------------------------------------------------------------ public inference
+    def log_partition(self) -> torch.Tensor:
+        """``log Z = log ∫ f`` of the unnormalised circuit ``f``: a 0-d tensor."""
+        self._check_fitted()
+        with torch.no_grad():
+            return self._log_partition()
+
+    def _log_partition(self) -> torch.Tensor:
+        """Differentiable ``log Z`` (marginalise every variable)."""
+        d = self.num_variables_
+        x = torch.zeros(1, d, dtype=self.dtype, device=self._device)
+        codes = torch.full((d,), MARGINALIZE, dtype=torch.long, device=self._device)
+        return self._log_f(x, codes)[0][0]
+
+    def _log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        codes = torch.full((x.shape[1],), OBSERVE, dtype=torch.long, device=x.device)
+        return self._log_f(x, codes)[0] - self._log_partition()
+
+    def log_prob(self, x: Any) -> torch.Tensor:
+        """Exact log density (or mass) ``log p(x)``: ``x`` is ``(n, d)``, the result ``(n,)``."""
+        self._check_fitted()
+        x = self._check_x(x, "x")
+        with torch.no_grad():
+            return self._log_prob(x)
+
+    def marginal_log_prob(self, x: Any, mask: Any) -> torch.Tensor:
+        """Exact ``log p(x_S)`` of the variables ``S`` where ``mask`` is True.
+
+        Args:
+            x: ``(n, d)``; entries outside ``S`` are ignored (NaN allowed there).
+            mask: ``(d,)`` or ``(n, d)`` bool, True = observed (kept), False = integrated
+                out. All False gives ``log 1 = 0``.
+
+        Returns:
+            ``(n,)`` log marginal densities.
+        """
+        self._check_fitted()
+        x = self._check_x(x, "x", allow_nan=True)
+        mask = self._check_mask(mask, x)
+        if torch.isnan(x[mask.expand_as(x)]).any():
+            raise ValueError("x contains NaN where mask says the value is observed")
+        codes = torch.where(mask, OBSERVE, MARGINALIZE).long()
+        with torch.no_grad():
+            return self._log_f(x, codes)[0] - self.log_partition()
+
+    def _check_mask(self, mask: Any, x: torch.Tensor | None) -> torch.Tensor:
+        d = self.num_variables_
+        m = torch.as_tensor(mask, device=self._device)
+        if m.dtype != torch.bool:
+            raise TypeError(f"mask must be a bool tensor (True = observed); got dtype {m.dtype}")
+        ok = m.shape == (d,) or (x is not None and m.shape == x.shape)
+        if not ok:
+            raise ValueError(f"mask must have shape ({d},) or that of x; got {tuple(m.shape)}")
+        return m
+
+    def posterior(self, evidence: Any = None, *, mask: Any = None) -> Any:
+        """The exact conditional distribution of the unobserved variables.
+
+        Args:
+            evidence: ``(n, d)`` (batch ``(n,)``) or ``(d,)`` (no batch) values; entries
+                where ``mask`` is False are ignored and may be NaN. ``None`` gives the
+                joint distribution of all ``d`` variables.
+            mask: ``(d,)`` bool, True where ``evidence`` is observed, shared by every row
+                (the event ``(d_unobserved,)`` must be one shape). Required whenever
+                ``evidence`` is given.
+
+        Returns:
+            A :class:`~bayesfn.circuits.ConditionalPosterior` with event
+            ``(d_unobserved,)``.
+        """
+        from bayesfn.circuits.conditional import ConditionalPosterior
+
+        self._check_fitted()
+        d = self.num_variables_
+        if evidence is None:
+            if mask is not None and bool(torch.as_tensor(mask).any()):
+                raise ValueError("mask says some values are observed but evidence is None")
+            x = torch.zeros(d, dtype=self.dtype, device=self._device)
+            return ConditionalPosterior(self, x, torch.zeros(d, dtype=torch.bool))
+        ev = as_tensor(evidence, "evidence", dtype=self.dtype, device=self._device)
+        if mask is None:
+            raise ValueError(
+                "posterior(evidence) needs mask= (a (d,) bool tensor, True = observed); "
+                "to impute NaN entries row by row use impute()"
+            )
+        mask = torch.as_tensor(mask, device=self._device)
+        if mask.dtype != torch.bool or mask.shape != (d,):
+            raise ValueError(
+                f"mask must be a ({d},) bool tensor shared by all rows; got dtype "
+                f"{mask.dtype}, shape {tuple(mask.shape)} (use impute() for row-wise masks)"
+            )
+        single = ev.ndim == 1
+        rows = self._check_x(ev.unsqueeze(0) if single else ev, "evidence", allow_nan=True)
+        if torch.isnan(rows[:, mask]).any():
+            raise ValueError("evidence contains NaN where mask says the value is observed")
+        return ConditionalPosterior(self, rows[0] if single else rows, mask)
+
+    def sample(self, num_samples: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``(num_samples, d)`` exact samples by sequential conditional inverse CDF."""
+        return self.posterior().sample((int(num_samples),), generator=generator)
+
+    def impute(
+        self,
+        x: Any,
+        mask: Any = None,
+        *,
+        method: str = "mean",
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Fill the missing entries of ``x`` from the exact conditionals.
+
+        Args:
+            x: ``(n, d)`` data; missing entries are NaN (or given by ``mask``).
+            mask: optional ``(n, d)`` bool, True = observed; default ``~isnan(x)``.
+            method: ``"mean"`` (conditional mean of each missing variable), ``"mode"``
+                (discrete leaves: most probable state of each missing variable's
+                conditional marginal) or ``"sample"`` (one joint conditional draw).
+
+        Returns:
+            ``(n, d)`` with observed entries unchanged and missing ones filled.
+        """
+        self._check_fitted()
+        if method not in ("mean", "mode", "sample"):
+            raise ValueError(f"method must be 'mean', 'mode' or 'sample'; got {method!r}")
+        x = self._check_x(x, "x", allow_nan=True)
+        if mask is None:
+            mask = ~torch.isnan(x)
+        else:
+            mask = self._check_mask(mask, x).expand_as(x)
+        out = x.clone()
+        patterns, inverse = torch.unique(mask, dim=0, return_inverse=True)
+        for i, pattern in enumerate(patterns):
+            if bool(pattern.all()):
+                continue
+            rows = (inverse == i).nonzero().squeeze(-1)
+            post = self.posterior(x[rows], mask=pattern)
+            if method == "mean":
+                fill = post.mean
+            elif method == "sample":
+                fill = post.sample(generator=generator)
+            else:
+                fill = post.mode
+            block = out[rows]
+            block[:, ~pattern] = fill.to(out.dtype)
+            out[rows] = block
+        return out
+
+    # ------------------------------------------------------------------ fitting
+    def _infer_states(self, x: torch.Tensor) -> int | None:
+        if self.input in ("gaussian", "spline"):
+            return None
+        if self.input == "bernoulli":
+            return 2
+        if self.num_states is not None:
+            return self.num_states
+        return max(int(x.max().item()) + 1, 2)
+
+    def fit(
+        self,
+        X: Any,
+        *,
+        validation: Any = None,
+        max_steps: int = 1000,
+        batch_size: int | None = None,
+        lr: float = 0.01,
+        patience: int | None = 5,
+        val_every: int = 50,
+        seed: int | None = None,
+        callbacks=(),
+        progress_bar: bool = True,
+        checkpoint_dir=None,
+        warm_start: bool = False,
+    ) -> CircuitModel:
+        """Maximum likelihood by Adam on the exact NLL, ``Z`` recomputed every step.
+
+        Args:
+            X: ``(n, d)`` training data (numpy or torch; discrete leaves need integer
+                states).
+            validation: optional ``(m, d)`` validation data; then the fit stops early
+                when the validation log-likelihood has not improved for ``patience``
+                evaluations (every ``val_every`` steps) and keeps the best parameters.
+            max_steps, batch_size, lr, seed, callbacks, progress_bar, checkpoint_dir:
+                as in :func:`bayesfn.training.optimize`; ``seed`` defaults to
+                ``self.seed``.
+            warm_start: continue from the current parameters of an already fitted
+                model (same number of variables) instead of building and initialising
+                a new circuit, e.g. after setting parameters by hand.
+
+        Returns:
+            ``self``; ``fit_result_.diagnostics`` holds ``train_log_likelihood`` and, with
+            validation data, ``val_log_likelihood`` (means per example).
+
+        Raises:
+            FloatingPointError: the loss became non-finite; the message names the first
+                layer whose output (or parameter) is not finite.
+        """
+        x = as_tensor(X, "X", dtype=self.dtype, device=self._device)
+        if x.ndim != 2:
+            raise ValueError(f"X must have shape (n, d); got {tuple(x.shape)}")
+        if x.shape[0] == 0:
+            raise ValueError("X is empty")
+        if not torch.isfinite(x).all():
+            raise ValueError("X contains NaN or inf; fit needs complete data")
+        if warm_start:
+            self._check_fitted()
+            x = self._check_x(x, "X")
+        else:
+            generator = self._build(x.shape[1], self._infer_states(x))
+            x = self._check_x(x, "X")
+            self.module_.inputs.init_from_data(x, generator)
+        xv = None if validation is None else self._check_x(validation, "validation")
+        module = self.module_
+
+        def loss_fn(batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
+            loss = -self._log_prob(batch[0]).mean()
+            if not torch.isfinite(loss):
+                self._explain_nonfinite(batch[0], loss)
+            return loss
+
+        def val_fn() -> float:
+            return float(-self._log_prob(xv).mean())
+
+        result = optimize(
+            module,
+            loss_fn,
+            data=(x,),
+            batch_size=batch_size,
+            max_steps=max_steps,
+            lr=lr,
+            seed=self.seed if seed is None else seed,
+            callbacks=callbacks,
+            val_fn=val_fn if xv is not None else None,
+            val_every=val_every,
+            patience=patience if xv is not None else None,
+            progress_bar=progress_bar,
+            checkpoint_dir=checkpoint_dir,
+            desc=type(self).__name__,
+        )
+        with torch.no_grad():
+            result.diagnostics["train_log_likelihood"] = float(self._log_prob(x).mean())
+            if xv is not None:
+                result.diagnostics["val_log_likelihood"] = float(self._log_prob(xv).mean())
+            result.diagnostics["log_partition"] = float(self._log_partition())
+        self.fit_result_ = result
+        return self
+
+    def _explain_nonfinite(self, x: torch.Tensor, loss: torch.Tensor) -> None:
+        for name, p in self.module_.named_parameters():
+            if not torch.isfinite(p).all():
+                raise FloatingPointError(
+                    f"the loss became {loss.item()}: parameter {name!r} holds non-finite "
+                    "values; lower lr= or use dtype='float64'"
+                )
+        with torch.no_grad():
+            for label, codes in (("log-likelihood", OBSERVE), ("partition function", MARGINALIZE)):
+                trace: list = []
+                xx = x if codes == OBSERVE else x[:1]
+                codes_t = torch.full((x.shape[1],), codes, dtype=torch.long, device=x.device)
+                self._log_f(xx, codes_t, trace=trace)
+                for name, out in trace:
+                    if torch.isnan(out).any() or (out == math.inf).any():
+                        raise FloatingPointError(
+                            f"the loss became {loss.item()}: {name} produced non-finite values "
+                            f"while computing the {label}; lower lr= or use dtype='float64'"
+                        )
+        raise FloatingPointError(
+            f"the loss became {loss.item()}: the data have zero density under the model "
+            "(every layer output is finite or -inf)"
+        )
+
+    # ------------------------------------------------------------------ persistence
+    def _get_state(self) -> dict[str, Any]:
+        return {
+            "num_variables": self.num_variables_,
+            "num_states": self.num_states_,
+            "graph": self.graph_.to_dict(),
+            "module": self.module_.state_dict(),
+        }
+
+    def _set_state(self, state: dict[str, Any]) -> None:
+        rg = self.region_graph
+        self.region_graph = state["graph"]  # rebuild exactly the saved graph
+        try:
+            self._build(int(state["num_variables"]), state["num_states"])
+        finally:
+            self.region_graph = rg
+        module_state = {k: v.to(self._device) for k, v in state["module"].items()}
+        self.module_.load_state_dict(module_state)
+        self.module_.eval()
+
+
+class MonotonicCircuit(CircuitModel):
+    """Monotonic PC (MPC): positive weights ``exp(θ)``, ``p = c / Z``; with
+    ``squared=True`` the squared monotonic PC (MPC²), ``p = Σ_r c_r² / Z``.
+
+    See :class:`CircuitModel` for the settings; ``squared`` needs a
+    structured-decomposable region graph.
+    """
+
+    _weights = "log"
+
+    def __init__(
+        self,
+        num_units: int = 8,
+        *,
+        squared: bool = False,
+        region_graph: str | dict | RegionGraph = "random",
+        num_replicas: int = 1,
+        input: str = "gaussian",
+        num_states: int | None = None,
+        image_shape: tuple[int, int] | None = None,
+        spline_bases: int = 32,
+        spline_degree: int = 2,
+        seed: int = 0,
+        dtype: str | torch.dtype = "float64",
+        device: str | None = None,
+    ) -> None:
+        super().__init__(
+            num_units,
+            region_graph=region_graph,
+            num_replicas=num_replicas,
+            input=input,
+            num_states=num_states,
+            image_shape=image_shape,
+            spline_bases=spline_bases,
+            spline_degree=spline_degree,
+            seed=seed,
+            dtype=dtype,
+            device=device,
+        )
+        self.squared = bool(squared)
+        self._check_squarable()
+
+
+class SquaredCircuit(CircuitModel):
+    """Squared non-monotonic PC (NPC², Loconte et al., ICLR 2024): real weights of any
+    sign, ``p(x) = Σ_r c_r(x)² / Z``, initialised with positive ``U(0, 1)`` weights.
+
+    See :class:`CircuitModel` for the settings; the region graph must be
+    structured-decomposable.
+    """
+
+    _weights = "real"
+    squared = True
+
+    def __init__(
+        self,
+        num_units: int = 8,
+        *,
+        region_graph: str | dict | RegionGraph = "random",
+        num_replicas: int = 1,
+        input: str = "gaussian",
+        num_states: int | None = None,
+        image_shape: tuple[int, int] | None = None,
+        spline_bases: int = 32,
+        spline_degree: int = 2,
+        seed: int = 0,
+        dtype: str | torch.dtype = "float64",
+        device: str | None = None,
+    ) -> None:
+        super().__init__(
+            num_units,
+            region_graph=region_graph,
+            num_replicas=num_replicas,
+            input=input,
+            num_states=num_states,
+            image_shape=image_shape,
+            spline_bases=spline_bases,
+            spline_degree=spline_degree,
+            seed=seed,
+            dtype=dtype,
+            device=device,
+        )
+        self._check_squarable()
