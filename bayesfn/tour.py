@@ -116,7 +116,7 @@ def _squared_circuits(out: Path, smoke: bool, seed: int) -> dict[str, Any]:
     from bayesfn.circuits import MonotonicCircuit, SquaredCircuit
     from bayesfn.data import sample_rings_nd
     from bayesfn.plotting import plot_density_2d, save_figure
-    from bayesfn.reproduce.circuits import _subtractive_init
+    from bayesfn.reproduce.circuits import subtractive_ring_init
 
     n, steps = (400, 60) if smoke else (4000, 1500)
     x = sample_rings_nd(n, 2, radii=(1.0,), noise=0.3, seed=seed)
@@ -124,7 +124,7 @@ def _squared_circuits(out: Path, smoke: bool, seed: int) -> dict[str, Any]:
     fit = {"max_steps": steps, "batch_size": min(256, n), "seed": seed, "progress_bar": False}
     mpc = MonotonicCircuit(2, seed=seed).fit(x, **fit)
     npc = SquaredCircuit(2, seed=seed).fit(x, max_steps=0, progress_bar=False)
-    _subtractive_init(npc, x)
+    subtractive_ring_init(npc, x)
     npc.fit(x, warm_start=True, **fit)
     fig, axes = plt.subplots(1, 2, figsize=(8, 3.4))
     for ax, (name, model) in zip(axes, (("MPC K=2", mpc), ("NPC² K=2", npc)), strict=True):

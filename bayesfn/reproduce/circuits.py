@@ -125,7 +125,7 @@ def _heatmaps(models: dict[str, Any], data, path: Path, resolution: int, title: 
 
 # --------------------------------------------------------------------------- (a)
 @torch.no_grad()
-def _subtractive_init(model, x) -> None:
+def subtractive_ring_init(model, x) -> None:
     """Two product units at the data mean, scales (1, 0.6) x the data's standard
     deviation, root weights (1, -0.5): ``c = wide - narrow``, a ring once squared."""
     m = model.module_
@@ -159,7 +159,7 @@ def _ring(cfg, seeds, device, out, rows, plots):
         # what Adam finds from the paper's positive U(0, 1) initialisation
         name = "NPC2 K=2 (subtractive init)"
         model = _model("NPC2", 2, seed, device).fit(tr, max_steps=0, progress_bar=False)
-        _subtractive_init(model, tr)
+        subtractive_ring_init(model, tr)
         model.fit(tr, validation=va, max_steps=cfg["ring_steps"], batch_size=cfg["batch"],
                   lr=0.01, patience=10, val_every=max(10, cfg["ring_steps"] // 40),
                   seed=seed, progress_bar=False, warm_start=True)
