@@ -12,12 +12,20 @@ accumulator against a running scalar maximum ``m`` (rescaling the accumulator by
 linear-domain ``tl.dot`` at full precision (``input_precision="ieee"``). The epilogue
 writes ``(log|Y| + m, sign Y)`` with exact zero as ``(−inf, 0)``.
 
-``T`` is recomputed for every ``o₁`` tile, so the kernel does redundant work once
-``K_out`` exceeds one tile (``BLOCK_O``); the dispatcher only sends it shapes where it
-wins (:data:`bayesfn.kernels.backend.SQ_TRITON_MAX_K`).
+``T`` is recomputed for every ``o₁`` tile, so this fused kernel does redundant work once
+``K_out`` exceeds one tile (``BLOCK_O``; measured 0.02x of torch at ``K = 1024``). Larger
+``K_out`` therefore runs as two ordinary GEMMs instead (:func:`_two_stage`): the signed
+CP-layer forward of :mod:`bayesfn.kernels.triton_cp` computes ``T = X Wᵀ`` with rows
+``(b, i)``, then ``W T`` on ``Tᵀ``, carrying ``T`` in signed-log form in between.
+``sq_layer_triton(method="auto")`` picks the fused kernel when ``K_out ≤ BLOCK_O`` and the
+two-stage GEMMs otherwise; :func:`bayesfn.kernels.sq_layer` under backend ``"auto"`` only
+sends shapes to Triton where it measured faster than torch
+(:data:`bayesfn.kernels.backend.SQ_TRITON_MAX_K`).
 
-Backward: the forward is Triton; the backward recomputes the torch reference under
-autograd (exact gradients, reference speed). Supported dtypes: float32 and float64.
+Backward (:class:`_SQLayer`): ``∂L/∂X = Wᵀ (∂L/∂Y) W`` is the same sandwich with ``Wᵀ``
+and runs on the same Triton kernels with ``∂L/∂Y`` in signed-log form; the input
+gradients are ``X ⊙ ∂L/∂X``; the weight gradient, a reduction over the batch, runs as
+batched cuBLAS GEMMs. Supported dtypes: float32 and float64.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+from torch.autograd.function import once_differentiable
 
 __all__ = ["sq_layer_triton"]
 
@@ -189,29 +198,117 @@ def _reference(left_log, left_sign, right_log, right_sign, weight):
         return sq_layer(left_log, left_sign, right_log, right_sign, weight)
 
 
+def _two_stage(left_log, left_sign, right_log, right_sign, weight, blocks=None):
+    """``W X Wᵀ`` as two Triton CP-layer GEMMs (no redundant work at large ``K_out``).
+
+    Stage 1 is the signed CP forward with rows ``(b, i)``: ``T[b, i, :] = W X[b, i, :]``,
+    i.e. ``T = X Wᵀ`` in signed-log form. Stage 2 runs the same kernel on ``Tᵀ`` (rows
+    ``(b, o₂)``, reduction over ``i``): ``Y[b, :, o₂] = W T[b, :, o₂]``. ``T`` is carried
+    in log form between the stages (one transposed copy), so no magnitude under- or
+    overflows; the price is that ``T``'s rounding enters ``Y`` relative to ``|log T|``.
+    """
+    from bayesfn.kernels.triton_cp import _forward as cp_forward
+
+    f, b, k_in, _ = left_log.shape
+    k_out = weight.shape[1]
+    rows = (f, b * k_in, k_in)
+    t_log, t_sign, _, _ = cp_forward(
+        left_log.reshape(rows),
+        left_sign.reshape(rows),
+        right_log.reshape(rows),
+        right_sign.reshape(rows),
+        weight,
+        True,
+        blocks,
+    )
+    # (F, B·K_in, K_out) -> rows (b, o₂) over the reduction index i.
+    tt_shape = (f, b * k_out, k_in)
+    t_log = t_log.view(f, b, k_in, k_out).transpose(2, 3).reshape(tt_shape)
+    t_sign = t_sign.view(f, b, k_in, k_out).transpose(2, 3).reshape(tt_shape)
+    zero = torch.zeros((), dtype=t_log.dtype, device=t_log.device).expand(tt_shape)
+    one = torch.ones((), dtype=t_log.dtype, device=t_log.device).expand(tt_shape)
+    y_log, y_sign, _, _ = cp_forward(t_log, t_sign, zero, one, weight, True, blocks)
+    y_log = y_log.view(f, b, k_out, k_out).transpose(2, 3).contiguous()
+    y_sign = y_sign.view(f, b, k_out, k_out).transpose(2, 3).contiguous()
+    return y_log, y_sign
+
+
+METHODS = ("auto", "fused", "two_stage")
+
+
+def _sandwich(left_log, left_sign, right_log, right_sign, weight, method, blocks):
+    """``W (A ∘ B) Wᵀ`` in signed-log form, no autograd. ``method="auto"``: the fused
+    kernel when all of ``K_out`` fits one output tile (no recomputation of ``X Wᵀ``),
+    else the two-stage GEMMs."""
+    if method == "auto":
+        bo = (
+            blocks or _blocks(left_log.shape[-1], weight.shape[1], left_log.dtype, left_log.device)
+        )[0]
+        method = "fused" if weight.shape[1] <= bo else "two_stage"
+    if method == "fused":
+        return _sq_forward(left_log, left_sign, right_log, right_sign, weight, blocks)
+    return _two_stage(left_log, left_sign, right_log, right_sign, weight, blocks)
+
+
+def _finite_or_zero(m: torch.Tensor) -> torch.Tensor:
+    return torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+
+
 class _SQLayer(torch.autograd.Function):
-    """Triton forward; backward by recomputing the torch reference under autograd."""
+    """Triton forward and backward of the squared-mode layer.
+
+    With ``g`` the gradient of ``out_log`` and ``Y = W X Wᵀ``: ``∂L/∂Y = g · sign Y / |Y|``
+    (0 where ``Y = 0``, as in the reference), ``∂L/∂X = Wᵀ (∂L/∂Y) W`` — the same sandwich
+    with ``Wᵀ``, run by the same Triton kernels on ``∂L/∂Y`` in signed-log form — and
+    ``∂L/∂log_a = ∂L/∂log_b = X ⊙ ∂L/∂X``. The weight gradient
+    ``Σ_b (G_b W X_bᵀ + G_bᵀ W X_b)`` (``G_b``, ``X_b`` shifted by the per-sample maximum of
+    ``log|X_b|``, exactly as the reference's autograd forms them) runs as cuBLAS batched
+    GEMMs: it reduces over the batch, which the sandwich kernels do not.
+    """
 
     @staticmethod
-    def forward(ctx, left_log, left_sign, right_log, right_sign, weight, blocks):
-        ctx.save_for_backward(left_log, left_sign, right_log, right_sign, weight)
-        out_log, out_sign = _sq_forward(left_log, left_sign, right_log, right_sign, weight, blocks)
+    def forward(ctx, left_log, left_sign, right_log, right_sign, weight, method, blocks):
+        out_log, out_sign = _sandwich(
+            left_log, left_sign, right_log, right_sign, weight, method, blocks
+        )
+        ctx.save_for_backward(left_log, left_sign, right_log, right_sign, weight, out_log, out_sign)
+        ctx.method, ctx.blocks = method, blocks
         ctx.mark_non_differentiable(out_sign)
         return out_log, out_sign
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_log, grad_sign):
-        saved = ctx.saved_tensors
         if grad_log is None:
-            return (None,) * 6
-        needs = [ctx.needs_input_grad[i] for i in (0, 2, 4)]
-        with torch.enable_grad():
-            inputs = [t.detach().requires_grad_(n) for t, n in zip(saved[::2], needs, strict=True)]
-            out_log, _ = _reference(inputs[0], saved[1], inputs[1], saved[3], inputs[2])
-            wanted = [x for x, n in zip(inputs, needs, strict=True) if n]
-            grads = iter(torch.autograd.grad(out_log, wanted, grad_log))
-        dl, dr, dw = (next(grads) if n else None for n in needs)
-        return dl, None, dr, None, dw, None
+            return (None,) * 7
+        left_log, left_sign, right_log, right_sign, weight, out_log, out_sign = ctx.saved_tensors
+        dy_sign = torch.sign(grad_log) * out_sign
+        live = dy_sign != 0
+        dy_log = torch.where(
+            live, grad_log.abs().log() - torch.where(live, out_log, 0.0), -torch.inf
+        )
+        x_log = left_log + right_log
+        x_sign = left_sign * right_sign
+        d_log = dw = None
+        if ctx.needs_input_grad[0] or ctx.needs_input_grad[2]:
+            zero = torch.zeros((), dtype=dy_log.dtype, device=dy_log.device).expand(dy_log.shape)
+            one = torch.ones((), dtype=dy_log.dtype, device=dy_log.device).expand(dy_log.shape)
+            dx_log, dx_sign = _sandwich(
+                dy_log, dy_sign, zero, one, weight.transpose(1, 2), ctx.method, ctx.blocks
+            )
+            d_log = (x_sign * dx_sign) * (x_log + dx_log).exp()
+            d_log = torch.where(x_sign * dx_sign != 0, d_log, 0.0)
+        if ctx.needs_input_grad[4]:
+            m = _finite_or_zero(x_log.amax(dim=(-1, -2), keepdim=True))
+            x = x_sign * (x_log - m).exp()
+            g = dy_sign * (dy_log + m).exp()  # ∂L/∂(Y e^{-m}) per sample
+            w = weight.unsqueeze(1)
+            u = torch.matmul(g, w)  # (F, B, K_out, K_in)
+            v = torch.matmul(g.transpose(-1, -2), w)
+            dw = torch.einsum("fboi,fbji->foj", u, x) + torch.einsum("fboi,fbij->foj", v, x)
+        d_left = d_log if ctx.needs_input_grad[0] else None
+        d_right = d_log if ctx.needs_input_grad[2] else None
+        return d_left, None, d_right, None, dw, None, None
 
 
 def sq_layer_triton(
@@ -221,13 +318,22 @@ def sq_layer_triton(
     right_sign: torch.Tensor,
     weight: torch.Tensor,
     *,
+    method: str = "auto",
     blocks: tuple[int, int, int, int, int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Triton squared-mode layer; arguments and result as in
     :func:`bayesfn.kernels.cp_layer.sq_layer`: ``(F, B, K_in, K_in)`` inputs (``B`` may be 1
     on one side and is broadcast), ``(F, K_out, K_in)`` real weights, ``(F, B, K_out,
-    K_out)`` outputs. ``blocks`` = ``(BLOCK_O, BLOCK_I, BLOCK_J, num_warps, num_stages)``
-    overrides the tile heuristic (tests)."""
+    K_out)`` outputs. Differentiable in ``left_log``, ``right_log`` and ``weight`` (Triton
+    backward, see :class:`_SQLayer`; no double backward).
+
+    ``method``: ``"fused"`` (one kernel, best while ``K_out`` fits one output tile),
+    ``"two_stage"`` (two CP-layer GEMMs, for large ``K_out``) or ``"auto"`` (by tile
+    size). ``blocks`` overrides the tile heuristic of the fused kernel
+    (``(BLOCK_O, BLOCK_I, BLOCK_J, num_warps, num_stages)``) or, with ``"two_stage"``, of
+    the CP kernel (``(BLOCK_B, BLOCK_O, BLOCK_K, num_warps, num_stages)``); tests only."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if left_log.dim() != 4 or right_log.dim() != 4:
         raise ValueError(
             f"sq_layer inputs must be (F, B, K_in, K_in), got {tuple(left_log.shape)} and "
@@ -252,4 +358,4 @@ def sq_layer_triton(
     left_sign, right_sign = left_sign.to(dt).expand(shape), right_sign.to(dt).expand(shape)
     if 0 in shape or weight.shape[1] == 0:
         return _reference(left_log, left_sign, right_log, right_sign, weight)
-    return _SQLayer.apply(left_log, left_sign, right_log, right_sign, weight, blocks)
+    return _SQLayer.apply(left_log, left_sign, right_log, right_sign, weight, method, blocks)

@@ -193,39 +193,86 @@ def _sq_inputs(f, b_left, b_right, k_in, k_out, seed):
     return ll, ls, rl, rs, torch.randn(f, k_out, k_in, generator=g, dtype=D)
 
 
-def test_sq_layer_matches_reference_with_broadcast_batch():
-    ll, ls, rl, rs, w = _sq_inputs(2, 1, 2, 18, 17, seed=10)
-    ll[:, :, :16, :] = -torch.inf  # a fully masked row tile
-    ls[torch.isneginf(ll)] = 0.0
-    leaves = [t.requires_grad_() for t in (ll, rl, w)]
-    out_t, sign_t = sq_layer_triton(ll, ls, rl, rs, w)
+def _sq_compare(ll, ls, rl, rs, w, *, method, rtol=1e-10):
+    """Triton squared mode against the float64 torch reference: values, signs, zeros and
+    the gradients of ``left_log``, ``right_log`` and ``weight``."""
+    ll, rl, w = (t.detach().clone().requires_grad_() for t in (ll, rl, w))
+    out_t, sign_t = sq_layer_triton(ll, ls, rl, rs, w, method=method)
     with use_backend("torch"):
         out_r, sign_r = sq_layer(ll, ls, rl, rs, w)
+    assert out_t.shape == out_r.shape
     assert torch.equal(sign_t, sign_r)
     fin = torch.isfinite(out_r)
     assert torch.equal(fin, torch.isfinite(out_t))
-    torch.testing.assert_close(out_t[fin], out_r[fin], rtol=1e-10, atol=1e-10)
-    gout = torch.randn(out_r.shape, dtype=D)
-    for a, r in zip(
-        torch.autograd.grad(out_t, leaves, gout),
-        torch.autograd.grad(out_r, leaves, gout),
-        strict=True,
-    ):
-        torch.testing.assert_close(a, r, rtol=1e-10, atol=1e-10)
-    with use_backend("triton"):
-        out_d, _ = sq_layer(ll, ls, rl, rs, w)
-    assert "SQLayer" in type(out_d.grad_fn).__name__
+    assert torch.equal(sign_r == 0, ~fin)
+    torch.testing.assert_close(out_t[fin], out_r[fin], rtol=rtol, atol=rtol)
+    gout = torch.randn(out_r.shape, generator=torch.Generator().manual_seed(11), dtype=D)
+    g_t = torch.autograd.grad(out_t, (ll, rl, w), gout)
+    g_r = torch.autograd.grad(out_r, (ll, rl, w), gout)
+    for a, r in zip(g_t, g_r, strict=True):
+        assert a.shape == r.shape and torch.isfinite(a).all()
+        scale = r.abs().max().clamp_min(1.0)
+        torch.testing.assert_close(a, r, rtol=rtol, atol=rtol * scale)
+    return out_t, sign_t, g_t
 
 
-def test_sq_layer_exact_cancellation():
-    # X = all ones, W rows (w, −w) on duplicated columns: W X Wᵀ = (W 1)(W 1)ᵀ = 0 exactly.
-    f, half, k_out = 1, 9, 17
-    x = torch.zeros(f, 2, 2 * half, 2 * half, dtype=D)
+@pytest.mark.parametrize(
+    ("method", "k_out"), [("fused", 12), ("two_stage", 17)], ids=["fused", "two_stage"]
+)
+def test_sq_layer_values_and_gradients_with_broadcast_batch(method, k_out):
+    # Several folds, B = 1 broadcast against B = 2, K_in = 18 crossing the 16-wide tiles,
+    # 10 % exact zeros (−inf), a fully masked row tile and one all-zero sample.
+    ll, ls, rl, rs, w = _sq_inputs(2, 1, 2, 18, k_out, seed=10)
+    ll[:, :, :16, :] = -torch.inf
+    rl[1, 1] = -torch.inf
+    ls[torch.isneginf(ll)] = 0.0
+    rs[torch.isneginf(rl)] = 0.0
+    out, sign, _ = _sq_compare(ll, ls, rl, rs, w, method=method)
+    assert torch.isneginf(out[1, 1]).all() and (sign[1, 1] == 0).all()
+
+
+def test_sq_layer_all_negative_weights_two_stage():
+    # (−W) X (−W)ᵀ = W X Wᵀ: with X > 0 every entry is positive.
+    ll, _, rl, _, w = _sq_inputs(1, 1, 1, 17, 17, seed=12)
+    ll, rl = ll.clamp_min(-5.0), rl.clamp_min(-5.0)
+    ones = torch.ones_like(ll)
+    _, sign, _ = _sq_compare(ll, ones, rl, ones, -w.abs(), method="two_stage")
+    assert (sign == 1).all()
+
+
+@pytest.mark.parametrize("method", ["fused", "two_stage"])
+def test_sq_layer_exact_cancellation(method):
+    # X = all ones, W rows (w, −w) on duplicated columns: W X Wᵀ = (W 1)(W 1)ᵀ = 0 exactly
+    # (dyadic weights: every partial sum is exact in any order); the gradients are the
+    # reference's zeros there.
+    f, half, k_out = 1, 9, 17 if method == "two_stage" else 12
+    x = torch.zeros(f, 1, 2 * half, 2 * half, dtype=D)
     s = torch.ones_like(x)
-    wh = torch.randint(-4, 5, (f, k_out, half)).to(D) / 4
-    w = torch.cat([wh, -wh], dim=-1)
-    out, sign = sq_layer_triton(x, s, x, s, w)
+    wh = torch.randint(-4, 5, (f, k_out, half), generator=torch.Generator().manual_seed(13))
+    w = torch.cat([wh, -wh], dim=-1).to(D) / 4
+    out, sign, grads = _sq_compare(x, s, x, s, w, method=method)
     assert torch.isneginf(out).all() and (sign == 0).all()
+    assert all((g == 0).all() for g in grads)
+
+
+def test_sq_layer_float32_two_stage_against_float64():
+    ll, ls, rl, rs, w = _sq_inputs(1, 1, 2, 17, 18, seed=14)
+    out32, sign32 = sq_layer_triton(*(t.float() for t in (ll, ls, rl, rs, w)), method="two_stage")
+    with use_backend("torch"):
+        out64, sign64 = sq_layer(ll, ls, rl, rs, w)
+        scale, _ = sq_layer(ll, ls.abs(), rl, rs.abs(), w.abs())  # Σ |terms|
+    err = sign32.double() * (out32.double() - scale).exp() - sign64 * (out64 - scale).exp()
+    assert err.abs().max() < 1e-5
+
+
+def test_sq_dispatch_routes_by_backend():
+    ll, ls, rl, rs, w = _sq_inputs(1, 1, 1, 5, 4, seed=15)
+    ll.requires_grad_()
+    with use_backend("triton"):
+        out, _ = sq_layer(ll, ls, rl, rs, w)
+    assert "SQLayer" in type(out.grad_fn).__name__
+    with pytest.raises(ValueError, match="method must be one of"):
+        sq_layer_triton(ll, ls, rl, rs, w, method="three_stage")
 
 
 def test_benchmark_tiny_runs_end_to_end(tmp_path):
