@@ -41,7 +41,7 @@ from bayesfn.circuits.region_graph import (
     quad_tree,
     random_binary_tree,
 )
-from bayesfn.circuits.tensorized import TensorizedCircuit
+from bayesfn.circuits.tensorized import LAYERS, TensorizedCircuit
 from bayesfn.kernels import signed_logsumexp
 from bayesfn.model import Model, as_tensor, resolve_device, resolve_dtype
 from bayesfn.training import optimize
@@ -74,6 +74,10 @@ class CircuitModel(Model, abc.ABC):
         image_shape: ``(height, width)`` for the quad graphs.
         spline_bases, spline_degree: ``M`` uniform B-spline bases of degree ``p`` per
             spline unit (``p = 2``: piecewise quadratic).
+        layer: the sum layers: ``"cp"`` (default; ``y_k = Σ_i W[k,i] a_i b_i``, ``K²``
+            weights per region) or ``"tucker"`` (``y_k = Σ_{i,j} W[k,i,j] a_i b_j``, ``K³``
+            weights per region). Both keep every inference exact; see
+            :mod:`bayesfn.circuits.tensorized`.
         seed: seeds the region graph and the initialisation.
         dtype: ``"float64"`` (default) or ``"float32"``.
         device: where the circuit lives.
@@ -93,6 +97,7 @@ class CircuitModel(Model, abc.ABC):
         image_shape: tuple[int, int] | None = None,
         spline_bases: int = 32,
         spline_degree: int = 2,
+        layer: str = "cp",
         seed: int = 0,
         dtype: str | torch.dtype = "float64",
         device: str | None = None,
@@ -130,6 +135,9 @@ class CircuitModel(Model, abc.ABC):
             )
         self.spline_bases = spline_bases
         self.spline_degree = spline_degree
+        if layer not in LAYERS:
+            raise ValueError(f"layer must be one of {LAYERS}; got {layer!r}")
+        self.layer = layer
         self.seed = int(seed)
         self.dtype = resolve_dtype(dtype, torch.float64)
         self.device = None if device is None else str(resolve_device(device))
@@ -199,6 +207,7 @@ class CircuitModel(Model, abc.ABC):
             self.num_units,
             weights=self._weights,
             squared=self.squared,
+            layer=self.layer,
             dtype=self.dtype,
             generator=generator,
         ).to(self._device)
@@ -634,6 +643,7 @@ class MonotonicCircuit(CircuitModel):
         image_shape: tuple[int, int] | None = None,
         spline_bases: int = 32,
         spline_degree: int = 2,
+        layer: str = "cp",
         seed: int = 0,
         dtype: str | torch.dtype = "float64",
         device: str | None = None,
@@ -647,6 +657,7 @@ class MonotonicCircuit(CircuitModel):
             image_shape=image_shape,
             spline_bases=spline_bases,
             spline_degree=spline_degree,
+            layer=layer,
             seed=seed,
             dtype=dtype,
             device=device,
@@ -677,6 +688,7 @@ class SquaredCircuit(CircuitModel):
         image_shape: tuple[int, int] | None = None,
         spline_bases: int = 32,
         spline_degree: int = 2,
+        layer: str = "cp",
         seed: int = 0,
         dtype: str | torch.dtype = "float64",
         device: str | None = None,
@@ -690,6 +702,7 @@ class SquaredCircuit(CircuitModel):
             image_shape=image_shape,
             spline_bases=spline_bases,
             spline_degree=spline_degree,
+            layer=layer,
             seed=seed,
             dtype=dtype,
             device=device,

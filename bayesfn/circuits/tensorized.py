@@ -1,12 +1,21 @@
-"""The folded (tensorized) circuit: an input layer and one CP sum layer per height.
+"""The folded (tensorized) circuit: an input layer and one sum layer per height.
 
 All partitions whose parent region has the same height form one *folded* layer and run
-in one batched call of :func:`bayesfn.kernels.cp_layer` (plain evaluation of ``c(x)``)
-or :func:`bayesfn.kernels.sq_layer` (the matrix evaluation of ``∫ c cᵀ`` that squared
-circuits use for partition functions, marginals, moments and CDFs). The partitions of
-the root are the replicas; each gives one scalar output, so the circuit returns a
-``(R, B)`` tensor and the model decides how to combine the replicas (summed for a
-monotonic circuit, squared then summed for a squared one).
+in one batched call. Two kinds of sum layer combine a partition's two children
+``a, b`` (each ``(K_in,)``) into the parent's ``K_out`` units:
+
+* **CP** (``layer="cp"``): ``y_k = Σ_i W[k, i] a_i b_i``, weights ``(F, K_out, K_in)``;
+* **Tucker** (``layer="tucker"``): ``y_k = Σ_{i,j} W[k, i, j] a_i b_j``, weights
+  ``(F, K_out, K_in, K_in)``: a sum over the whole outer product ``a ⊗ b``.
+
+Plain evaluation of ``c(x)`` runs through :func:`bayesfn.kernels.cp_layer` in both cases
+(a Tucker layer is the CP layer over the ``K_in²`` pairs ``(i, j)``, so the Triton
+dispatch applies to it unchanged). The matrix evaluation of ``∫ c cᵀ`` that squared
+circuits use for partition functions, marginals, moments and CDFs runs through
+:func:`bayesfn.kernels.sq_layer` for CP and through :func:`tucker_sq_layer` for Tucker.
+The partitions of the root are the replicas; each gives one scalar output, so the
+circuit returns a ``(R, B)`` tensor and the model decides how to combine the replicas
+(summed for a monotonic circuit, squared then summed for a squared one).
 
 Signed values are ``(log|v|, sign)`` pairs throughout.
 """
@@ -20,9 +29,105 @@ from torch import nn
 
 from bayesfn.circuits.inputs import InputLayer
 from bayesfn.circuits.region_graph import RegionGraph
-from bayesfn.kernels import cp_layer, sq_layer
+from bayesfn.kernels import cp_layer, signed_log, sq_layer
 
-__all__ = ["TensorizedCircuit"]
+__all__ = ["LAYERS", "TensorizedCircuit", "tucker_layer", "tucker_sq_layer"]
+
+#: The sum-layer kinds a :class:`TensorizedCircuit` can be built with.
+LAYERS = ("cp", "tucker")
+
+
+def _shift(log: torch.Tensor, dim: tuple[int, ...]) -> torch.Tensor:
+    """Detached max of ``log`` over ``dim`` (kept), with 0 where every entry is ``-inf``."""
+    m = log.amax(dim=dim, keepdim=True)
+    return torch.where(torch.isfinite(m), m, torch.zeros_like(m)).detach()
+
+
+def tucker_layer(
+    left_log: torch.Tensor,
+    left_sign: torch.Tensor | None,
+    right_log: torch.Tensor,
+    right_sign: torch.Tensor | None,
+    weight: torch.Tensor,
+    *,
+    signed: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One folded Tucker layer: ``y[f, b, k] = Σ_{i,j} W[f, k, i, j] a[f, b, i] b[f, b, j]``.
+
+    The outer product ``a ⊗ b`` is the Hadamard product of ``a`` repeated along ``j`` and
+    ``b`` repeated along ``i``, so the layer is :func:`bayesfn.kernels.cp_layer` over the
+    ``K_in²`` flattened pairs ``(i, j)`` with the weights flattened the same way.
+
+    Args:
+        left_log, right_log: ``(F, B, K_in)`` log-magnitudes of the two children.
+        left_sign, right_sign: ``(F, B, K_in)`` signs, or ``None`` when ``signed=False``
+            and the inputs are non-negative.
+        weight: ``(F, K_out, K_in, K_in)``: real weights with ``signed=True``, log-weights
+            ``θ`` of ``W = exp(θ)`` with ``signed=False`` (as for ``cp_layer``).
+        signed: the weight convention, as for ``cp_layer``.
+
+    Returns:
+        ``(out_log, out_sign)``, each ``(F, B, K_out)``.
+    """
+    f, b, k = left_log.shape
+    if weight.ndim != 4 or weight.shape[-2:] != (k, k) or weight.shape[0] != f:
+        raise ValueError(
+            f"weight must have shape ({f}, K_out, {k}, {k}) for inputs of shape "
+            f"{tuple(left_log.shape)}; got {tuple(weight.shape)}"
+        )
+
+    def rows(t: torch.Tensor | None) -> torch.Tensor | None:  # a_i at pair (i, j)
+        return None if t is None else t.unsqueeze(-1).expand(f, b, k, k).reshape(f, b, k * k)
+
+    def cols(t: torch.Tensor | None) -> torch.Tensor | None:  # b_j at pair (i, j)
+        return None if t is None else t.unsqueeze(-2).expand(f, b, k, k).reshape(f, b, k * k)
+
+    return cp_layer(
+        rows(left_log),
+        rows(left_sign),
+        cols(right_log),
+        cols(right_sign),
+        weight.reshape(f, weight.shape[1], k * k),
+        signed=signed,
+    )
+
+
+def tucker_sq_layer(
+    left_log: torch.Tensor,
+    left_sign: torch.Tensor,
+    right_log: torch.Tensor,
+    right_sign: torch.Tensor,
+    weight: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Squared-mode Tucker layer: ``Y[k, k'] = Σ W[k,i,j] W[k',i',j'] A[i,i'] B[j,j']``.
+
+    This is ``W_f (A ⊗ B) W_fᵀ`` for the ``(K_out, K_in²)`` flattening ``W_f`` of ``W``, but
+    the ``(K_in², K_in²)`` Kronecker product is never formed: the sum runs as three
+    contractions, over ``i`` (``A``), then ``j`` (``B``), then the pair ``(i', j')``
+    (``W`` again), costing ``O(K_out K_in³ + K_out² K_in²)`` per fold and batch entry with
+    ``(K_out, K_in, K_in)`` intermediates. ``A`` and ``B`` are shifted by their own
+    maximum log-magnitude before leaving log space.
+
+    Args:
+        left_log, right_log: ``(F, B, K_in, K_in)`` log-magnitudes of ``A`` and ``B``.
+        left_sign, right_sign: ``(F, B, K_in, K_in)`` signs in ``{-1, 0, +1}``.
+        weight: ``(F, K_out, K_in, K_in)`` real weights (``exp(θ)`` for monotonic ones).
+
+    Returns:
+        ``(out_log, out_sign)``, each ``(F, B, K_out, K_out)``.
+    """
+    ma = _shift(left_log, (-1, -2))
+    mb = _shift(right_log, (-1, -2))
+    a = left_sign * (left_log - ma).exp()
+    b = right_sign * (right_log - mb).exp()
+    # u[f, b, k, i', j] = Σ_i W[f, k, i, j] A[f, b, i, i']
+    u = torch.einsum("fkij,fbia->fbkaj", weight, a)
+    # v[f, b, k, i', j'] = Σ_j u[f, b, k, i', j] B[f, b, j, j']
+    v = torch.matmul(u, b.unsqueeze(2))
+    # y[f, b, k, k'] = Σ_{i', j'} v[f, b, k, i', j'] W[f, k', i', j']
+    y = torch.matmul(v.flatten(-2), weight.flatten(-2).transpose(-1, -2).unsqueeze(1))
+    out_log, out_sign = signed_log(y)
+    return out_log + ma + mb, out_sign
 
 
 def _grouped_logsumexp(log: torch.Tensor, group: torch.Tensor, size: int) -> torch.Tensor:
@@ -50,8 +155,12 @@ class TensorizedCircuit(nn.Module):
             unconstrained real weights (non-monotonic; needs ``squared=True``).
         squared: whether the circuit will be squared; then the graph must be
             structured-decomposable.
-        generator: seeds the weight initialisation: ``W ~ U(0, 1)`` for real weights (the
-            paper's NPC² initialisation), ``θ = log U(0.01, 1)`` for positive ones.
+        layer: ``"cp"`` (weights ``(F, K_out, K_in)``) or ``"tucker"`` (weights
+            ``(F, K_out, K_in, K_in)``); see the module docstring.
+        generator: seeds the weight initialisation, element by element for either layer
+            kind: ``W ~ U(0, 1)`` for real weights (the paper's NPC² initialisation; its
+            code initialises Tucker weights with the same elementwise rule),
+            ``θ = log U(0.01, 1)`` for positive ones.
     """
 
     def __init__(
@@ -62,10 +171,13 @@ class TensorizedCircuit(nn.Module):
         *,
         weights: str,
         squared: bool,
+        layer: str = "cp",
         dtype: torch.dtype = torch.float64,
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
+        if layer not in LAYERS:
+            raise ValueError(f"layer must be one of {LAYERS}; got {layer!r}")
         if weights not in ("log", "real"):
             raise ValueError(f"weights must be 'log' or 'real'; got {weights!r}")
         if weights == "real" and not squared:
@@ -73,7 +185,10 @@ class TensorizedCircuit(nn.Module):
         if squared:
             graph.check_structured_decomposable("squaring a circuit")
         self.graph, self.weights_kind, self.squared = graph, weights, squared
+        self.layer = layer
         self.num_units = K = int(num_units)
+        # a Tucker weight has one input axis per child
+        in_shape = (K, K) if layer == "tucker" else (K,)
         leaves = graph.leaves
         self.inputs = make_inputs(torch.tensor([graph.scopes[r][0] for r in leaves]))
         pos = {r: i for i, r in enumerate(leaves)}  # region id -> buffer position
@@ -102,9 +217,10 @@ class TensorizedCircuit(nn.Module):
             next_pos += len(regions)
             self._index.append((left, right, group, len(regions)))
             self.slots.update({q: (len(self.layer_names), f) for f, q in enumerate(parts)})
-            params.append(self._init_weight((len(parts), K, K), dtype, generator))
+            params.append(self._init_weight((len(parts), K, *in_shape), dtype, generator))
             self.layer_names.append(
-                f"sum layer {len(self.layer_names)} (height {h}, {len(parts)} folds)"
+                f"{'Tucker' if layer == 'tucker' else 'sum'} layer {len(self.layer_names)} "
+                f"(height {h}, {len(parts)} folds)"
             )
         roots = graph.partitions_of(graph.root)
         self._index.append(
@@ -115,7 +231,7 @@ class TensorizedCircuit(nn.Module):
                 len(roots),
             )
         )
-        params.append(self._init_weight((len(roots), 1, K), dtype, generator))
+        params.append(self._init_weight((len(roots), 1, *in_shape), dtype, generator))
         self.slots.update({q: (len(self.layer_names), f) for f, q in enumerate(roots)})
         self.layer_names.append(f"root sum layer ({len(roots)} replicas)")
         self.weight = nn.ParameterList(params)
@@ -137,7 +253,8 @@ class TensorizedCircuit(nn.Module):
         return getattr(self, f"_left{i}"), getattr(self, f"_right{i}"), group, size
 
     def real_weight(self, i: int) -> torch.Tensor:
-        """``(F, K_out, K_in)`` weights of layer ``i`` on the linear scale."""
+        """Weights of layer ``i`` on the linear scale: ``(F, K_out, K_in)`` for CP,
+        ``(F, K_out, K_in, K_in)`` for Tucker."""
         w = self.weight[i]
         return w.exp() if self.weights_kind == "log" else w
 
@@ -167,11 +284,12 @@ class TensorizedCircuit(nn.Module):
         """
         logs, signs = [leaf_log], [leaf_sign]
         use_signed = signed or self.weights_kind == "real"
+        layer_fn = tucker_layer if self.layer == "tucker" else cp_layer
         for i in range(len(self._index)):
             left, right, group, size = self._layer(i)
             all_log, all_sign = torch.cat(logs), torch.cat(signs)
             w = self.real_weight(i) if use_signed else self.weight[i]
-            out_log, out_sign = cp_layer(
+            out_log, out_sign = layer_fn(
                 all_log[left],
                 all_sign[left],
                 all_log[right],
@@ -205,10 +323,11 @@ class TensorizedCircuit(nn.Module):
         if not self.squared:
             raise RuntimeError("forward_matrix needs a circuit built with squared=True")
         logs, signs = [leaf_log], [leaf_sign]
+        layer_fn = tucker_sq_layer if self.layer == "tucker" else sq_layer
         for i in range(len(self._index)):
             left, right, _, _ = self._layer(i)
             all_log, all_sign = _cat_broadcast(logs), _cat_broadcast(signs)
-            out_log, out_sign = sq_layer(
+            out_log, out_sign = layer_fn(
                 all_log[left],
                 all_sign[left],
                 all_log[right],

@@ -134,6 +134,18 @@ def test_float32_training_on_rings_has_no_nan():
         assert abs(float(model.log_partition().detach())) < 80
 
 
+def test_float32_tucker_training_on_rings_has_no_nan_and_learns():
+    x = sample_toy2d("rings", 500, seed=0).float()
+    for kind in ("mpc", "npc2"):
+        model = make_circuit(kind, num_units=4, num_replicas=2, dtype="float32", layer="tucker")
+        model.fit(x, max_steps=100, lr=0.05, progress_bar=False)
+        losses = torch.tensor(model.fit_result_.losses)
+        assert torch.isfinite(losses).all()
+        assert losses[-10:].mean() < losses[:10].mean() - 0.1
+        lp = model.log_prob(x)
+        assert lp.dtype == torch.float32 and torch.isfinite(lp).all()
+
+
 def test_bad_inputs_give_clear_errors():
     x = torch.randint(0, 3, (20, 3)).double()
     model = MonotonicCircuit(2, input="categorical", num_states=3).fit(
@@ -165,6 +177,8 @@ def test_bad_inputs_give_clear_errors():
         SquaredCircuit(0)
     with pytest.raises(ValueError, match="image_shape"):
         SquaredCircuit(region_graph="quad")
+    with pytest.raises(ValueError, match=r"layer must be one of \('cp', 'tucker'\); got 'tt'"):
+        SquaredCircuit(layer="tt")
 
 
 def test_nonfinite_loss_names_the_layer():

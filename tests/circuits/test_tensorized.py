@@ -8,6 +8,13 @@ from bayesfn.circuits import models as M
 from .conftest import fitted
 
 
+def _apply(weight, a, b):
+    """One partition's sum unit outputs ``(B, K_out)`` from its children ``(B, K_in)``."""
+    if weight.ndim == 3:  # Tucker: a sum over the outer product a ⊗ b
+        return torch.einsum("kij,ni,nj->nk", weight, a, b)
+    return (a * b) @ weight.T
+
+
 def _naive_root_values(model, x):
     """``(R, B)`` replica outputs ``c_r(x)`` computed one region at a time."""
     g, m = model.graph_, model.module_
@@ -20,12 +27,12 @@ def _naive_root_values(model, x):
         total = 0
         for q in g.partitions_of(r):
             layer, fold = m.slots[q]
-            total = total + (val[q[1]] * val[q[2]]) @ m.real_weight(layer)[fold].T
+            total = total + _apply(m.real_weight(layer)[fold], val[q[1]], val[q[2]])
         val[r] = total
     roots = []
     for q in g.partitions_of(g.root):
         layer, fold = m.slots[q]
-        roots.append(((val[q[1]] * val[q[2]]) @ m.real_weight(layer)[fold].T)[:, 0])
+        roots.append(_apply(m.real_weight(layer)[fold], val[q[1]], val[q[2]])[:, 0])
     return torch.stack(roots)
 
 
@@ -39,11 +46,13 @@ def _naive_root_values(model, x):
     ],
     ids=["random-R3", "linear", "quad", "quad-graph"],
 )
-def test_folded_evaluation_matches_naive_recursion(kind, graph):
+@pytest.mark.parametrize("layer", ["cp", "tucker"])
+def test_folded_evaluation_matches_naive_recursion(kind, graph, layer):
     if kind != "mpc" and graph["region_graph"] == "quad_graph":
         pytest.skip("squaring a quad graph is refused (tested elsewhere)")
     x = torch.randn(30, 9, dtype=torch.float64)
-    model = fitted(kind, x, num_units=3, seed=11, **graph)
+    model = fitted(kind, x, num_units=3, seed=11, layer=layer, **graph)
+    assert model.module_.weight[0].ndim == (4 if layer == "tucker" else 3)
     roots = _naive_root_values(model, x[:7])
     log_f, _ = model._log_f(x[:7], torch.full((9,), M.OBSERVE))
     want = roots.sum(0) if kind == "mpc" else (roots**2).sum(0)
