@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["PRIORS", "check_prior", "prior_log_density"]
+__all__ = ["LEARNABLE", "PRIORS", "check_prior", "prior_log_density"]
 
 PRIORS: dict[str, dict[str, float]] = {
     "inverse_gamma": {"a": 2.0, "b": 2.0},
@@ -34,6 +34,14 @@ PRIORS: dict[str, dict[str, float]] = {
     "point_mass": {"value": 1.0},
 }
 _POSITIVE = {"a", "b", "c", "d", "scale", "value"}
+# prior parameters that ScaleMixtureNNGP can fit by the marginal likelihood (positive,
+# so they live on the same softplus scale as the network hyperparameters)
+LEARNABLE: dict[str, tuple[str, ...]] = {
+    "inverse_gamma": ("a", "b"),
+    "burr12": ("c", "d"),
+    "half_cauchy": ("scale",),
+    "lognormal": ("scale",),
+}
 
 
 def check_prior(prior: Any, prior_params: dict[str, float] | None) -> dict[str, float]:
@@ -69,6 +77,12 @@ def check_prior(prior: Any, prior_params: dict[str, float] | None) -> dict[str, 
     return params
 
 
+def _as(value: Any, like: torch.Tensor) -> torch.Tensor:
+    """A float or tensor prior parameter as a tensor of ``like``'s dtype and device, so
+    learnable parameters keep their gradient."""
+    return torch.as_tensor(value, dtype=like.dtype, device=like.device)
+
+
 def prior_log_density(prior: Any, params: dict[str, Any]) -> Callable[[torch.Tensor], torch.Tensor]:
     """``log p(σ²)`` as a function of a ``σ²`` tensor (any shape), for every prior but the
     point mass. ``params`` values may be tensors (e.g. learnable ``a``, ``b``)."""
@@ -77,32 +91,43 @@ def prior_log_density(prior: Any, params: dict[str, Any]) -> Callable[[torch.Ten
     if prior == "inverse_gamma":
 
         def inverse_gamma(s2: torch.Tensor) -> torch.Tensor:
-            a = torch.as_tensor(params["a"], dtype=s2.dtype, device=s2.device)
-            b = torch.as_tensor(params["b"], dtype=s2.dtype, device=s2.device)
+            a, b = _as(params["a"], s2), _as(params["b"], s2)
             return a * b.log() - torch.lgamma(a) - (a + 1) * s2.log() - b / s2
 
         return inverse_gamma
     if prior == "burr12":
         c, d = params["c"], params["d"]
-        return lambda s2: (
-            math.log(c * d)
-            + (c - 1) * s2.log()
-            - (d + 1) * torch.nn.functional.softplus(c * s2.log())
-        )
+
+        def burr12(s2: torch.Tensor) -> torch.Tensor:
+            cc, dd = _as(c, s2), _as(d, s2)
+            log_s2 = s2.log()
+            # softplus(c log σ²) = log(1 + (σ²)^c) without overflow for large σ²
+            return (
+                cc.log()
+                + dd.log()
+                + (cc - 1) * log_s2
+                - (dd + 1) * torch.nn.functional.softplus(cc * log_s2)
+            )
+
+        return burr12
     if prior == "half_cauchy":
         scale = params["scale"]
+
         # σ = √σ² has density 2 / (π s (1 + σ²/s²)); dσ/dσ² = 1 / (2σ)
-        return lambda s2: (
-            math.log(2 / (math.pi * scale))
-            - torch.log1p(s2 / scale**2)
-            - math.log(2)
-            - 0.5 * s2.log()
-        )
+        def half_cauchy(s2: torch.Tensor) -> torch.Tensor:
+            sc = _as(scale, s2)
+            return -math.log(math.pi) - sc.log() - torch.log1p(s2 / sc**2) - 0.5 * s2.log()
+
+        return half_cauchy
     if prior == "lognormal":
         loc, scale = params["loc"], params["scale"]
-        return lambda s2: (
-            -0.5 * ((s2.log() - loc) / scale) ** 2
-            - math.log(scale * math.sqrt(2 * math.pi))
-            - s2.log()
-        )
+
+        def lognormal(s2: torch.Tensor) -> torch.Tensor:
+            mu, sc = _as(loc, s2), _as(scale, s2)
+            log_s2 = s2.log()
+            return (
+                -0.5 * ((log_s2 - mu) / sc) ** 2 - sc.log() - 0.5 * math.log(2 * math.pi) - log_s2
+            )
+
+        return lognormal
     raise ValueError(f"prior {prior!r} has no density (a point mass)")

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from bayesfn._linalg import safe_cholesky
-from bayesfn.bayesnn._scale_priors import PRIORS, check_prior, prior_log_density
+from bayesfn.bayesnn._scale_priors import LEARNABLE, PRIORS, check_prior, prior_log_density
 from bayesfn.bayesnn.nngp import activation_slopes, check_architecture, nngp_kernel
 from bayesfn.model import Model, check_inputs, check_targets, resolve_device, resolve_dtype
 from bayesfn.posterior import GaussianPosterior, MixturePosterior, Posterior, StudentTPosterior
@@ -91,7 +91,7 @@ class _Hyper(torch.nn.Module):
         return torch.nn.functional.softplus(getattr(self, f"raw_{name}"))
 
     def values(self) -> dict[str, float]:
-        return {n: float(self.get(n)) for n in self.names}
+        return {n: float(self.get(n).detach()) for n in self.names}
 
     def set(self, name: str, value: float) -> None:
         with torch.no_grad():
@@ -130,9 +130,15 @@ class ScaleMixtureNNGP(Model):
         w_std_last, b_std_last: readout-layer standard deviations before the ``σ²`` scaling.
         noise: observation-noise variance ``τ²`` relative to ``σ²`` (``y = f + σ τ ε``).
         learn: names fitted by the marginal likelihood, from ``w_std, b_std,
-            w_std_last, b_std_last, noise`` and ``a, b`` (inverse gamma only). Default:
-            ``w_std, b_std, noise, a, b`` for the inverse gamma (``w_std_last`` is
-            redundant with ``b`` there), ``w_std, b_std, w_std_last, noise`` otherwise.
+            w_std_last, b_std_last, noise`` and the prior's positive parameters: ``a, b``
+            (inverse gamma), ``c, d`` (Burr XII), ``scale`` (half-Cauchy, log-normal).
+            Default: ``w_std, b_std, noise, a, b`` for the inverse gamma (``w_std_last``
+            is redundant with ``b`` there), ``w_std, b_std, w_std_last, noise`` otherwise.
+            The evidence of the quadrature priors is differentiable in their parameters
+            (the nodes are placed without gradient; the integrand carries it). Note that
+            type-II maximum likelihood of a one-dimensional scale prior is degenerate: its
+            supremum is the point mass at the maximum-likelihood ``σ²`` (e.g. Burr XII
+            ``c → ∞``), so fitted ``c, d`` drift towards the NNGP as steps grow.
         negative_slope, slopes: see :class:`~bayesfn.bayesnn.NNGPKernel`.
         num_nodes: quadrature nodes in ``log σ²`` for the general priors.
         dtype, device: float64 on CPU by default.
@@ -180,7 +186,7 @@ class ScaleMixtureNNGP(Model):
         if learn is None:
             learn = _DEFAULT_LEARN.get(prior_name, ("w_std", "b_std", "w_std_last", "noise"))
         learn = tuple(learn)
-        allowed = _NETWORK + (("a", "b") if prior_name == "inverse_gamma" else ())
+        allowed = _NETWORK + LEARNABLE.get(prior_name, ())
         for name in learn:
             if name not in allowed:
                 raise ValueError(
@@ -215,6 +221,9 @@ class ScaleMixtureNNGP(Model):
         }
         if self._prior_name == "inverse_gamma":
             values.update(a=self._prior_full["a"], b=self._prior_full["b"])
+        for name in LEARNABLE.get(self._prior_name, ()):
+            if name in self.learn:
+                values[name] = self._prior_full[name]
         for name in self.learn if check else ():
             if values[name] == 0:
                 raise ValueError(
@@ -266,9 +275,12 @@ class ScaleMixtureNNGP(Model):
         return log_prior(t.exp()) + t - 0.5 * num * t - 0.5 * q * torch.exp(-t)
 
     def _prior_values(self) -> dict[str, Any]:
-        if self._prior_name == "inverse_gamma":
-            return {"a": self.module_.get("a"), "b": self.module_.get("b")}
-        return self._prior_full
+        """The prior's parameters: learnable ones as (differentiable) tensors."""
+        values: dict[str, Any] = dict(self._prior_full)
+        for name in LEARNABLE.get(self._prior_name, ()):
+            if name in self.module_.names:
+                values[name] = self.module_.get(name)
+        return values
 
     def _quadrature_nodes(
         self, q: torch.Tensor, num: int
@@ -390,6 +402,7 @@ class ScaleMixtureNNGP(Model):
         method: str = "marginal_likelihood",
         grid: dict[str, list[float]] | None = None,
         validation: tuple[Any, Any] | None = None,
+        score_observation_noise: bool = True,
         seed: int | None = 0,
         callbacks=(),
         progress_bar: bool = True,
@@ -406,8 +419,14 @@ class ScaleMixtureNNGP(Model):
                 :func:`bayesfn.training.optimize`) or ``"grid"``: the paper's search, which
                 picks the combination in ``grid`` with the lowest validation NLL.
             grid: for ``method="grid"``: ``{name: [values]}`` over names from
-                ``w_std, b_std, w_std_last, b_std_last, noise`` and the prior's parameters.
-            validation: ``(x_val, y_val)`` scored by the grid search (mean predictive NLL).
+                ``w_std, b_std, w_std_last, b_std_last``, ``noise`` or ``relative_noise``
+                (``τ² = value · mean diag K̄(train)``, the convention of neural-tangents'
+                ``diag_reg`` that the paper's code uses) and the prior's parameters
+                (``value`` of the point mass included). One Cholesky factor is computed per
+                kernel and noise setting and shared by all prior settings.
+            validation: ``(x_val, y_val)`` scored by the grid search (mean per-point NLL).
+            score_observation_noise: score the grid with the predictive of ``y``
+                (``True``) or, as the paper's code does, of the latent ``f``.
             seed, callbacks, progress_bar, checkpoint_dir: see :func:`~bayesfn.training.optimize`.
 
         Returns:
@@ -422,7 +441,7 @@ class ScaleMixtureNNGP(Model):
         self._build(x, y)
         result = FitResult()
         if method == "grid":
-            result = self._grid_search(grid, validation)
+            result = self._grid_search(grid, validation, score_observation_noise)
         elif max_steps > 0 and self.learn:
             hyper = self.module_
 
@@ -442,11 +461,14 @@ class ScaleMixtureNNGP(Model):
             )
         self.module_.eval()
         self._cache = None
+        for name in LEARNABLE.get(self._prior_name, ()):
+            if name in self.module_.names:  # keep the plain record in step with the fit
+                self._prior_full[name] = float(self.module_.get(name).detach())
         self.fit_result_ = result
         result.diagnostics.update(self._diagnostics())
         return self
 
-    def _grid_search(self, grid, validation) -> FitResult:
+    def _grid_search(self, grid, validation, score_observation_noise: bool) -> FitResult:
         if not grid:
             raise ValueError("method='grid' needs grid={name: [values, ...]}")
         if validation is None:
@@ -461,34 +483,132 @@ class ScaleMixtureNNGP(Model):
         y_val = check_targets(
             validation[1], x_val.shape[0], "validation y", dtype=self.dtype, device=self.device
         )
-        allowed = set(self.module_.names) | set(self._prior_full)
+        if y_val.shape[1] != self.train_y_.shape[1]:
+            raise ValueError(
+                f"validation y has {y_val.shape[1]} outputs; the training y has "
+                f"{self.train_y_.shape[1]}"
+            )
+        prior_names = set(self._prior_full) | set(LEARNABLE.get(self._prior_name, ()))
+        allowed = set(self.module_.names) | prior_names | {"relative_noise"}
         for name, values in grid.items():
             if name not in allowed:
                 raise ValueError(f"grid has {name!r}; choose from {sorted(allowed)}")
             if not len(values):
                 raise ValueError(f"grid[{name!r}] is empty")
-        names = list(grid)
-        best, history = (math.inf, None), []
-        self.fit_result_ = FitResult()  # posterior() may be called during the search
-        for combo in itertools.product(*(grid[n] for n in names)):
-            self._apply(dict(zip(names, combo, strict=True)))
-            try:
-                score = float(
-                    -self.posterior(x_val, observation_noise=True).marginal_log_prob(y_val).mean()
+        for name, values in grid.items():
+            for value in values:
+                value = float(value)
+                ok = math.isfinite(value) and (
+                    value >= 0
+                    if name in ("w_std", "b_std", "w_std_last", "b_std_last")
+                    else name == "loc" or value > 0
                 )
-            except (RuntimeError, ValueError) as err:  # a degenerate kernel: skip it
-                logger.info("grid point %s failed: %s", combo, err)
-                score = math.inf
-            history.append([*map(float, combo), score])
-            if score < best[0]:
-                best = (score, combo)
-        del self.fit_result_
+                if not ok:
+                    raise ValueError(f"grid[{name!r}] has the invalid value {value!r}")
+        if "noise" in grid and "relative_noise" in grid:
+            raise ValueError("grid may hold 'noise' or 'relative_noise', not both")
+        kernel_names = [n for n in grid if n in ("w_std", "b_std", "w_std_last", "b_std_last")]
+        noise_name = next((n for n in grid if n in ("noise", "relative_noise")), None)
+        prior_grid = [n for n in grid if n not in kernel_names and n != noise_name]
+        best: tuple[float, dict[str, float] | None] = (math.inf, None)
+        history = []
+        x, y = self.train_x_, self.train_y_
+        num = y.numel()
+        with torch.no_grad():
+            for kernel_combo in itertools.product(*(grid[n] for n in kernel_names)):
+                self._apply(dict(zip(kernel_names, kernel_combo, strict=True)))
+                k_train = self._kernel(x)
+                k_cross = self._kernel(x_val, x)
+                k_val = self._kernel(x_val, diag=True)
+                mean_diag = float(k_train.diagonal().mean())
+                eye = torch.eye(k_train.shape[-1], dtype=self.dtype, device=self.device)
+                noises = grid[noise_name] if noise_name else [None]
+                for noise_value in noises:
+                    setting = dict(zip(kernel_names, map(float, kernel_combo), strict=True))
+                    if noise_name:
+                        setting[noise_name] = float(noise_value)
+                        tau2 = float(noise_value) * (
+                            mean_diag if noise_name == "relative_noise" else 1.0
+                        )
+                    else:
+                        tau2 = float(self.module_.get("noise"))
+                    try:
+                        chol = torch.linalg.cholesky(k_train + tau2 * eye)
+                    except RuntimeError as err:  # a degenerate kernel: skip it
+                        logger.info("grid point %s failed: %s", setting, err)
+                        history.append({**setting, "val_nll": math.inf})
+                        continue
+                    alpha = torch.cholesky_solve(y, chol)
+                    v = torch.linalg.solve_triangular(chol, k_cross.mT, upper=False)
+                    mean = k_cross @ alpha  # (n_val, m)
+                    var = (k_val - (v * v).sum(0)).clamp_min(0)[:, None]  # (n_val, 1)
+                    if score_observation_noise:
+                        var = var + tau2
+                    q = (y * alpha).sum()
+                    for prior_combo in itertools.product(*(grid[n] for n in prior_grid)):
+                        prior_setting = dict(zip(prior_grid, map(float, prior_combo), strict=True))
+                        self._apply(prior_setting)
+                        score = self._grid_score(mean, var, q, num, y_val)
+                        history.append({**setting, **prior_setting, "val_nll": score})
+                        if score < best[0]:
+                            best = (score, {**setting, **prior_setting})
         if best[1] is None:
             raise RuntimeError("every grid point failed; see the log for the errors")
-        self._apply(dict(zip(names, best[1], strict=True)))
+        chosen = dict(best[1])
+        if "relative_noise" in chosen:
+            self._apply({n: chosen[n] for n in kernel_names})
+            with torch.no_grad():
+                mean_diag = float(self._kernel(x, diag=True).mean())
+            chosen["noise"] = chosen.pop("relative_noise") * mean_diag
+        self._apply(chosen)
         result = FitResult()
-        result.diagnostics["grid"] = {"names": names, "history": history, "best_val_nll": best[0]}
+        result.diagnostics["grid"] = {
+            "names": list(grid),
+            "history": history,
+            "best": best[1],
+            "best_val_nll": best[0],
+            "score_observation_noise": score_observation_noise,
+        }
         return result
+
+    def _grid_score(
+        self,
+        mean: torch.Tensor,
+        var: torch.Tensor,
+        q: torch.Tensor,
+        num: int,
+        y_val: torch.Tensor,
+    ) -> float:
+        """Mean per-point predictive NLL at the validation points given the ``σ² = 1``
+        predictive ``mean (n_val, m)`` and variance ``var (n_val, 1)`` (the same algebra
+        as :meth:`posterior`, restricted to the marginals)."""
+        if not bool((var > 0).all()):
+            return math.inf
+        resid2 = (y_val - mean) ** 2
+        log_2pi = math.log(2 * math.pi)
+        if self._prior_name == "point_mass":
+            s2 = self._prior_full["value"] * var
+            return float(0.5 * (log_2pi + s2.log() + resid2 / s2).mean())
+        if self._prior_name == "inverse_gamma":
+            a, b = self.module_.get("a"), self.module_.get("b")
+            df = 2 * a + num
+            scale2 = (b + q / 2) / (a + num / 2) * var
+            z2 = resid2 / scale2
+            log_pdf = (
+                torch.lgamma((df + 1) / 2)
+                - torch.lgamma(df / 2)
+                - 0.5 * torch.log(df * math.pi * scale2)
+                - (df + 1) / 2 * torch.log1p(z2 / df)
+            )
+            return float(-log_pdf.mean())
+        t, w, error = self._quadrature_nodes(q, num)
+        if not math.isfinite(error):
+            return math.inf  # an improper σ² posterior cannot be scored
+        log_w = self._log_joint_t(t, q, num) + w.log()
+        log_w = log_w - torch.logsumexp(log_w, 0)
+        s2 = torch.exp(t)[:, None, None] * var  # (k, n_val, 1)
+        comp = -0.5 * (log_2pi + s2.log() + resid2 / s2)  # (k, n_val, m)
+        return float(-torch.logsumexp(comp + log_w[:, None, None], 0).mean())
 
     def _apply(self, values: dict[str, float]) -> None:
         for name, value in values.items():
@@ -516,9 +636,8 @@ class ScaleMixtureNNGP(Model):
 
     def hyperparameters(self) -> dict[str, float]:
         """Current hyperparameters (network, noise and the prior's parameters)."""
-        values = self.module_.values()
-        if self._prior_name != "inverse_gamma":
-            values.update({k: v for k, v in self._prior_full.items()})
+        values = dict(self._prior_full) if self._prior_name != "inverse_gamma" else {}
+        values.update(self.module_.values())
         return values
 
     # ----------------------------------------------------------- prediction
