@@ -309,15 +309,25 @@ class ScaleMixtureNNGP(Model):
             g_max = float(g(torch.tensor(centre, dtype=self.dtype)))
             bounds, closed = [], not edge and math.isfinite(g_max)
             for sign in (-1.0, 1.0):
-                step, t = 1e-3, centre
-                for _ in range(120):  # walk out geometrically until 80 nats below the mode
+                # walk out geometrically until 80 nats below the mode; the candidate points
+                # are scored in one call rather than one scalar evaluation per step
+                steps, step, t = [], 1e-3, centre
+                for _ in range(120):
                     t = t + sign * step
                     step *= 1.5
-                    if not float(g(torch.tensor(t, dtype=self.dtype))) > g_max - 80:
-                        break
+                    steps.append(t)
+                # beyond |t| = 700, σ² = eᵗ under- or overflows: stop there (the window
+                # is then flagged as not closed below)
+                finite = [t for t in steps if abs(t) < 700]
+                vals = g(torch.tensor(finite, dtype=self.dtype))
+                below = (~(vals > g_max - 80)).nonzero()
+                if below.numel():
+                    bounds.append(finite[int(below[0])])
+                elif len(finite) < len(steps):
+                    bounds.append(steps[len(finite)])
                 else:
                     closed = False
-                bounds.append(t)
+                    bounds.append(steps[-1])
             lo, hi = bounds
             # σ² = eᵗ must stay representable: mass at |t| ≳ 700 means σ² → 0 or ∞
             closed = closed and max(abs(lo), abs(hi)) < 700
