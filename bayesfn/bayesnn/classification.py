@@ -44,7 +44,13 @@ from bayesfn._random import standard_gamma
 from bayesfn.bayesnn.nngp import activation_slopes, check_architecture, nngp_kernel
 from bayesfn.bayesnn.scale_mixture import ScaleMixtureNNGP
 from bayesfn.model import Model, check_inputs, resolve_device, resolve_dtype
-from bayesfn.posterior import CategoricalPosterior, GaussianPosterior, Posterior, StudentTPosterior
+from bayesfn.posterior import (
+    CategoricalPosterior,
+    GaussianPosterior,
+    MixturePosterior,
+    Posterior,
+    StudentTPosterior,
+)
 from bayesfn.training import FitResult, optimize
 
 __all__ = [
@@ -138,6 +144,33 @@ def _block_outputs(cov: torch.Tensor) -> torch.Tensor:
     return full.reshape(cov.shape[:-3] + (n * c, n * c))
 
 
+def _point_parts(post: Posterior) -> tuple:
+    """The per-point pieces of a joint ``(n, C)`` predictive whose outputs are
+    independent given ``σ²``: ``("t", df, loc, scale²)``, ``("normal", mean, var)`` or
+    ``("mixture", log_weights, [parts...])``, tensors ``(n, C)``."""
+    if isinstance(post, StudentTPosterior):
+        return ("t", post.df, post.loc, post.marginal_scale.pow(2))
+    if isinstance(post, GaussianPosterior):
+        return ("normal", post.mean, post.variance)
+    if isinstance(post, MixturePosterior):
+        return ("mixture", post.log_weights, [_point_parts(c) for c in post.components])
+    raise TypeError(f"cannot split a {type(post).__name__} into per-point predictives")
+
+
+def _merge_parts(parts: list[tuple]) -> Posterior:
+    """Concatenate per-chunk :func:`_point_parts` and build the batch ``(n,)``, event
+    ``(1, C)`` posterior."""
+    kind = parts[0][0]
+    if kind == "mixture":
+        comps = [_merge_parts([p[2][k] for p in parts]) for k in range(len(parts[0][2]))]
+        return MixturePosterior(comps, logits=parts[0][1])
+    loc = torch.cat([p[-2] for p in parts], 0).unsqueeze(-2)
+    var = torch.cat([p[-1] for p in parts], 0).unsqueeze(-2)
+    if kind == "t":
+        return StudentTPosterior(parts[0][1], loc, variance=var)
+    return GaussianPosterior(loc, variance=var)
+
+
 # ------------------------------------------------------ one-hot regression
 class OneHotNNGPClassifier(Model):
     """Classification by NNGP / Student-t / heavy-tailed process regression on centred
@@ -199,9 +232,24 @@ class OneHotNNGPClassifier(Model):
         self.fit_result_ = self.model_.fit_result_
         return self
 
-    def _per_point(self, x: Any, observation_noise: bool) -> Posterior:
-        """Predictive with batch ``(n,)`` and event ``(1, C)``: each point's joint over the
-        ``C`` outputs (which share ``σ²``)."""
+    def point_predictive(
+        self, x: Any, *, observation_noise: bool = False, chunk_size: int = 20
+    ) -> Posterior:
+        """Each point's joint predictive over its ``C`` outputs: batch ``(n,)``, event
+        ``(1, C)``.
+
+        The wrapped model's outputs are independent given ``σ²`` and share one
+        covariance over points, so a point's ``C`` outputs have a diagonal scale
+        ``Σ_ii · I`` and one shared ``σ²`` (one χ² draw for the Student-t, one mixture
+        component for the quadrature priors). The wrapped joint predictive is computed in
+        blocks of ``chunk_size`` points (its covariance is ``(chunk·C)²``) and its
+        per-point parts are kept: exact, with no cross-point covariance stored.
+
+        Args:
+            x: ``(n, d)`` inputs.
+            observation_noise: include the observation noise (the predictive of the
+                one-hot target rather than of the latent ``f``).
+        """
         self._check_fitted()
         x = check_inputs(
             x,
@@ -210,7 +258,13 @@ class OneHotNNGPClassifier(Model):
             device=self.model_.device,
             num_features=self.model_.train_x_.shape[-1],
         )
-        return self.model_.posterior(x.unsqueeze(-2), observation_noise=observation_noise)
+        parts = [
+            _point_parts(
+                self.model_.posterior(x[s : s + chunk_size], observation_noise=observation_noise)
+            )
+            for s in range(0, x.shape[0], chunk_size)
+        ]
+        return _merge_parts(parts)
 
     def posterior(
         self, x: Any, *, observation_noise: bool = False, chunk_size: int = 250
@@ -226,7 +280,7 @@ class OneHotNNGPClassifier(Model):
                 estimated from ``num_samples`` draws with one pseudo-draw spread evenly
                 over the classes, ``(count_c + 1/C)/(S + 1)``, so that no class gets
                 probability 0.
-            chunk_size: test points per block of draws (bounds memory).
+            chunk_size: test points per block of argmax counting.
         """
         self._check_fitted()
         if not observation_noise:
@@ -238,17 +292,24 @@ class OneHotNNGPClassifier(Model):
             device=self.model_.device,
             num_features=self.model_.train_x_.shape[-1],
         )
-        c = self.num_classes_
-        gen = torch.Generator(device=x.device).manual_seed(self.seed)
-        probs = []
-        for start in range(0, x.shape[0], chunk_size):
-            post = self._per_point(x[start : start + chunk_size], observation_noise=False)
-            draws = post.sample((self.num_samples,), generator=gen)[..., 0, :]  # (S, n, C)
-            winners = torch.nn.functional.one_hot(draws.argmax(-1), c).sum(0)
-            probs.append((winners.to(x.dtype) + 1.0 / c) / (self.num_samples + 1))
-        return CategoricalPosterior(torch.cat(probs, 0))
+        return self.label_predictive(self.point_predictive(x), chunk_size=chunk_size)
 
-    def target_nll(self, x: Any, labels: Any, *, chunk_size: int = 250) -> torch.Tensor:
+    def label_predictive(self, point_post: Posterior, *, chunk_size: int = 250):
+        """:class:`CategoricalPosterior` of ``P(argmax_c f_c = c)`` from a
+        :meth:`point_predictive` (batch ``(n,)``, event ``(1, C)``), with the smoothing
+        and seed described in :meth:`posterior`."""
+        c = point_post.event_shape[-1]
+        gen = torch.Generator(device=point_post.device).manual_seed(self.seed)
+        draws = point_post.sample((self.num_samples,), generator=gen)[..., 0, :]  # (S, n, C)
+        winners = torch.zeros(draws.shape[1:], dtype=draws.dtype, device=draws.device)
+        for start in range(0, draws.shape[1], chunk_size):
+            block = draws[:, start : start + chunk_size].argmax(-1)
+            winners[start : start + chunk_size] = (
+                torch.nn.functional.one_hot(block, c).sum(0).to(draws.dtype)
+            )
+        return CategoricalPosterior((winners + 1.0 / c) / (self.num_samples + 1))
+
+    def target_nll(self, x: Any, labels: Any, *, chunk_size: int = 20) -> torch.Tensor:
         """Per-point ``−log p(e_y − 1/C | x)``: the regression predictive density (with
         observation noise) of the centred one-hot target, joint over its ``C`` entries.
 
@@ -263,11 +324,8 @@ class OneHotNNGPClassifier(Model):
         x = check_inputs(x, "x", dtype=self.model_.dtype, device=self.model_.device)
         labels, _ = check_labels(labels, x.shape[0], self.num_classes_)
         y = one_hot_targets(labels, self.num_classes_, dtype=x.dtype).to(x.device)
-        out = []
-        for start in range(0, x.shape[0], chunk_size):
-            post = self._per_point(x[start : start + chunk_size], observation_noise=True)
-            out.append(-post.log_prob(y[start : start + chunk_size].unsqueeze(-2)))
-        return torch.cat(out, 0)
+        post = self.point_predictive(x, observation_noise=True, chunk_size=chunk_size)
+        return -post.log_prob(y.unsqueeze(-2))
 
     def _get_state(self) -> dict[str, Any]:
         return {"inner": self.model_._get_state(), "num_classes": torch.tensor(self.num_classes_)}
