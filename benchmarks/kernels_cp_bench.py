@@ -27,13 +27,12 @@ log-weights, no signs) mode at ``K ∈ {16, 64, 256, 1024}`` (``K_in = K_out = K
    use IEEE fp32 dot products).
 
 Then the squared-mode layer ``W (A ∘ B) Wᵀ`` (:func:`bayesfn.kernels.sq_layer`, forward)
-at the same K with the fused Triton kernel vs the torch reference (two matmuls).
+at the same K, Triton (fused kernel or two-stage GEMMs by size) vs the torch reference.
 
-TODO: pyjuice comparison on monotonic circuits (the issue asks for it). pyjuice 2.6.3
-pip-installs (pure Python; needs numba, networkx), but it evaluates whole circuits it
-compiles itself, not one folded layer, so a fair comparison needs the same circuit built
-in both libraries (a balanced binary region graph with CP layers); not written yet.
-TODO: a full training step of a small circuit (bayesfn.circuits) once that lands.
+``--methods fused,gemm`` times both Triton paths of the CP layer (one fused kernel vs a
+Triton prologue / epilogue around cuBLAS) instead of the dispatcher's choice; ``--no-sq``
+skips the squared-mode section (``benchmarks/kernels_sq_bench.py`` covers it with the
+backward). Whole circuits and pyjuice: ``benchmarks/kernels_circuit_bench.py``.
 """
 
 from __future__ import annotations
@@ -70,6 +69,13 @@ def main(argv: list[str] | None = None) -> int:
         help="tiny shapes; on CPU under TRITON_INTERPRET=1 (no GPU needed)",
     )
     parser.add_argument("--ks", default="16,64,256,1024", help="comma-separated K values")
+    parser.add_argument(
+        "--methods",
+        default="triton",
+        help="comma-separated Triton paths to time: 'triton' (the dispatcher's choice), "
+        "'fused', 'gemm' (see bayesfn.kernels.triton_cp.cp_layer_triton)",
+    )
+    parser.add_argument("--no-sq", action="store_true", help="skip the squared-mode section")
     parser.add_argument(
         "--sweep", action="store_true", help="also time a few tile configurations of the CP kernels"
     )
@@ -113,9 +119,9 @@ def main(argv: list[str] | None = None) -> int:
             else "; no peak figures known for this device"
         ),
         "",
-        "| mode | K | B | pass | torch ms | triton ms | speed-up | triton GB/s | % BW peak "
-        "| triton TFLOP/s | % FP32 peak |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| mode | K | B | pass | triton path | torch ms | triton ms | speed-up | triton GB/s "
+        "| % BW peak | triton TFLOP/s | % FP32 peak |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
 
     def timed(fn, reps_min=3, seconds=0.25):
@@ -156,16 +162,22 @@ def main(argv: list[str] | None = None) -> int:
             t.requires_grad_(grad)
         return ll, ls, rl, rs, w
 
+    methods = args.methods.split(",")
+
     def run(backend, inputs, signed):
+        if backend in ("fused", "gemm"):
+            from bayesfn.kernels.triton_cp import cp_layer_triton
+
+            return cp_layer_triton(*inputs, signed=signed, method=backend)
         with use_backend(backend):
             return cp_layer(*inputs, signed=signed)
 
     # ------------------------------------------------------------ correctness checks
-    def check(signed, k, b_full):
+    def check(signed, k, b_full, method):
         mode = "signed" if signed else "monotonic"
         b = min(b_full, 24 if args.tiny else 512)
         inputs = make(signed, folds, b, k, torch.float64, True)
-        (lt, st), (lr, sr) = run("triton", inputs, signed), run("torch", inputs, signed)
+        (lt, st), (lr, sr) = run(method, inputs, signed), run("torch", inputs, signed)
         with torch.no_grad():
             if signed:
                 scale_log, _ = run(
@@ -194,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         # float32 forward vs the float64 reference, relative to the condition scale Σ|w x|.
         inputs32 = [None if t is None else t.detach().float() for t in inputs]
         with torch.no_grad():
-            l32, s32 = run("triton", inputs32, signed)
+            l32, s32 = run(method, inputs32, signed)
             y32 = s32.double() * (l32.double() - lr).exp()  # y32 / |y_ref|
             y64 = sr
             if signed:
@@ -215,12 +227,13 @@ def main(argv: list[str] | None = None) -> int:
         for k in ks:
             b = 8 if args.tiny else max(1, values_per_input // (folds * k))
             n_fail = len(failures)
-            check(signed, k, b)
+            for method in methods:
+                check(signed, k, b, method)
             if len(failures) > n_fail:
                 print("\n".join(failures[n_fail:]), file=sys.stderr)
                 continue
             if time.perf_counter() - t_start > args.budget:
-                lines.append(f"| {mode} | {k} | {b} | skipped: time budget | | | | | | | |")
+                lines.append(f"| {mode} | {k} | {b} | skipped: time budget | | | | | | | | |")
                 continue
             inputs = make(signed, folds, b, k, torch.float32, True)
             gout = torch.randn(folds, b, k, device=device)
@@ -237,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
                 ("fwd+bwd", 3 * flops_f, bytes_b),
             ):
                 ms = {}
-                for backend in ("torch", "triton"):
+                for backend in ("torch", *methods):
                     if pass_name == "fwd":
 
                         def fn(backend=backend, inputs=inputs, signed=signed):
@@ -250,16 +263,17 @@ def main(argv: list[str] | None = None) -> int:
                             torch.autograd.grad(out, (inputs[0], inputs[2], inputs[4]), gout)
 
                     ms[backend] = timed(fn)
-                gbs = nbytes / (ms["triton"] * 1e-3) / 1e9
-                tfs = flops / (ms["triton"] * 1e-3) / 1e12
-                pct_bw = f"{100 * gbs / peaks[0]:.0f}%" if peaks else "n/a"
-                pct_fl = f"{100 * tfs / peaks[1]:.0f}%" if peaks else "n/a"
-                lines.append(
-                    f"| {mode} | {k} | {b} | {pass_name} | {ms['torch']:.3f} | "
-                    f"{ms['triton']:.3f} | {ms['torch'] / ms['triton']:.2f}x | {gbs:.0f} | "
-                    f"{pct_bw} | {tfs:.2f} | {pct_fl} |"
-                )
-                print(lines[-1], flush=True)
+                for method in methods:
+                    gbs = nbytes / (ms[method] * 1e-3) / 1e9
+                    tfs = flops / (ms[method] * 1e-3) / 1e12
+                    pct_bw = f"{100 * gbs / peaks[0]:.0f}%" if peaks else "n/a"
+                    pct_fl = f"{100 * tfs / peaks[1]:.0f}%" if peaks else "n/a"
+                    lines.append(
+                        f"| {mode} | {k} | {b} | {pass_name} | {method} | {ms['torch']:.3f} | "
+                        f"{ms[method]:.3f} | {ms['torch'] / ms[method]:.2f}x | {gbs:.0f} | "
+                        f"{pct_bw} | {tfs:.2f} | {pct_fl} |"
+                    )
+                    print(lines[-1], flush=True)
             inputs = gout = None
             if cuda:
                 torch.cuda.empty_cache()
@@ -273,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
         "max error vs float64 (of Σ abs. terms) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for k in ks:
+    for k in [] if args.no_sq else ks:
         if time.perf_counter() - t_start > args.budget:
             lines.append(f"| {k} | | | skipped: time budget | | | | | |")
             continue

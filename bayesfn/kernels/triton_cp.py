@@ -37,7 +37,13 @@ import triton
 import triton.language as tl
 from torch.autograd.function import once_differentiable
 
-__all__ = ["cp_layer_triton"]
+__all__ = ["GEMM_MIN_K", "METHODS", "cp_layer_triton"]
+
+METHODS = ("auto", "fused", "gemm")
+
+#: ``cp_layer_triton(method="auto")`` uses the fused kernels up to this ``max(K_in, K_out)``
+#: and the Triton-prologue / cuBLAS / Triton-epilogue path above it.
+GEMM_MIN_K = 128
 
 _NEG_INF = tl.constexpr(float("-inf"))
 
@@ -465,6 +471,135 @@ def _cp_bwd_w(
     tl.store(DW + d_off, acc.to(dt), mask=mask_o[:, None] & mask_k[None, :])
 
 
+@triton.jit
+def _prep_x(
+    L,
+    LS,
+    R,
+    RS,
+    X,
+    ROW_M,
+    B,
+    K_IN,
+    s_lf,
+    s_lb,
+    s_lk,
+    s_af,
+    s_ab,
+    s_ak,
+    s_rf,
+    s_rb,
+    s_rk,
+    s_cf,
+    s_cb,
+    s_ck,
+    HAS_SIGN: tl.constexpr,
+    BLOCK_B: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
+    """GEMM path, prologue: ``X = sign · exp(log_a + log_b − m_b)`` (contiguous) and the
+    row maxima ``m_b``; two sweeps over ``K_in`` (the maximum, then the values)."""
+    pid_b = tl.program_id(0)
+    f = tl.program_id(1)
+    offs_b = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
+    mask_b = offs_b < B
+    dt = X.dtype.element_ty
+    m = tl.full([BLOCK_B], _NEG_INF, dt)
+    for k0 in range(0, K_IN, BLOCK_K):
+        offs_k = k0 + tl.arange(0, BLOCK_K)
+        xl, _ = _load_x(
+            L,
+            LS,
+            R,
+            RS,
+            f,
+            offs_b,
+            offs_k,
+            mask_b,
+            offs_k < K_IN,
+            s_lf,
+            s_lb,
+            s_lk,
+            s_af,
+            s_ab,
+            s_ak,
+            s_rf,
+            s_rb,
+            s_rk,
+            s_cf,
+            s_cb,
+            s_ck,
+            False,
+        )
+        m = tl.maximum(m, tl.max(xl, axis=1))
+    m = tl.where(m == _NEG_INF, 0.0, m)
+    for k0 in range(0, K_IN, BLOCK_K):
+        offs_k = k0 + tl.arange(0, BLOCK_K)
+        mask_k = offs_k < K_IN
+        xl, xs = _load_x(
+            L,
+            LS,
+            R,
+            RS,
+            f,
+            offs_b,
+            offs_k,
+            mask_b,
+            mask_k,
+            s_lf,
+            s_lb,
+            s_lk,
+            s_af,
+            s_ab,
+            s_ak,
+            s_rf,
+            s_rb,
+            s_rk,
+            s_cf,
+            s_cb,
+            s_ck,
+            HAS_SIGN,
+        )
+        x = tl.where(xs == 0.0, 0.0, xs * tl.exp(xl - m[:, None]))
+        x_off = (f * B + offs_b[:, None]) * K_IN + offs_k[None, :]
+        tl.store(X + x_off, x.to(dt), mask=mask_b[:, None] & mask_k[None, :])
+    tl.store(ROW_M + f * B + offs_b, m, mask=mask_b)
+
+
+@triton.jit
+def _epilogue(
+    Y,
+    ROW_M,
+    COL_M,
+    OUT_LOG,
+    OUT_SIGN,
+    B,
+    K_OUT,
+    SIGNED: tl.constexpr,
+    BLOCK_B: tl.constexpr,
+    BLOCK_O: tl.constexpr,
+):
+    """GEMM path, epilogue: ``(log|y| + m_b (+ μ_o), sign y)`` with zero as ``(−inf, 0)``."""
+    pid = tl.program_id(0)
+    f = tl.program_id(1)
+    n_o = tl.cdiv(K_OUT, BLOCK_O)
+    offs_b = (pid // n_o) * BLOCK_B + tl.arange(0, BLOCK_B)
+    offs_o = (pid % n_o) * BLOCK_O + tl.arange(0, BLOCK_O)
+    mask_b = offs_b < B
+    mask_o = offs_o < K_OUT
+    mask = mask_b[:, None] & mask_o[None, :]
+    off = (f * B + offs_b[:, None]) * K_OUT + offs_o[None, :]
+    y = tl.load(Y + off, mask=mask, other=0.0)
+    shift = tl.load(ROW_M + f * B + offs_b, mask=mask_b, other=0.0)[:, None]
+    if not SIGNED:
+        shift = shift + tl.load(COL_M + f * K_OUT + offs_o, mask=mask_o, other=0.0)[None, :]
+    zero = y == 0.0
+    out_log = tl.where(zero, _NEG_INF, tl.log(tl.where(zero, 1.0, tl.abs(y))) + shift)
+    out_sign = tl.where(y > 0.0, 1.0, tl.where(y < 0.0, -1.0, 0.0))
+    tl.store(OUT_LOG + off, out_log.to(Y.dtype.element_ty), mask=mask)
+    tl.store(OUT_SIGN + off, out_sign.to(Y.dtype.element_ty), mask=mask)
+
+
 # --------------------------------------------------------------------------- launchers
 def _pow2_clamp(n: int, lo: int, hi: int) -> int:
     return max(lo, min(hi, triton.next_power_of_2(max(int(n), 1))))
@@ -654,6 +789,96 @@ class _CPLayer(torch.autograd.Function):
         return d_left, None, d_right, None, dw, None, None
 
 
+# ------------------------------------------------------------------ GEMM path (large K)
+def _gemm_weights(weight, signed):
+    """``(V, μ)``: the linear weights of the GEMM and the per-row shift ``μ`` of the
+    monotonic log-weights (zeros for signed layers)."""
+    if signed:
+        return weight, torch.zeros(weight.shape[:2], dtype=weight.dtype, device=weight.device)
+    mu = weight.amax(dim=-1)
+    mu = torch.where(torch.isfinite(mu), mu, torch.zeros_like(mu))
+    return (weight - mu.unsqueeze(-1)).exp(), mu
+
+
+def _gemm_forward(left_log, left_sign, right_log, right_sign, weight, signed):
+    """Triton prologue (``X`` and its row maxima), cuBLAS ``X Vᵀ``, Triton epilogue."""
+    f, b, k_in = left_log.shape
+    k_out = weight.shape[1]
+    dt, dev = left_log.dtype, left_log.device
+    x = torch.empty((f, b, k_in), dtype=dt, device=dev)
+    row_m = torch.empty((f, b), dtype=dt, device=dev)
+    ls, rs, s_a, s_c, has_sign = _sign_args(left_sign, right_sign, left_log)
+    bb = 16 if dev.type != "cuda" else 32
+    bk = 16 if dev.type != "cuda" else 128
+    _prep_x[(triton.cdiv(b, bb), f)](
+        left_log,
+        ls,
+        right_log,
+        rs,
+        x,
+        row_m,
+        b,
+        k_in,
+        *_strides3(left_log),
+        *s_a,
+        *_strides3(right_log),
+        *s_c,
+        HAS_SIGN=has_sign,
+        BLOCK_B=bb,
+        BLOCK_K=bk,
+    )
+    v, mu = _gemm_weights(weight, signed)
+    y = torch.matmul(x, v.transpose(-1, -2))  # (F, B, K_out): cuBLAS, IEEE fp32 / fp64
+    out_log = torch.empty_like(y)
+    out_sign = torch.empty_like(y)
+    bo = 16 if dev.type != "cuda" else 64
+    _epilogue[(triton.cdiv(b, bb) * triton.cdiv(k_out, bo), f)](
+        y, row_m, mu, out_log, out_sign, b, k_out, SIGNED=signed, BLOCK_B=bb, BLOCK_O=bo
+    )
+    return out_log, out_sign, x, row_m, v, mu
+
+
+class _CPLayerGemm(torch.autograd.Function):
+    """CP layer for large ``K``: fused Triton prologue / epilogue around cuBLAS GEMMs.
+
+    Backward with the notation of the module docstring: ``G`` from the saved outputs,
+    ``∂/∂log_a = X ⊙ (G V)`` and ``∂/∂W = Gᵀ X`` (``V ⊙ Gᵀ X`` for log-weights), the two
+    products on cuBLAS.
+    """
+
+    @staticmethod
+    def forward(ctx, left_log, left_sign, right_log, right_sign, weight, signed):
+        out_log, out_sign, x, row_m, v, mu = _gemm_forward(
+            left_log, left_sign, right_log, right_sign, weight, signed
+        )
+        ctx.save_for_backward(out_log, out_sign, x, row_m, v, mu)
+        ctx.signed = signed
+        ctx.mark_non_differentiable(out_sign)
+        return out_log, out_sign
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_log, grad_sign):
+        if grad_log is None:
+            return (None,) * 6
+        out_log, out_sign, x, row_m, v, mu = ctx.saved_tensors
+        live = out_sign != 0
+        e = row_m.unsqueeze(-1) - torch.where(live, out_log, 0.0)
+        if not ctx.signed:
+            e = e + mu.unsqueeze(1)
+        g = torch.where(live, grad_log * out_sign * e.exp(), 0.0)
+        dx = dw = None
+        if ctx.needs_input_grad[0] or ctx.needs_input_grad[2]:
+            dx = x * torch.matmul(g, v)
+        if ctx.needs_input_grad[4]:
+            dw = torch.matmul(g.transpose(-1, -2), x)
+            if not ctx.signed:
+                dw = dw * v
+        d_left = dx if ctx.needs_input_grad[0] else None
+        d_right = dx if ctx.needs_input_grad[2] else None
+        return d_left, None, d_right, None, dw, None
+
+
 def cp_layer_triton(
     left_log: torch.Tensor,
     left_sign: torch.Tensor | None,
@@ -662,6 +887,7 @@ def cp_layer_triton(
     weight: torch.Tensor,
     *,
     signed: bool,
+    method: str = "auto",
     blocks: tuple[int, int, int, int, int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Triton CP layer; arguments, shapes and result as in
@@ -671,8 +897,15 @@ def cp_layer_triton(
     Gradients flow to ``left_log``, ``right_log`` and ``weight`` (signs are discrete and get
     none; ``once_differentiable``: no double backward). ``blocks`` =
     ``(BLOCK_B, BLOCK_O, BLOCK_K, num_warps, num_stages)`` overrides the tile heuristic
-    (tests, tile sweeps).
+    (tests, tile sweeps) of the fused kernels.
+
+    ``method``: ``"fused"`` (the kernels above: one pass, IEEE ``tl.dot`` on the FMA
+    units), ``"gemm"`` (Triton prologue and epilogue around cuBLAS GEMMs, which win at
+    large ``K``) or ``"auto"``: ``"gemm"`` when ``max(K_in, K_out) >``
+    :data:`GEMM_MIN_K`, else ``"fused"``.
     """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if left_log.dim() != 3 or right_log.shape != left_log.shape:
         raise ValueError(
             f"left_log and right_log must both be (F, B, K_in), got {tuple(left_log.shape)} "
@@ -701,4 +934,8 @@ def cp_layer_triton(
 
         with use_backend("torch"):
             return cp_layer(left_log, left_sign, right_log, right_sign, weight, signed=signed)
+    if method == "auto":
+        method = "gemm" if max(k_in, weight.shape[1]) > GEMM_MIN_K else "fused"
+    if method == "gemm":
+        return _CPLayerGemm.apply(left_log, left_sign, right_log, right_sign, weight, bool(signed))
     return _CPLayer.apply(left_log, left_sign, right_log, right_sign, weight, bool(signed), blocks)

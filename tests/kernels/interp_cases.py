@@ -49,11 +49,11 @@ def _inputs(f, b, k_in, k_out, *, signed, seed=0, neg_inf_frac=0.1, dtype=D):
     return cast
 
 
-def _compare(inputs, *, signed, rtol=1e-10, grads=True, blocks=None):
+def _compare(inputs, *, signed, rtol=1e-10, grads=True, blocks=None, method="fused"):
     """Values, signs and gradients of Triton against the torch reference (same inputs)."""
     ll, ls, rl, rs, w = (None if t is None else t.clone() for t in inputs)
     leaves = [t.requires_grad_() for t in (ll, rl, w)]
-    out_t, sign_t = cp_layer_triton(ll, ls, rl, rs, w, signed=signed, blocks=blocks)
+    out_t, sign_t = cp_layer_triton(ll, ls, rl, rs, w, signed=signed, blocks=blocks, method=method)
     out_r, sign_r = _reference(ll, ls, rl, rs, w, signed=signed)
     assert out_t.shape == out_r.shape and out_t.dtype == out_r.dtype
     assert torch.equal(sign_t, sign_r)
@@ -73,10 +73,11 @@ def _compare(inputs, *, signed, rtol=1e-10, grads=True, blocks=None):
     return out_t, sign_t
 
 
+@pytest.mark.parametrize("method", ["fused", "gemm"])
 @pytest.mark.parametrize("signed", [True, False], ids=["signed", "monotonic"])
-def test_awkward_shapes_values_signs_gradients(signed):
+def test_awkward_shapes_values_signs_gradients(signed, method):
     # K_in, K_out, B not multiples of the 16-wide tiles; several folds; −inf inputs.
-    _compare(_inputs(2, 19, 21, 18, signed=signed), signed=signed)
+    _compare(_inputs(2, 19, 21, 18, signed=signed), signed=signed, method=method)
 
 
 def test_float32_against_float64_reference():
@@ -107,7 +108,8 @@ def test_all_negative_weights():
     assert (sign == -1).all()
 
 
-def test_exact_cancellation_gives_minus_inf_and_zero_sign():
+@pytest.mark.parametrize("method", ["fused", "gemm"])
+def test_exact_cancellation_gives_minus_inf_and_zero_sign(method):
     # Duplicate input columns j and j + 10 with weights w and −w (first half of the rows)
     # or w and w (second half). With equal logs every x is ±1 and the weights are dyadic,
     # so every partial sum is exact in any order: the first half is exactly zero.
@@ -124,7 +126,7 @@ def test_exact_cancellation_gives_minus_inf_and_zero_sign():
     flip = torch.ones(f, k_out, 1, dtype=D)
     flip[:, : k_out // 2] = -1.0
     w = torch.cat([wh, wh * flip], dim=-1)
-    out, sign = _compare((ll, ls, rl, rs, w), signed=True)
+    out, sign = _compare((ll, ls, rl, rs, w), signed=True, method=method)
     assert torch.isneginf(out[:, :, : k_out // 2]).all()
     assert (sign[:, :, : k_out // 2] == 0).all()
     assert torch.isneginf(out[:, 3]).all()
@@ -143,6 +145,8 @@ def test_fully_masked_tiles_and_rows():
     assert torch.isneginf(out[:, 16:]).all() and (sign[:, 16:] == 0).all()
     mono = _compare((ll, None, rl, None, w), signed=False)[0]
     assert torch.isneginf(mono[:, 16:]).all()
+    mono = _compare((ll, None, rl, None, w), signed=False, method="gemm")[0]
+    assert torch.isneginf(mono[:, 16:]).all()
 
 
 def test_running_max_rises_across_tiles_and_minus_inf_log_weights():
@@ -151,8 +155,9 @@ def test_running_max_rises_across_tiles_and_minus_inf_log_weights():
     ll = ll + torch.linspace(-60.0, 60.0, k_in, dtype=D)  # every new tile raises the max
     w = w - torch.linspace(0.0, 80.0, k_in, dtype=D)  # and the weight max falls
     w[:, 2, :] = -torch.inf  # a row of zero weights: output exactly zero
-    out, sign = _compare((ll, None, rl, None, w), signed=False)
-    assert torch.isneginf(out[:, :, 2]).all() and (sign[:, :, 2] == 0).all()
+    for method in ("fused", "gemm"):
+        out, sign = _compare((ll, None, rl, None, w), signed=False, method=method)
+        assert torch.isneginf(out[:, :, 2]).all() and (sign[:, :, 2] == 0).all()
 
 
 def test_strided_and_broadcast_inputs_and_other_tiles():
@@ -175,6 +180,10 @@ def test_dispatch_routes_by_backend():
     assert "CPLayer" not in type(out.grad_fn).__name__
     with pytest.raises(TypeError, match="float32 or float64"), use_backend("triton"):
         cp_layer(*[t.half() for t in inputs], signed=True)
+    with pytest.raises(ValueError, match="method must be one of"):
+        cp_layer_triton(*inputs, signed=True, method="cublas")
+    out, _ = cp_layer_triton(*inputs[:4], torch.randn(2, 300, 6, dtype=D), signed=True)
+    assert "Gemm" in type(out.grad_fn).__name__  # K_out = 300 > GEMM_MIN_K
     assert leaf.grad is None
 
 
