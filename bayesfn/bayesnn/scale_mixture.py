@@ -289,12 +289,15 @@ class ScaleMixtureNNGP(Model):
         the relative quadrature error (this rule against one with half the nodes)."""
         with torch.no_grad():
             q0 = float(q.detach())
+            dev = q.device
             g = lambda t: self._log_joint_t(t, q.detach(), num)  # noqa: E731
             centre = math.log(max(q0, 1e-300) / max(num, 1))
             radius = 60.0
             edge = True
             for _ in range(12):  # slide a ±60 window in t until the maximum is interior
-                grid = torch.linspace(centre - radius, centre + radius, 241, dtype=self.dtype)
+                grid = torch.linspace(
+                    centre - radius, centre + radius, 241, dtype=self.dtype, device=dev
+                )
                 vals = torch.nan_to_num(g(grid), nan=-math.inf)
                 best = int(vals.argmax())
                 centre = float(grid[best])
@@ -303,10 +306,12 @@ class ScaleMixtureNNGP(Model):
                     break
             for _ in range(7):  # zoom in on the mode
                 radius /= 8
-                grid = torch.linspace(centre - radius, centre + radius, 241, dtype=self.dtype)
+                grid = torch.linspace(
+                    centre - radius, centre + radius, 241, dtype=self.dtype, device=dev
+                )
                 vals = torch.nan_to_num(g(grid), nan=-math.inf)
                 centre = float(grid[vals.argmax()])
-            g_max = float(g(torch.tensor(centre, dtype=self.dtype)))
+            g_max = float(g(torch.tensor(centre, dtype=self.dtype, device=dev)))
             bounds, closed = [], not edge and math.isfinite(g_max)
             for sign in (-1.0, 1.0):
                 # walk out geometrically until 80 nats below the mode; the candidate points
@@ -319,7 +324,7 @@ class ScaleMixtureNNGP(Model):
                 # beyond |t| = 700, σ² = eᵗ under- or overflows: stop there (the window
                 # is then flagged as not closed below)
                 finite = [t for t in steps if abs(t) < 700]
-                vals = g(torch.tensor(finite, dtype=self.dtype))
+                vals = g(torch.tensor(finite, dtype=self.dtype, device=dev))
                 below = (~(vals > g_max - 80)).nonzero()
                 if below.numel():
                     bounds.append(finite[int(below[0])])

@@ -257,7 +257,8 @@ def _test_nll(model, x, y, chunk: int = 250, observation_noise: bool = True) -> 
     total = 0.0
     for start in range(0, x.shape[0], chunk):
         post = model.posterior(x[start : start + chunk], observation_noise=observation_noise)
-        total -= float(post.marginal_log_prob(y[start : start + chunk]).sum())
+        target = y[start : start + chunk].to(device=post.device, dtype=post.dtype)
+        total -= float(post.marginal_log_prob(target).sum())
     return total / x.shape[0]
 
 
