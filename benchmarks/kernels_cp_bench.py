@@ -77,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--no-sq", action="store_true", help="skip the squared-mode section")
     parser.add_argument(
+        "--modes", default="signed,monotonic", help="CP modes to run: signed, monotonic"
+    )
+    parser.add_argument(
         "--sweep", action="store_true", help="also time a few tile configurations of the CP kernels"
     )
     parser.add_argument(
@@ -222,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         return failures
 
     # ---------------------------------------------------------------- CP-layer timings
-    for signed in (True, False):
+    for signed in [m == "signed" for m in args.modes.split(",")]:
         mode = "squared (signed)" if signed else "monotonic"
         for k in ks:
             b = 8 if args.tiny else max(1, values_per_input // (folds * k))

@@ -9,8 +9,11 @@ function):
 1. correctness first, float64 on a batch slice: each Triton method (``fused``: one
    kernel per output tile; ``two_stage``: two CP-layer GEMMs) against the float64 torch
    reference: values relative to ``Σ|terms|`` (≤ 1e-12), signs, and the gradients of
-   ``left_log``, ``right_log`` and ``weight`` (relative ≤ 1e-9); then the float32 forward
-   relative to ``Σ|terms|`` (≤ 1e-4). Any mismatch: exit status 1.
+   ``left_log``, ``right_log`` and ``weight`` (relative ≤ 1e-9, back-propagating only
+   from outputs with ``|Y| ≥ 1e-3 Σ|terms|``: near-cancelling outputs have
+   ill-conditioned log-gradients: with all outputs weighted, fused and two-stage Triton
+   both differed from torch by 2-3e-8 relative at ``K = 1024`` on the H200); then the
+   float32 forward relative to ``Σ|terms|`` (≤ 1e-4). Any mismatch: exit status 1.
 2. float32 timings (median of CUDA-event-timed repeats) of the forward and of
    forward + backward for torch and each Triton method, with achieved GB/s and TFLOP/s
    (forward ``4·F·B·K³`` flops; fwd+bwd counted as three times that).
@@ -119,7 +122,11 @@ def main(argv: list[str] | None = None) -> int:
             scale_log, _ = sq_layer(
                 inputs[0], inputs[1].abs(), inputs[2], inputs[3].abs(), inputs[4].abs()
             )
-        gout = torch.randn(ref_log.shape, dtype=torch.float64, device=device)
+        # Gradients of log|Y| at entries where Y nearly cancels are ill-conditioned (any
+        # two summation orders disagree there), so the gradient check weights only
+        # entries with |Y| ≥ 1e-3 Σ|terms|; the values check above covers every entry.
+        well = (ref_log.detach() - scale_log) > -3 * 2.302585092994046
+        gout = torch.randn(ref_log.shape, dtype=torch.float64, device=device) * well
         g_ref = torch.autograd.grad(ref_log, leaves, gout)
         errs32 = {}
         for method in methods:

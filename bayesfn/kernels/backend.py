@@ -4,9 +4,9 @@
 Three settings:
 
 * ``"auto"`` (default) — Triton for CUDA tensors of dtype float32 / float64 when triton is
-  importable and the layer is in the size range where the fused kernel measured faster
+  importable and the layer is in the size range where Triton measured faster
   (:data:`CP_TRITON_MAX_K`, :data:`SQ_TRITON_MAX_K`); the pure-torch reference otherwise
-  (CPU tensors, other dtypes, no triton, large K where cuBLAS wins);
+  (CPU tensors, other dtypes, no triton, sizes where the torch path wins);
 * ``"torch"`` — always the pure-torch reference;
 * ``"triton"`` — always Triton. CUDA tensors need triton installed (the ``gpu`` extra);
   CPU tensors run only under Triton's interpreter, i.e. with ``TRITON_INTERPRET=1`` set in
@@ -47,9 +47,13 @@ BACKENDS = ("auto", "torch", "triton")
 TRITON_DTYPES = (torch.float32, torch.float64)
 
 #: With backend "auto", :func:`~bayesfn.kernels.cp_layer` runs Triton only up to this
-#: ``max(K_in, K_out)`` (H200, float32: 2-5x faster at K <= 64, about even at 256, 0.45x
-#: at 1024; see benchmarks/RESULTS.md).
-CP_TRITON_MAX_K = 256
+#: ``max(K_in, K_out)``; ``None``: at every size. Since the Triton CP layer switches to
+#: cuBLAS GEMMs with fused Triton prologue / epilogue above
+#: :data:`bayesfn.kernels.triton_cp.GEMM_MIN_K`, it measured at least as fast as the torch
+#: path at every K tried (H200, float32, signed layer: forward 1.4-2.3x, forward+backward
+#: 1.04-2.3x for K = 64 ... 1024; see benchmarks/RESULTS.md). Before that path existed the
+#: fused kernel lost above K = 256 (0.5x at 1024), and this limit was 256.
+CP_TRITON_MAX_K: int | None = None
 
 #: With backend "auto", :func:`~bayesfn.kernels.sq_layer` runs the fused Triton kernel only
 #: up to this ``K_out`` (beyond it two cuBLAS matmuls win; see benchmarks/RESULTS.md).
@@ -99,8 +103,9 @@ def interpreter_enabled() -> bool:
 
 def cp_prefers_triton(weight: torch.Tensor) -> bool:
     """Whether "auto" should send a CP layer with this ``(F, K_out, K_in)`` weight to
-    Triton: yes up to ``K = CP_TRITON_MAX_K``; beyond it cuBLAS fp32 GEMMs beat Triton's
-    IEEE-fp32 (non-tensor-core) dot products."""
+    Triton: up to ``K = CP_TRITON_MAX_K`` (always when it is ``None``)."""
+    if CP_TRITON_MAX_K is None:
+        return True
     return max(weight.shape[-2], weight.shape[-1]) <= CP_TRITON_MAX_K
 
 

@@ -303,9 +303,11 @@ class _SQLayer(torch.autograd.Function):
             x = x_sign * (x_log - m).exp()
             g = dy_sign * (dy_log + m).exp()  # ∂L/∂(Y e^{-m}) per sample
             w = weight.unsqueeze(1)
-            u = torch.matmul(g, w)  # (F, B, K_out, K_in)
-            v = torch.matmul(g.transpose(-1, -2), w)
-            dw = torch.einsum("fboi,fbji->foj", u, x) + torch.einsum("fboi,fbij->foj", v, x)
+            # Per-sample products, then the sum over the batch: a single GEMM per fold
+            # that reduces over (b, i) has too little parallelism (measured 3-4x slower).
+            per_sample = torch.matmul(torch.matmul(g, w), x.transpose(-1, -2))
+            per_sample = per_sample + torch.matmul(torch.matmul(g.transpose(-1, -2), w), x)
+            dw = per_sample.sum(dim=1)
         d_left = d_log if ctx.needs_input_grad[0] else None
         d_right = d_log if ctx.needs_input_grad[2] else None
         return d_left, None, d_right, None, dw, None, None

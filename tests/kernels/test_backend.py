@@ -58,8 +58,11 @@ def test_forcing_triton_on_cpu_without_interpreter_is_a_clear_error():
 
 
 def test_auto_thresholds_follow_the_measured_crossover():
-    small = torch.empty(1, backend.CP_TRITON_MAX_K, 16)
-    big = torch.empty(1, 2 * backend.CP_TRITON_MAX_K, 16)
-    assert backend.cp_prefers_triton(small) and not backend.cp_prefers_triton(big)
+    if backend.CP_TRITON_MAX_K is None:
+        assert backend.cp_prefers_triton(torch.empty(1, 4096, 4096))
+    else:
+        small = torch.empty(1, backend.CP_TRITON_MAX_K, 16)
+        big = torch.empty(1, 2 * backend.CP_TRITON_MAX_K, 16)
+        assert backend.cp_prefers_triton(small) and not backend.cp_prefers_triton(big)
     assert backend.sq_prefers_triton(torch.empty(1, backend.SQ_TRITON_MAX_K, 8))
     assert not backend.sq_prefers_triton(torch.empty(1, backend.SQ_TRITON_MAX_K + 1, 8))
