@@ -321,9 +321,10 @@ def test_fit_errors_name_the_argument():
         _model(prior="point_mass").fit(x, y, max_steps=0, progress_bar=False).scale_posterior(1.0)
 
 
-def test_general_prior_model_saves_and_loads(tmp_path):
+@pytest.mark.parametrize("learn", [None, ("w_std", "c", "d")])
+def test_general_prior_model_saves_and_loads(tmp_path, learn):
     x, y = _data()
-    model = _model(prior="burr12", prior_params={"c": 1.5, "d": 2.0}).fit(
+    model = _model(prior="burr12", prior_params={"c": 1.5, "d": 2.0}, learn=learn).fit(
         x, y, max_steps=3, progress_bar=False
     )
     model.save(tmp_path / "m")
@@ -331,6 +332,9 @@ def test_general_prior_model_saves_and_loads(tmp_path):
     value = torch.tensor([[0.2], [0.1]], dtype=torch.float64)
     a, b = model.posterior(x[:2]), loaded.posterior(x[:2])
     torch.testing.assert_close(a.log_prob(value), b.log_prob(value), rtol=0, atol=0)
+    assert loaded.hyperparameters() == pytest.approx(model.hyperparameters(), rel=1e-14)
+    if learn:  # the learned c, d moved and were saved
+        assert model.hyperparameters()["c"] != pytest.approx(1.5, rel=1e-6)
 
 
 def test_finite_networks_with_inverse_gamma_last_layer_match_the_t_prior():
