@@ -41,7 +41,7 @@ from bayesfn.circuits.region_graph import (
     quad_tree,
     random_binary_tree,
 )
-from bayesfn.circuits.tensorized import LAYERS, TensorizedCircuit
+from bayesfn.circuits.tensorized import CONST, FULL, LAYERS, VECTOR, TensorizedCircuit
 from bayesfn.kernels import signed_logsumexp
 from bayesfn.model import Model, as_tensor, resolve_device, resolve_dtype
 from bayesfn.training import optimize
@@ -85,6 +85,10 @@ class CircuitModel(Model, abc.ABC):
 
     squared: bool
     _weights: str
+    #: Squared circuits evaluate marginals / conditionals through
+    #: ``forward_matrix_mixed`` (observed subtrees as vectors); False forces the plain
+    #: all-matrix path (kept as the reference the fast path is tested against).
+    _mixed_matrix_path: bool = True
 
     def __init__(
         self,
@@ -276,16 +280,22 @@ class CircuitModel(Model, abc.ABC):
         return log, sign, signed
 
     def _leaf_matrix(
-        self, x: torch.Tensor, codes: torch.Tensor
+        self, x: torch.Tensor, codes: torch.Tensor, leaves: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Leaf matrices ``(L, B, K, K)`` for ``x`` ``(B, d)`` and ``codes`` ``(B, d)``."""
+        """Leaf matrices ``(L, B, K, K)`` for ``x`` ``(B, d)`` and ``codes`` ``(B, d)``.
+
+        ``leaves``: optional ``(L',)`` leaf rows to compute (then the result has ``L'``)."""
         inp = self.module_.inputs
-        var = inp.variables
+        var = inp.variables if leaves is None else inp.variables[leaves]
         xl = torch.nan_to_num(x[:, var].T, nan=0.0)
-        cl = codes[:, var].T  # (L, B)
-        log, sign = inp.gram_moment(0)
-        shape = (inp.num_leaves, x.shape[0], inp.num_units, inp.num_units)
-        present = [c for c in torch.unique(codes).tolist() if c != MARGINALIZE]
+        cl = codes[:, var].T  # (L', B)
+
+        def rows_of(local: torch.Tensor) -> torch.Tensor:  # local rows -> input-layer rows
+            return local if leaves is None else leaves[local]
+
+        log, sign = inp.gram_moment(0, leaves)
+        shape = (var.numel(), x.shape[0], inp.num_units, inp.num_units)
+        present = [c for c in torch.unique(cl).tolist() if c != MARGINALIZE]
         if not present:
             return log.unsqueeze(1), sign.unsqueeze(1)  # batch-independent: broadcast
         log, sign = log.unsqueeze(1).expand(shape), sign.unsqueeze(1).expand(shape)
@@ -293,15 +303,57 @@ class CircuitModel(Model, abc.ABC):
             rows = (cl == code).any(1).nonzero().squeeze(-1)
             hit = (cl[rows] == code)[..., None, None]
             if code == OBSERVE:
-                gl, gs = inp.gram_density(xl[rows], rows)
+                gl, gs = inp.gram_density(xl[rows], rows_of(rows))
             elif code == CDF:
-                gl, gs = inp.gram_cdf(xl[rows], rows)
+                gl, gs = inp.gram_cdf(xl[rows], rows_of(rows))
             else:
-                gl, gs = inp.gram_moment(1 if code == MOMENT1 else 2, rows)
+                gl, gs = inp.gram_moment(1 if code == MOMENT1 else 2, rows_of(rows))
                 gl, gs = gl.unsqueeze(1), gs.unsqueeze(1)
             log = log.index_put((rows,), torch.where(hit, gl, log[rows]))
             sign = sign.index_put((rows,), torch.where(hit, gs, sign[rows]))
         return log, sign
+
+    def _matrix_mixed(
+        self, x: torch.Tensor, codes: torch.Tensor, *, trace: list | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(R, B)`` squared replica values through
+        :meth:`~bayesfn.circuits.tensorized.TensorizedCircuit.forward_matrix_mixed`: leaves
+        observed in every row stay vectors, leaves asked for the same row-independent
+        integral in every row stay one matrix, only the rest become per-row matrices."""
+        inp = self.module_.inputs
+        var = inp.variables
+        cl = codes[:, var].T  # (L, B)
+        first = cl[:, 0]
+        uniform = (cl == first.unsqueeze(1)).all(1)
+        row_free = (first == MARGINALIZE) | (first == MOMENT1) | (first == MOMENT2)
+        kind = torch.full_like(first, FULL)
+        kind = torch.where(uniform & (first == OBSERVE), VECTOR, kind)
+        kind = torch.where(uniform & row_free, CONST, kind)
+        const = vector = full = None
+        ci = (kind == CONST).nonzero().squeeze(-1)
+        if ci.numel():
+            shape = (ci.numel(), inp.num_units, inp.num_units)
+            log = torch.zeros(shape, dtype=x.dtype, device=x.device)
+            sign = torch.zeros_like(log)
+            for code, k in ((MARGINALIZE, 0), (MOMENT1, 1), (MOMENT2, 2)):
+                sub = (first[ci] == code).nonzero().squeeze(-1)
+                if sub.numel():
+                    gl, gs = inp.gram_moment(k, ci[sub])
+                    log, sign = log.index_put((sub,), gl), sign.index_put((sub,), gs)
+            const = (log.unsqueeze(1), sign.unsqueeze(1))
+        vi = (kind == VECTOR).nonzero().squeeze(-1)
+        if vi.numel():
+            xl = torch.nan_to_num(x[:, var[vi]].T, nan=0.0)
+            vl = inp.log_density(xl, vi)
+            vector = (vl, (~torch.isneginf(vl)).to(vl.dtype))
+        fi = (kind == FULL).nonzero().squeeze(-1)
+        if fi.numel():
+            fl, fs = self._leaf_matrix(x, codes, fi)
+            shape = (fi.numel(), x.shape[0], inp.num_units, inp.num_units)
+            full = (fl.expand(shape), fs.expand(shape))
+        return self.module_.forward_matrix_mixed(
+            kind, const, vector, full, batch=x.shape[0], trace=trace
+        )
 
     def _log_f(
         self, x: torch.Tensor, codes: torch.Tensor, *, trace: list | None = None
@@ -325,8 +377,11 @@ class CircuitModel(Model, abc.ABC):
             rl, _ = m.forward_vector(log, sign, signed=self._weights == "real", trace=trace)
             out = torch.logsumexp(2 * rl, dim=0)
             return out, (~torch.isneginf(out)).to(out.dtype)
-        log, sign = self._leaf_matrix(x, codes)
-        rl, rs = m.forward_matrix(log, sign, trace=trace)
+        if self._mixed_matrix_path:
+            rl, rs = self._matrix_mixed(x, codes, trace=trace)
+        else:
+            log, sign = self._leaf_matrix(x, codes)
+            rl, rs = m.forward_matrix(log, sign, trace=trace)
         out_log, out_sign = signed_logsumexp(rl, rs, dim=0)
         return out_log.expand(x.shape[0]), out_sign.expand(x.shape[0])
 

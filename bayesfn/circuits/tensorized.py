@@ -31,10 +31,22 @@ from bayesfn.circuits.inputs import InputLayer
 from bayesfn.circuits.region_graph import RegionGraph
 from bayesfn.kernels import cp_layer, signed_log, sq_layer
 
-__all__ = ["LAYERS", "TensorizedCircuit", "tucker_layer", "tucker_sq_layer"]
+__all__ = [
+    "CONST",
+    "FULL",
+    "LAYERS",
+    "VECTOR",
+    "TensorizedCircuit",
+    "tucker_layer",
+    "tucker_sq_layer",
+]
 
 #: The sum-layer kinds a :class:`TensorizedCircuit` can be built with.
 LAYERS = ("cp", "tucker")
+
+#: Region kinds of :meth:`TensorizedCircuit.forward_matrix_mixed`: the same matrix for
+#: every row, a rank-one ``c cᵀ`` per row (everything below observed), or a general one.
+CONST, VECTOR, FULL = 0, 1, 2
 
 
 def _shift(log: torch.Tensor, dim: tuple[int, ...]) -> torch.Tensor:
@@ -339,6 +351,161 @@ class TensorizedCircuit(nn.Module):
             logs.append(out_log)
             signs.append(out_sign)
         return logs[-1][..., 0, 0], signs[-1][..., 0, 0]
+
+    # ------------------------------------------------------------------ mixed
+    def forward_matrix_mixed(
+        self,
+        leaf_kind: torch.Tensor,
+        const: tuple[torch.Tensor, torch.Tensor] | None,
+        vector: tuple[torch.Tensor, torch.Tensor] | None,
+        full: tuple[torch.Tensor, torch.Tensor] | None,
+        *,
+        batch: int,
+        trace: list | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`forward_matrix` that skips the per-row matrix work where it is not needed.
+
+        Every region's matrix is one of three kinds, decided per fold from its children:
+
+        * ``CONST``: the same for every row (all leaves below are integrated out, or
+          integrated against ``x`` / ``x²``): one ``(1, K, K)`` matrix, never broadcast;
+        * ``VECTOR``: every leaf below is observed in every row, so the matrix is the
+          rank-one ``c cᵀ`` of the plain circuit value ``c``; the fold runs the vector
+          layer (``O(K²)`` per row for CP, ``O(K³)`` for Tucker, instead of the matrix
+          layer's ``O(K³)`` / ``O(K⁴)``);
+        * ``FULL``: anything else; ``CONST`` and ``VECTOR`` children are turned into
+          per-row matrices only where a ``FULL`` fold consumes them.
+
+        Args:
+            leaf_kind: ``(L,)`` long, :data:`CONST`, :data:`VECTOR` or :data:`FULL` per leaf.
+            const: signed-log ``(L_c, 1, K, K)`` matrices of the ``CONST`` leaves, in
+                leaf order (``None`` if there are none).
+            vector: signed-log ``(L_v, B, K)`` values of the ``VECTOR`` leaves.
+            full: signed-log ``(L_f, B, K, K)`` matrices of the ``FULL`` leaves.
+            batch: ``B``.
+            trace: as for :meth:`forward_matrix`.
+
+        Returns:
+            ``(R, B)`` signed-log value of each replica's squared root.
+        """
+        if not self.squared:
+            raise RuntimeError("forward_matrix_mixed needs a circuit built with squared=True")
+        kinds: list[int] = [int(k) for k in leaf_kind.tolist()]
+        # every region's value lives in one block (a layer's output for one kind, or a
+        # kind's leaves) at one row: gathering rows from the few blocks a layer reads is
+        # cheaper than concatenating everything computed so far at every layer
+        blocks: list[tuple[torch.Tensor, torch.Tensor]] = []
+        where: list[tuple[int, int]] = [(-1, -1)] * len(kinds)
+        for k, part in ((CONST, const), (VECTOR, vector), (FULL, full)):
+            mine = [p for p, kp in enumerate(kinds) if kp == k]
+            if not mine:
+                continue
+            if part is None:
+                raise ValueError(f"leaf_kind asks for {len(mine)} leaves of kind {k}: got None")
+            for row, p in enumerate(mine):
+                where[p] = (len(blocks), row)
+            blocks.append(part)
+        signed = self.weights_kind == "real"
+        vec_fn = tucker_layer if self.layer == "tucker" else cp_layer
+        sq_fn = tucker_sq_layer if self.layer == "tucker" else sq_layer
+        for i in range(len(self._index)):
+            left, right, _, _ = self._layer(i)
+            left_l, right_l = left.tolist(), right.tolist()
+            fold_kind = []
+            for a, b in zip(left_l, right_l, strict=True):
+                ka, kb = kinds[a], kinds[b]
+                fold_kind.append(ka if ka == kb and ka != FULL else FULL)
+            new_where = [(-1, -1)] * len(fold_kind)
+            w_all = self.real_weight(i)
+            for k in (CONST, VECTOR, FULL):
+                folds = [f for f, fk in enumerate(fold_kind) if fk == k]
+                if not folds:
+                    continue
+                idx = torch.tensor(folds, device=w_all.device)
+                lpos, rpos = [left_l[f] for f in folds], [right_l[f] for f in folds]
+                if k == FULL:
+                    a = _materialise(lpos, kinds, where, blocks, batch)
+                    b = _materialise(rpos, kinds, where, blocks, batch)
+                    out = sq_fn(*a, *b, w_all[idx])
+                elif k == CONST:
+                    a, b = _gather(lpos, where, blocks), _gather(rpos, where, blocks)
+                    out = sq_fn(*a, *b, w_all[idx])
+                else:
+                    a, b = _gather(lpos, where, blocks), _gather(rpos, where, blocks)
+                    w = w_all[idx] if signed else self.weight[i][idx]
+                    out = vec_fn(*a, *b, w, signed=signed)
+                if trace is not None:
+                    trace.append((self.layer_names[i], out[0]))
+                for row, f in enumerate(folds):
+                    new_where[f] = (len(blocks), row)
+                blocks.append(out)
+            kinds.extend(fold_kind)
+            where.extend(new_where)
+        roots = list(range(len(kinds) - self.num_replicas, len(kinds)))
+        log, sign = _materialise(roots, kinds, where, blocks, batch)
+        return log[..., 0, 0], sign[..., 0, 0]
+
+
+def _reorder(
+    pieces: list[tuple[torch.Tensor, torch.Tensor]], order: list[int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Concatenate ``pieces`` whose rows hold the items ``order`` and put them in item order."""
+    if len(pieces) == 1:
+        log, sign = pieces[0]
+    else:
+        log = torch.cat([p[0] for p in pieces])
+        sign = torch.cat([p[1] for p in pieces])
+    if order != sorted(order):
+        inverse = torch.empty(len(order), dtype=torch.long)
+        inverse[torch.tensor(order)] = torch.arange(len(order))
+        inverse = inverse.to(log.device)
+        log, sign = log[inverse], sign[inverse]
+    return log, sign
+
+
+def _gather(
+    positions: list[int],
+    where: list[tuple[int, int]],
+    blocks: list[tuple[torch.Tensor, torch.Tensor]],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The stored values of ``positions`` (all of one kind), stacked in that order."""
+    by_block: dict[int, list[int]] = {}
+    for j, p in enumerate(positions):
+        by_block.setdefault(where[p][0], []).append(j)
+    pieces, order = [], []
+    for blk, items in by_block.items():
+        log, sign = blocks[blk]
+        rows = torch.tensor([where[positions[j]][1] for j in items], device=log.device)
+        pieces.append((log[rows], sign[rows]))
+        order.extend(items)
+    return _reorder(pieces, order)
+
+
+def _materialise(
+    positions: list[int],
+    kinds: list[int],
+    where: list[tuple[int, int]],
+    blocks: list[tuple[torch.Tensor, torch.Tensor]],
+    batch: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(n, B, K, K)`` per-row matrices of the regions at ``positions``, whatever their
+    kind (``CONST`` broadcast over rows, ``VECTOR`` as outer products ``c cᵀ``)."""
+    pieces, order = [], []
+    for k in (CONST, VECTOR, FULL):
+        which = [j for j, p in enumerate(positions) if kinds[p] == k]
+        if not which:
+            continue
+        log, sign = _gather([positions[j] for j in which], where, blocks)
+        if k == CONST:
+            # contiguous: the Triton kernels behind sq_layer take dense tensors
+            shape = (len(which), batch, *log.shape[2:])
+            log, sign = log.expand(shape).contiguous(), sign.expand(shape).contiguous()
+        elif k == VECTOR:
+            log = log.unsqueeze(-1) + log.unsqueeze(-2)
+            sign = sign.unsqueeze(-1) * sign.unsqueeze(-2)
+        pieces.append((log, sign))
+        order.extend(which)
+    return _reorder(pieces, order)
 
 
 def _cat_broadcast(tensors: list[torch.Tensor]) -> torch.Tensor:
