@@ -55,8 +55,10 @@ TRITON_DTYPES = (torch.float32, torch.float64)
 #: fused kernel lost above K = 256 (0.5x at 1024), and this limit was 256.
 CP_TRITON_MAX_K: int | None = None
 
-#: With backend "auto", :func:`~bayesfn.kernels.sq_layer` runs the fused Triton kernel only
-#: up to this ``K_out`` (beyond it two cuBLAS matmuls win; see benchmarks/RESULTS.md).
+#: With backend "auto", :func:`~bayesfn.kernels.sq_layer` runs Triton only up to this
+#: ``K_out`` and only when no gradient is needed (H200, float32: forward 2.6x / 1.7x faster
+#: than torch at K = 16 / 64, but forward + backward 0.75x / 0.57x, and at K = 256 even the
+#: two-stage forward is 0.48x; see benchmarks/RESULTS.md).
 SQ_TRITON_MAX_K = 64
 
 _backend: contextvars.ContextVar[str] = contextvars.ContextVar(
@@ -109,10 +111,11 @@ def cp_prefers_triton(weight: torch.Tensor) -> bool:
     return max(weight.shape[-2], weight.shape[-1]) <= CP_TRITON_MAX_K
 
 
-def sq_prefers_triton(weight: torch.Tensor) -> bool:
+def sq_prefers_triton(weight: torch.Tensor, *, needs_grad: bool = False) -> bool:
     """Whether "auto" should send a squared-mode layer with this ``(F, K_out, K_in)``
-    weight to Triton."""
-    return weight.shape[-2] <= SQ_TRITON_MAX_K
+    weight to Triton: for forward-only evaluation up to ``K_out = SQ_TRITON_MAX_K``;
+    never when a gradient will be taken (the torch path measured faster there)."""
+    return not needs_grad and weight.shape[-2] <= SQ_TRITON_MAX_K
 
 
 def use_triton(*tensors: torch.Tensor, prefer: bool = True) -> bool:

@@ -117,7 +117,11 @@ def sq_layer(
     Returns:
         ``(out_log, out_sign)``, each ``(F, B, K_out, K_out)``.
     """
-    if _backend.use_triton(left_log, right_log, weight, prefer=_backend.sq_prefers_triton(weight)):
+    needs_grad = torch.is_grad_enabled() and any(
+        t.requires_grad for t in (left_log, right_log, weight)
+    )
+    prefer = _backend.sq_prefers_triton(weight, needs_grad=needs_grad)
+    if _backend.use_triton(left_log, right_log, weight, prefer=prefer):
         from bayesfn.kernels.triton_sq import sq_layer_triton
 
         return sq_layer_triton(left_log, left_sign, right_log, right_sign, weight)

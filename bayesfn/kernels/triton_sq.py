@@ -201,25 +201,31 @@ def _reference(left_log, left_sign, right_log, right_sign, weight):
 def _two_stage(left_log, left_sign, right_log, right_sign, weight, blocks=None):
     """``W X Wᵀ`` as two Triton CP-layer GEMMs (no redundant work at large ``K_out``).
 
-    Stage 1 is the signed CP forward with rows ``(b, i)``: ``T[b, i, :] = W X[b, i, :]``,
-    i.e. ``T = X Wᵀ`` in signed-log form. Stage 2 runs the same kernel on ``Tᵀ`` (rows
-    ``(b, o₂)``, reduction over ``i``): ``Y[b, :, o₂] = W T[b, :, o₂]``. ``T`` is carried
-    in log form between the stages (one transposed copy), so no magnitude under- or
-    overflows; the price is that ``T``'s rounding enters ``Y`` relative to ``|log T|``.
+    Each stage is the signed CP-layer forward (its fused kernel, or its cuBLAS GEMM path
+    above :data:`bayesfn.kernels.triton_cp.GEMM_MIN_K`). Stage 1 has rows ``(b, i)``:
+    ``T[b, i, :] = W X[b, i, :]``, i.e. ``T = X Wᵀ`` in signed-log form. Stage 2 runs the
+    same layer on ``Tᵀ`` (rows ``(b, o₂)``, reduction over ``i``):
+    ``Y[b, :, o₂] = W T[b, :, o₂]``. ``T`` is carried in log form between the stages (one
+    transposed copy), so no magnitude under- or overflows; the price is that ``T``'s
+    rounding enters ``Y`` relative to ``|log T|``.
     """
-    from bayesfn.kernels.triton_cp import _forward as cp_forward
+    from bayesfn.kernels import triton_cp
 
     f, b, k_in, _ = left_log.shape
     k_out = weight.shape[1]
+
+    def cp_forward(ll, ls, rl, rs):
+        # The CP layer's own size rule: fused kernel up to GEMM_MIN_K, cuBLAS GEMM above.
+        if max(k_in, k_out) > triton_cp.GEMM_MIN_K:
+            return triton_cp._gemm_forward(ll, ls, rl, rs, weight, True)[:2]
+        return triton_cp._forward(ll, ls, rl, rs, weight, True, blocks)[:2]
+
     rows = (f, b * k_in, k_in)
-    t_log, t_sign, _, _ = cp_forward(
+    t_log, t_sign = cp_forward(
         left_log.reshape(rows),
         left_sign.reshape(rows),
         right_log.reshape(rows),
         right_sign.reshape(rows),
-        weight,
-        True,
-        blocks,
     )
     # (F, B·K_in, K_out) -> rows (b, o₂) over the reduction index i.
     tt_shape = (f, b * k_out, k_in)
@@ -227,7 +233,7 @@ def _two_stage(left_log, left_sign, right_log, right_sign, weight, blocks=None):
     t_sign = t_sign.view(f, b, k_in, k_out).transpose(2, 3).reshape(tt_shape)
     zero = torch.zeros((), dtype=t_log.dtype, device=t_log.device).expand(tt_shape)
     one = torch.ones((), dtype=t_log.dtype, device=t_log.device).expand(tt_shape)
-    y_log, y_sign, _, _ = cp_forward(t_log, t_sign, zero, one, weight, True, blocks)
+    y_log, y_sign = cp_forward(t_log, t_sign, zero, one)
     y_log = y_log.view(f, b, k_out, k_out).transpose(2, 3).contiguous()
     y_sign = y_sign.view(f, b, k_out, k_out).transpose(2, 3).contiguous()
     return y_log, y_sign

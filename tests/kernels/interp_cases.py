@@ -240,8 +240,12 @@ def test_sq_layer_values_and_gradients_with_broadcast_batch(method, k_out):
     assert torch.isneginf(out[1, 1]).all() and (sign[1, 1] == 0).all()
 
 
-def test_sq_layer_all_negative_weights_two_stage():
-    # (−W) X (−W)ᵀ = W X Wᵀ: with X > 0 every entry is positive.
+def test_sq_layer_all_negative_weights_two_stage(monkeypatch):
+    # (−W) X (−W)ᵀ = W X Wᵀ: with X > 0 every entry is positive. The stages run on the CP
+    # layer's cuBLAS GEMM path here (as they do above GEMM_MIN_K).
+    from bayesfn.kernels import triton_cp
+
+    monkeypatch.setattr(triton_cp, "GEMM_MIN_K", 8)
     ll, _, rl, _, w = _sq_inputs(1, 1, 1, 17, 17, seed=12)
     ll, rl = ll.clamp_min(-5.0), rl.clamp_min(-5.0)
     ones = torch.ones_like(ll)

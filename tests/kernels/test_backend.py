@@ -66,3 +66,4 @@ def test_auto_thresholds_follow_the_measured_crossover():
         assert backend.cp_prefers_triton(small) and not backend.cp_prefers_triton(big)
     assert backend.sq_prefers_triton(torch.empty(1, backend.SQ_TRITON_MAX_K, 8))
     assert not backend.sq_prefers_triton(torch.empty(1, backend.SQ_TRITON_MAX_K + 1, 8))
+    assert not backend.sq_prefers_triton(torch.empty(1, 8, 8), needs_grad=True)
