@@ -27,6 +27,13 @@ reference's zero gradient there), ``X[b, k] = sign · exp(log_a + log_b − m_b)
 
 ``G``, ``X`` and ``V`` are formed on the fly from the saved forward outputs.
 
+Large K (:class:`_CPLayerGemm`, chosen above :data:`GEMM_MIN_K`): the fused kernels'
+IEEE ``tl.dot`` runs on the FMA units at about 16-18 TFLOP/s on an H200 and loses to
+cuBLAS SGEMM from ``K ≈ 256``. There a Triton prologue writes ``X`` (shifted by the row
+maxima) once, ``torch.matmul`` does ``X Vᵀ`` on cuBLAS (IEEE fp32 unless the caller enabled
+TF32 globally, exactly as for the torch reference), and a Triton epilogue writes
+``(log|y| + shift, sign y)``; the backward runs its two products on cuBLAS.
+
 Supported dtypes: float32 and float64 (the accumulator has the input dtype).
 """
 
