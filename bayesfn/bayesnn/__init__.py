@@ -8,13 +8,16 @@
   gradient flow (Lee et al., NeurIPS 2019).
 """
 
+from bayesfn.bayesnn.classification import OneHotNNGPClassifier, SVTPClassifier
 from bayesfn.bayesnn.gradient_flow import trained_network_predictive
 from bayesfn.bayesnn.nngp import NNGPKernel, nngp_kernel
 from bayesfn.bayesnn.scale_mixture import QuadratureWarning, ScaleMixtureNNGP
 
 __all__ = [
     "NNGPKernel",
+    "OneHotNNGPClassifier",
     "QuadratureWarning",
+    "SVTPClassifier",
     "ScaleMixtureNNGP",
     "nngp_kernel",
     "trained_network_predictive",

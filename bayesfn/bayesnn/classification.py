@@ -233,7 +233,7 @@ class OneHotNNGPClassifier(Model):
         return self
 
     def point_predictive(
-        self, x: Any, *, observation_noise: bool = False, chunk_size: int = 20
+        self, x: Any, *, observation_noise: bool = False, chunk_size: int | None = None
     ) -> Posterior:
         """Each point's joint predictive over its ``C`` outputs: batch ``(n,)``, event
         ``(1, C)``.
@@ -249,6 +249,8 @@ class OneHotNNGPClassifier(Model):
             x: ``(n, d)`` inputs.
             observation_noise: include the observation noise (the predictive of the
                 one-hot target rather than of the latent ``f``).
+            chunk_size: points per block; default 50, or 20 for the quadrature priors,
+                whose mixture components each carry a ``(chunk·C)²`` factor.
         """
         self._check_fitted()
         x = check_inputs(
@@ -258,6 +260,9 @@ class OneHotNNGPClassifier(Model):
             device=self.model_.device,
             num_features=self.model_.train_x_.shape[-1],
         )
+        if chunk_size is None:
+            closed = self.nngp.get("prior", "inverse_gamma") in ("inverse_gamma", "point_mass")
+            chunk_size = 50 if closed else 20
         parts = [
             _point_parts(
                 self.model_.posterior(x[s : s + chunk_size], observation_noise=observation_noise)
@@ -309,7 +314,7 @@ class OneHotNNGPClassifier(Model):
             )
         return CategoricalPosterior((winners + 1.0 / c) / (self.num_samples + 1))
 
-    def target_nll(self, x: Any, labels: Any, *, chunk_size: int = 20) -> torch.Tensor:
+    def target_nll(self, x: Any, labels: Any, *, chunk_size: int | None = None) -> torch.Tensor:
         """Per-point ``−log p(e_y − 1/C | x)``: the regression predictive density (with
         observation noise) of the centred one-hot target, joint over its ``C`` entries.
 
