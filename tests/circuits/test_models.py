@@ -138,7 +138,7 @@ def test_float32_tucker_training_on_rings_has_no_nan_and_learns():
     x = sample_toy2d("rings", 500, seed=0).float()
     for kind in ("mpc", "npc2"):
         model = make_circuit(kind, num_units=4, num_replicas=2, dtype="float32", layer="tucker")
-        model.fit(x, max_steps=100, lr=0.05, progress_bar=False)
+        model.fit(x, max_steps=60, lr=0.05, progress_bar=False)
         losses = torch.tensor(model.fit_result_.losses)
         assert torch.isfinite(losses).all()
         assert losses[-10:].mean() < losses[:10].mean() - 0.1
