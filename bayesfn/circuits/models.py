@@ -16,7 +16,11 @@ squared model is a positive mixture of ``R`` squared replicas: each replica is s
 its own and the squares are added; the mixture itself is never squared (the replicas'
 scales play the role of the mixture weights). ``∫ c_r²`` and every marginal, moment and
 CDF of a squared circuit are computed by propagating ``K x K`` matrices ``W (A ∘ B) Wᵀ``
-(:func:`bayesfn.kernels.sq_layer`) up the (structured-decomposable) tree.
+(:func:`bayesfn.kernels.sq_layer`; for Tucker layers ``W (A ⊗ B) Wᵀ``, contracted without
+forming the Kronecker product, :func:`~bayesfn.circuits.tensorized.tucker_sq_layer`) up
+the (structured-decomposable) tree. Subtrees whose variables are all observed stay plain
+vectors ``c`` (their matrix is ``c cᵀ``), and subtrees integrated the same way in every
+row stay one shared matrix, so conditionals pay for per-row matrices only where needed.
 """
 
 from __future__ import annotations
