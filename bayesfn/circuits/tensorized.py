@@ -44,6 +44,10 @@ __all__ = [
 #: The sum-layer kinds a :class:`TensorizedCircuit` can be built with.
 LAYERS = ("cp", "tucker")
 
+#: :func:`tucker_sq_layer` runs the batch in slices so that its ``(F, B, K_out, K_in, K_in)``
+#: intermediates hold at most this many elements (2**24: 128 MiB in float64).
+TUCKER_SQ_MAX_ELEMENTS = 2**24
+
 #: Region kinds of :meth:`TensorizedCircuit.forward_matrix_mixed`: the same matrix for
 #: every row, a rank-one ``c cᵀ`` per row (everything below observed), or a general one.
 CONST, VECTOR, FULL = 0, 1, 2
@@ -117,7 +121,8 @@ def tucker_sq_layer(
     the ``(K_in², K_in²)`` Kronecker product is never formed: the sum runs as three
     contractions, over ``i`` (``A``), then ``j`` (``B``), then the pair ``(i', j')``
     (``W`` again), costing ``O(K_out K_in³ + K_out² K_in²)`` per fold and batch entry with
-    ``(K_out, K_in, K_in)`` intermediates. ``A`` and ``B`` are shifted by their own
+    ``(K_out, K_in, K_in)`` intermediates (the batch runs in slices so that these stay
+    below :data:`TUCKER_SQ_MAX_ELEMENTS`). ``A`` and ``B`` are shifted by their own
     maximum log-magnitude before leaving log space.
 
     Args:
@@ -128,6 +133,26 @@ def tucker_sq_layer(
     Returns:
         ``(out_log, out_sign)``, each ``(F, B, K_out, K_out)``.
     """
+    n_rows = max(left_log.shape[1], right_log.shape[1])
+    # elements of one batch row's (K_out, K_in, K_in) intermediates, over all folds
+    per_row = left_log.shape[0] * weight.shape[1] * left_log.shape[-1] ** 2
+    chunk = max(1, TUCKER_SQ_MAX_ELEMENTS // per_row)
+    if n_rows > chunk:
+
+        def rows(t: torch.Tensor, start: int) -> torch.Tensor:  # a batch of 1 broadcasts
+            return t if t.shape[1] == 1 else t[:, start : start + chunk]
+
+        parts = [
+            tucker_sq_layer(
+                rows(left_log, s),
+                rows(left_sign, s),
+                rows(right_log, s),
+                rows(right_sign, s),
+                weight,
+            )
+            for s in range(0, n_rows, chunk)
+        ]
+        return torch.cat([p[0] for p in parts], 1), torch.cat([p[1] for p in parts], 1)
     ma = _shift(left_log, (-1, -2))
     mb = _shift(right_log, (-1, -2))
     a = left_sign * (left_log - ma).exp()

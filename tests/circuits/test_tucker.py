@@ -12,6 +12,7 @@ from scipy.stats import chisquare
 from bayesfn import Model
 from bayesfn.circuits import MonotonicCircuit, SquaredCircuit
 from bayesfn.circuits import models as M
+from bayesfn.circuits import tensorized as T
 from bayesfn.circuits.tensorized import tucker_layer, tucker_sq_layer
 from bayesfn.kernels import signed_log
 
@@ -63,7 +64,7 @@ def test_tucker_layer_rejects_a_cp_shaped_weight():
         tucker_layer(x, None, x, None, torch.zeros(2, 5, 4, dtype=torch.float64), signed=False)
 
 
-def test_tucker_sq_layer_matches_the_kronecker_form():
+def test_tucker_sq_layer_matches_the_kronecker_form(monkeypatch):
     """``W (A ⊗ B) Wᵀ`` with the Kronecker product formed explicitly (small K only)."""
     g = torch.Generator().manual_seed(1)
     F, B, K, O = 2, 3, 3, 4
@@ -85,6 +86,18 @@ def test_tucker_sq_layer_matches_the_kronecker_form():
     # the rescaled batch entry: compare in log space (the values are ~1e-200)
     scale = 1e200
     torch.testing.assert_close(got[1, 2] * scale, want[1, 2] * scale, rtol=1e-12, atol=0)
+    # the same batch run in slices of one row (each row's intermediates: F K_out K² = 72)
+    monkeypatch.setattr(T, "TUCKER_SQ_MAX_ELEMENTS", 100)
+    sliced_log, sliced_sign = tucker_sq_layer(al, as_, bl, bs, w)
+    assert torch.equal(sliced_sign, out_sign)
+    torch.testing.assert_close(sliced_log, out_log, rtol=1e-14, atol=0)
+    # a batch of one on the left broadcasts against every slice on the right
+    one_log, one_sign = tucker_sq_layer(al[:, 1:2], as_[:, 1:2], bl, bs, w)
+    expanded = [t[:, 1:2].expand(-1, B, -1, -1) for t in (al, as_)]
+    monkeypatch.setattr(T, "TUCKER_SQ_MAX_ELEMENTS", 2**24)  # the reference: no slices
+    ref_log, ref_sign = tucker_sq_layer(*expanded, bl, bs, w)
+    assert torch.equal(one_sign, ref_sign)
+    torch.testing.assert_close(one_log, ref_log, rtol=1e-14, atol=0)
 
 
 # ---------------------------------------------------------------- Tucker ⊇ CP
