@@ -72,6 +72,11 @@ def test_smoke_run(tmp_path):
         assert clean[f"test NLL ({m})"]["paper"] == PAPER_MNIST["nll"][m]
         assert clean[f"accuracy % ({m})"]["ours"] > 60  # 150 training images
         assert 0 < clean[f"categorical NLL ({m})"]["ours"] < math.log(10)
+    for m in ("svgp", "svtp"):  # sparse variational, softmax likelihood
+        assert 0 < clean[f"categorical NLL ({m})"]["ours"] < 2 * math.log(10)
+        assert f"test NLL ({m})" not in clean
     assert not any("accuracy" in r["metric"] for r in rows if "held-out" in r["setting"])
     with pytest.raises(ValueError, match="scale must be one of"):
         run_mnist(scale="huge", seed=0, device="cpu", out=tmp_path)
+    with pytest.raises(ValueError, match="parts must be drawn from"):
+        run_mnist(scale="smoke", seed=0, device="cpu", out=tmp_path, parts=("bogus",))
