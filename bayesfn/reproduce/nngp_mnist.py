@@ -68,6 +68,7 @@ SCALES: dict[str, dict[str, Any]] = {
         "n_test": 80,
         "n_val": 40,
         "n_hyper": 150,
+        "train_pool": 2000,
         "steps": 3,
         "severities": (3,),
         "held_out": (8, 9),
@@ -83,6 +84,7 @@ SCALES: dict[str, dict[str, Any]] = {
         "n_test": 1000,
         "n_val": 500,
         "n_hyper": 800,
+        "train_pool": 20000,
         "steps": 30,
         "severities": (3, 5),
         "held_out": (8, 9),
@@ -158,8 +160,8 @@ def _data(cfg: dict[str, Any], seed: int) -> dict[str, torch.Tensor]:
 
     g = torch.Generator().manual_seed(seed)
     pool = cfg["n_train"] + cfg["n_val"]
-    # random draws from the first 4x-the-pool training images (only those are decoded)
-    tr_img, tr_lab = load_mnist("train", limit=max(2000, 4 * pool), flatten=False)
+    # random draws from the first train_pool training images (only those are decoded)
+    tr_img, tr_lab = load_mnist("train", limit=cfg["train_pool"], flatten=False)
     te_img, te_lab = load_mnist(
         "test", limit=min(10000, max(2000, 10 * cfg["n_test"])), flatten=False
     )
