@@ -343,3 +343,55 @@ def test_fast_path_equals_the_all_matrix_path_with_gradients(kind, layer):
     torch.testing.assert_close(l1, l2, rtol=1e-10, atol=1e-10)
     for a, b in zip(g1, g2, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+
+
+_TRITON_CASE = """
+import torch
+from bayesfn.circuits import MonotonicCircuit, SquaredCircuit
+from bayesfn.kernels import use_backend
+
+torch.manual_seed(0)
+x = torch.randn(20, 4, dtype=torch.float64)
+mask = torch.tensor([True, False, True, False])
+kinds = ((MonotonicCircuit, {}), (MonotonicCircuit, {"squared": True}), (SquaredCircuit, {}))
+for cls, kw in kinds:
+    m = cls(3, num_replicas=2, layer="tucker", **kw).fit(x, max_steps=1, progress_bar=False)
+    with torch.no_grad():
+        for w in m.module_.weight:
+            w.copy_(torch.randn(w.shape, dtype=w.dtype))
+    out = {}
+    for backend in ("torch", "triton"):
+        m.module_.zero_grad(set_to_none=True)
+        with use_backend(backend):
+            lp = m._log_prob(x[:5])
+            lp.sum().backward()
+            mg = m.marginal_log_prob(x[:5], mask)
+        out[backend] = [lp.detach(), mg] + [p.grad.clone() for p in m.module_.parameters()]
+    for a, b in zip(out["torch"], out["triton"], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+print("tucker-triton-ok")
+"""
+
+
+@pytest.mark.slow
+def test_tucker_through_the_triton_kernels_under_the_interpreter():
+    """The Tucker vector layer is cp_layer over K² pairs: check that the Triton CP kernel
+    (CPU interpreter, own process) gives the torch values and gradients for it."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    pytest.importorskip("triton")
+    root = Path(__file__).resolve().parents[2]
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    env["PYTHONPATH"] = os.pathsep.join([str(root), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    done = subprocess.run(
+        [sys.executable, "-c", _TRITON_CASE],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0 and "tucker-triton-ok" in done.stdout, done.stderr[-3000:]
