@@ -21,6 +21,7 @@ from ._paths import ENV_VAR, resolve_root
 from .context import ContextTargetSplit, split_context_target
 from .debd import DEBDData, debd_names, load_debd
 from .functions import FunctionBatch, function_families, sample_functions
+from .maf import MAFData, load_maf, load_miniboone_partial, maf_names
 from .mnist import MNISTData, load_mnist
 from .series import SnelsonData, TimeSeries, load_series, load_snelson, series_names
 from .sklearn_sets import SklearnData, load_sklearn, sklearn_names
@@ -32,6 +33,7 @@ __all__ = [
     "ContextTargetSplit",
     "DEBDData",
     "FunctionBatch",
+    "MAFData",
     "MNISTData",
     "SklearnData",
     "SnelsonData",
@@ -40,11 +42,14 @@ __all__ = [
     "debd_names",
     "function_families",
     "load_debd",
+    "load_maf",
+    "load_miniboone_partial",
     "load_mnist",
     "load_series",
     "load_sklearn",
     "load_snelson",
     "load_uci",
+    "maf_names",
     "resolve_root",
     "sample_functions",
     "sample_rings_nd",

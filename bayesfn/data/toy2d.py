@@ -18,10 +18,24 @@ Definitions (``z``, ``z1``, ``z2`` are independent standard normals, ``U`` unifo
                    ``r = 2 a / (3 pi)``, plus ``N(0, 0.08^2)`` noise per coordinate
 ``"checkerboard"`` uniform on the 8 cells ``[i, i+1) x [j, j+1)`` of ``[-2, 2]^2`` with
                    ``i + j`` even (density 1/8 there, 0 elsewhere)
+``"spiral"``       the squared-NPC paper's spiral (Loconte et al., 2024): three arms
+                   starting at angles ``s = 0, 2 pi / 3, 4 pi / 3``; a point draws an arm and
+                   ``u ~ U[0, 1]``, angle ``a = s + pi u``, radius ``r = 1.5 pi u``, and is
+                   ``N((r cos a, r sin a), v^2 I)`` with ``v = 0.5 u + 0.1`` (the noise grows
+                   along the arm)
+``"wave"``         ``x1 ~ U[-4, 4]``, ``x2 = sin(pi x1 / 2) + N(0, 0.4^2)``: the "wave"
+                   ridge of Rezende & Mohamed (2015), ``w(x1) = sin(2 pi x1 / 4)`` with
+                   width 0.4, on a uniform ``x1``. A stand-in: the authors' own "wave"
+                   generator (workshop version of the squared-NPC paper) is not public
+``"cosine_rotated"`` ``"cosine"`` rotated by ``pi / 4`` about its mean ``(0, 3 sin(8) / 8)``,
+                   as the squared-NPC paper's loader does
+``"funnel_rotated"`` ``"funnel"`` rotated by ``pi / 4`` about its mean ``(0, 0)``, likewise
 ================== =========================================================================
 
 :func:`toy2d_log_prob` gives the exact log density of ``rings``, ``mring``, ``banana``,
-``funnel``, ``cosine`` and ``checkerboard``. For a ring of radius ``R`` with radial noise
+``funnel``, ``cosine``, ``checkerboard``, ``wave``, the rotated sets and (by a converged
+1-D quadrature over the arm parameter ``u``) ``spiral``; :func:`rings_nd_log_prob` that
+of :func:`sample_rings_nd`. For a ring of radius ``R`` with radial noise
 ``sigma`` a negative radius puts the point on the opposite side, so the density at
 ``rho = |x|`` is ``(N(rho; R, sigma^2) + N(-rho; R, sigma^2)) / (2 pi rho)``, exact for
 any noise level (it is infinite, but integrable, at the origin).
@@ -36,10 +50,40 @@ import torch
 
 from ._rng import make_generator
 
-__all__ = ["sample_rings_nd", "sample_toy2d", "toy2d_log_prob", "toy2d_names"]
+__all__ = [
+    "rings_nd_log_prob",
+    "sample_rings_nd",
+    "sample_toy2d",
+    "toy2d_log_prob",
+    "toy2d_names",
+]
 
-_NAMES = ("rings", "mring", "banana", "funnel", "cosine", "moons", "spirals", "checkerboard")
-_WITH_LOG_PROB = ("rings", "mring", "banana", "funnel", "cosine", "checkerboard")
+_NAMES = (
+    "rings",
+    "mring",
+    "banana",
+    "funnel",
+    "cosine",
+    "moons",
+    "spirals",
+    "checkerboard",
+    "spiral",
+    "wave",
+    "cosine_rotated",
+    "funnel_rotated",
+)
+_WITH_LOG_PROB = (
+    "rings",
+    "mring",
+    "banana",
+    "funnel",
+    "cosine",
+    "checkerboard",
+    "spiral",
+    "wave",
+    "cosine_rotated",
+    "funnel_rotated",
+)
 
 _RINGS = {"radii": (0.5, 1.0, 1.5, 2.0), "weights": (1.0, 1.0, 1.0, 1.0), "noise": 0.08}
 _MRING = {"radii": (1.0, 3.0, 5.0), "weights": (1.0, 3.0, 5.0), "noise": 0.2}
@@ -47,6 +91,20 @@ _BANANA_SCALE, _BANANA_CURVE = 2.0, 0.2
 _FUNNEL_SCALE, _FUNNEL_MAX_VAR = 2.0, 5.0
 _COSINE_XLIM, _COSINE_AMPLITUDE, _COSINE_OMEGA, _COSINE_NOISE = 4.0, 3.0, 2.0, 1.0
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
+_SPIRAL_STARTS = (0.0, 2.0 * math.pi / 3.0, 4.0 * math.pi / 3.0)
+_SPIRAL_LENGTH, _SPIRAL_RSCALE, _SPIRAL_NOISE, _SPIRAL_FLOOR = math.pi, 1.5, 0.5, 0.1
+# composite Gauss-Legendre in u: an arm's centre moves at most |d(r e^{ia})/du| <= 1.5 pi
+# sqrt(1 + pi^2) ~ 15.5 per unit u and its Gaussian is at least 0.1 wide, so a bump is at
+# least 0.0065 wide in u; 200 panels of width 0.005 with 8 nodes each integrate such a
+# bump (and the arm's ends, where the integrand does not vanish) to ~1e-12
+_SPIRAL_PANELS, _SPIRAL_ORDER = 200, 8
+_WAVE_XLIM, _WAVE_OMEGA, _WAVE_NOISE = 4.0, math.pi / 2.0, 0.4
+_ROT_ANGLE = math.pi / 4.0
+# E[A cos(w x1)] for x1 ~ U[-L, L] is A sin(w L) / (w L)
+_COSINE_MEAN = (
+    0.0,
+    _COSINE_AMPLITUDE * math.sin(_COSINE_OMEGA * _COSINE_XLIM) / (_COSINE_OMEGA * _COSINE_XLIM),
+)
 
 
 def toy2d_names(*, with_log_prob: bool = False) -> tuple[str, ...]:
@@ -57,7 +115,8 @@ def toy2d_names(*, with_log_prob: bool = False) -> tuple[str, ...]:
 
     Returns:
         ``("rings", "mring", "banana", "funnel", "cosine", "moons", "spirals",
-        "checkerboard")``, or the subset with a closed-form log density.
+        "checkerboard", "spiral", "wave", "cosine_rotated", "funnel_rotated")``, or the
+        subset whose log density :func:`toy2d_log_prob` evaluates.
     """
     return _WITH_LOG_PROB if with_log_prob else _NAMES
 
@@ -174,6 +233,29 @@ def sample_rings_nd(
     return _sample_shells(n, dim, radii, weights, noise, rng).to(dtype)
 
 
+def rings_nd_log_prob(
+    x: torch.Tensor,
+    *,
+    radii: Sequence[float] = (1.0, 3.0, 5.0),
+    noise: float = 0.2,
+    weights: Sequence[float] | str = "surface",
+) -> torch.Tensor:
+    """Exact log density of :func:`sample_rings_nd` with the same settings.
+
+    Args:
+        x: ``(..., dim)`` floating points, ``dim >= 2``.
+        radii, noise, weights: as in :func:`sample_rings_nd`.
+
+    Returns:
+        ``(...)`` log densities.
+    """
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        raise TypeError("x must be a floating torch.Tensor")
+    if x.ndim < 1 or x.shape[-1] < 2:
+        raise ValueError(f"x must have shape (..., dim) with dim >= 2; got {tuple(x.shape)}")
+    return _shells_log_prob(x, radii, weights, noise)
+
+
 def _rings(n: int, g: torch.Generator | None) -> torch.Tensor:
     return _sample_shells(n, 2, _RINGS["radii"], _RINGS["weights"], _RINGS["noise"], g)
 
@@ -232,6 +314,68 @@ def _checkerboard(n: int, g: torch.Generator | None) -> torch.Tensor:
     return cells[which] + torch.rand(n, 2, generator=g, dtype=torch.float64)
 
 
+def _spiral(n: int, g: torch.Generator | None) -> torch.Tensor:
+    arm = torch.randint(len(_SPIRAL_STARTS), (n,), generator=g)
+    u = torch.rand(n, generator=g, dtype=torch.float64)
+    start = torch.tensor(_SPIRAL_STARTS, dtype=torch.float64)[arm]
+    mean, std = _spiral_arm(u, start)
+    return mean + std[:, None] * torch.randn(n, 2, generator=g, dtype=torch.float64)
+
+
+def _spiral_arm(u: torch.Tensor, start: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Centre ``(..., 2)`` and per-coordinate std ``(...)`` at arm parameter ``u``."""
+    a = start + _SPIRAL_LENGTH * u
+    r = _SPIRAL_RSCALE * _SPIRAL_LENGTH * u
+    centre = torch.stack([r * torch.cos(a), r * torch.sin(a)], dim=-1)
+    return centre, _SPIRAL_NOISE * u + _SPIRAL_FLOOR
+
+
+def _spiral_log_prob(x: torch.Tensor) -> torch.Tensor:
+    """Mixture over the 3 arms of the integral over ``u`` of an isotropic normal, by
+    composite Gauss-Legendre quadrature (see ``_SPIRAL_PANELS``)."""
+    import numpy as np
+
+    nodes, weights = np.polynomial.legendre.leggauss(_SPIRAL_ORDER)
+    width = 1.0 / _SPIRAL_PANELS
+    left = np.arange(_SPIRAL_PANELS)[:, None] * width
+    u = torch.as_tensor((left + (nodes + 1) / 2 * width).ravel(), dtype=x.dtype, device=x.device)
+    log_w = torch.as_tensor(
+        np.log(np.tile(weights / 2 * width, _SPIRAL_PANELS)), dtype=x.dtype, device=x.device
+    )
+    starts = torch.tensor(_SPIRAL_STARTS, dtype=x.dtype, device=x.device)
+    centre, std = _spiral_arm(u[None, :], starts[:, None])  # (3, U, 2), (3, U)
+    flat = x.reshape(-1, 2)
+    out = []
+    for chunk in flat.split(1024):
+        d2 = ((chunk[:, None, None, :] - centre[None]) ** 2).sum(-1)  # (B, 3, U)
+        log_n = -0.5 * d2 / std**2 - 2.0 * torch.log(std) - 2.0 * _LOG_SQRT_2PI + log_w
+        out.append(torch.logsumexp(log_n.flatten(1), dim=1) - math.log(3.0))
+    return torch.cat(out).reshape(x.shape[:-1]) if out else flat.new_zeros(x.shape[:-1])
+
+
+def _wave(n: int, g: torch.Generator | None) -> torch.Tensor:
+    u = torch.rand(n, generator=g, dtype=torch.float64)
+    x1 = _WAVE_XLIM * (2.0 * u - 1.0)
+    z = torch.randn(n, generator=g, dtype=torch.float64)
+    return torch.stack([x1, torch.sin(_WAVE_OMEGA * x1) + _WAVE_NOISE * z], dim=1)
+
+
+def _rotate(x: torch.Tensor, centre: tuple[float, float], angle: float) -> torch.Tensor:
+    """Rotate ``(..., 2)`` points by ``angle`` about ``centre``."""
+    c, s = math.cos(angle), math.sin(angle)
+    ctr = torch.tensor(centre, dtype=x.dtype, device=x.device)
+    d = x - ctr
+    return ctr + torch.stack([c * d[..., 0] - s * d[..., 1], s * d[..., 0] + c * d[..., 1]], -1)
+
+
+def _cosine_rotated(n: int, g: torch.Generator | None) -> torch.Tensor:
+    return _rotate(_cosine(n, g), _COSINE_MEAN, _ROT_ANGLE)
+
+
+def _funnel_rotated(n: int, g: torch.Generator | None) -> torch.Tensor:
+    return _rotate(_funnel(n, g), (0.0, 0.0), _ROT_ANGLE)
+
+
 _SAMPLERS: dict[str, Callable[[int, torch.Generator | None], torch.Tensor]] = {
     "rings": _rings,
     "mring": _mring,
@@ -241,6 +385,10 @@ _SAMPLERS: dict[str, Callable[[int, torch.Generator | None], torch.Tensor]] = {
     "moons": _moons,
     "spirals": _spirals,
     "checkerboard": _checkerboard,
+    "spiral": _spiral,
+    "wave": _wave,
+    "cosine_rotated": _cosine_rotated,
+    "funnel_rotated": _funnel_rotated,
 }
 
 
@@ -279,8 +427,8 @@ def toy2d_log_prob(name: str, x: torch.Tensor) -> torch.Tensor:
     """Exact log density of a 2-D toy distribution.
 
     Args:
-        name: one of ``toy2d_names(with_log_prob=True)``: ``"rings"``, ``"mring"``,
-            ``"banana"``, ``"funnel"``, ``"cosine"`` or ``"checkerboard"``.
+        name: one of ``toy2d_names(with_log_prob=True)`` (every name but ``"moons"``
+            and ``"spirals"``).
         x: ``(..., 2)`` floating tensor of points.
 
     Returns:
@@ -302,7 +450,19 @@ def toy2d_log_prob(name: str, x: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"x must have shape (..., 2); got {tuple(x.shape)}")
     if not x.is_floating_point():
         x = x.to(torch.float64)
+    # a rotation has unit Jacobian: evaluate the unrotated density at the rotated-back point
+    if name == "cosine_rotated":
+        return toy2d_log_prob("cosine", _rotate(x, _COSINE_MEAN, -_ROT_ANGLE))
+    if name == "funnel_rotated":
+        return toy2d_log_prob("funnel", _rotate(x, (0.0, 0.0), -_ROT_ANGLE))
+    if name == "spiral":
+        return _spiral_log_prob(x)
     x1, x2 = x[..., 0], x[..., 1]
+    if name == "wave":
+        inside = x1.abs() <= _WAVE_XLIM
+        mean2 = torch.sin(_WAVE_OMEGA * x1)
+        value = _normal_log_pdf(x2, mean2, _WAVE_NOISE) - math.log(2.0 * _WAVE_XLIM)
+        return torch.where(inside, value, torch.full_like(value, -math.inf))
     if name == "rings":
         return _shells_log_prob(x, _RINGS["radii"], _RINGS["weights"], _RINGS["noise"])
     if name == "mring":

@@ -8,6 +8,7 @@ import torch
 from scipy import stats
 
 from bayesfn.data import sample_rings_nd, sample_toy2d, toy2d_log_prob, toy2d_names
+from bayesfn.data.toy2d import rings_nd_log_prob
 
 # Integration / histogram boxes (x1 low, x1 high, x2 low, x2 high) holding all but a
 # negligible part of the mass; the cosine and checkerboard boxes are aligned with the
@@ -19,7 +20,19 @@ BOXES = {
     "funnel": (-11.0, 11.0, -9.0, 9.0),
     "cosine": (-4.0, 4.0, -9.0, 9.0),
     "checkerboard": (-3.0, 3.0, -3.0, 3.0),
+    "spiral": (-8.5, 8.5, -8.5, 8.5),
+    "wave": (-4.0, 4.0, -3.5, 3.5),
+    "cosine_rotated": (-9.5, 9.5, -9.5, 9.5),
+    "funnel_rotated": (-14.5, 14.5, -14.5, 14.5),
 }
+# grid spacing of the integration test: the spiral's density is a 4800-node quadrature per
+# point, so it gets a coarser grid (the midpoint sum of a Gaussian of std >= 0.1 on a 0.125
+# grid is exact to ~exp(-2 pi^2 0.8^2) ~ 3e-6, by Poisson summation); the
+# rotated sets have support edges that are not grid-aligned, which a finer grid resolves
+SPACING = {"spiral": 0.125, "cosine_rotated": 0.01}
+# sub-cells per histogram cell in the chi-square test: the rotated cosine's support edges
+# cut cells obliquely, which coarse midpoint sums get wrong at 40000 samples
+SUB = {"cosine_rotated": 48}
 
 
 def _midpoints(low, high, count):
@@ -45,24 +58,35 @@ def test_names():
         "moons",
         "spirals",
         "checkerboard",
+        "spiral",
+        "wave",
+        "cosine_rotated",
+        "funnel_rotated",
     )
     assert set(toy2d_names(with_log_prob=True)) == set(BOXES)
 
 
-@pytest.mark.parametrize("name", list(BOXES))
+@pytest.mark.parametrize(
+    "name",
+    # the spiral's grid costs ~1e8 normal evaluations: slow-marked
+    [pytest.param(n, marks=pytest.mark.slow) if n == "spiral" else n for n in BOXES],
+)
 def test_log_prob_integrates_to_one(name):
     box = BOXES[name]
     # 0.02 spacing: fine against every length scale in the densities
-    n1 = round((box[1] - box[0]) / 0.02)
-    n2 = round((box[3] - box[2]) / 0.02)
+    h = SPACING.get(name, 0.02)
+    n1 = round((box[1] - box[0]) / h)
+    n2 = round((box[3] - box[2]) / h)
     density, area = _density_grid(name, box, n1, n2)
     assert np.isfinite(density).all()
     assert abs(density.sum() * area - 1.0) < 2e-3
 
 
-@pytest.mark.parametrize("name", list(BOXES))
+# the spiral's density costs a 1-D quadrature per point: its sampler is checked against the
+# arm construction in test_wave_spiral_and_rotations_in_closed_form instead
+@pytest.mark.parametrize("name", [n for n in BOXES if n != "spiral"])
 def test_samples_follow_the_density(name):
-    n, bins, sub = 40000, 16, 12
+    n, bins, sub = 40000, 16, SUB.get(name, 12)
     box = BOXES[name]
     x = sample_toy2d(name, n, seed=2024).numpy()
     counts, _, _ = np.histogram2d(
@@ -152,3 +176,68 @@ def test_rings_nd_equal_weights_and_errors():
         sample_rings_nd(10, 2, radii=(1.0, 2.0), weights=(1.0,))
     with pytest.raises(ValueError, match="noise"):
         sample_rings_nd(10, 2, noise=0.0)
+
+
+def test_wave_spiral_and_rotations_in_closed_form():
+    # wave on its ridge: U[-4, 4] density times the N(0, 0.4^2) peak
+    x = torch.tensor([[1.0, 1.0], [-1.0, -1.2]], dtype=torch.float64)
+    expected = [
+        -math.log(8) + stats.norm(0, 0.4).logpdf(0.0),
+        -math.log(8) + stats.norm(0, 0.4).logpdf(-0.2),
+    ]
+    assert toy2d_log_prob("wave", x).tolist() == pytest.approx(expected)
+    # a rotated density at R p equals the plain one at p (rotation by pi/4 about the mean)
+    p = torch.tensor([[0.7, 2.1], [-3.0, -0.5]], dtype=torch.float64)
+    c = math.sqrt(0.5)
+    for name, centre in (("funnel", (0.0, 0.0)), ("cosine", (0.0, 3 * math.sin(8) / 8))):
+        d = p - torch.tensor(centre)
+        q = torch.tensor(centre) + torch.stack(
+            [c * (d[:, 0] - d[:, 1]), c * (d[:, 0] + d[:, 1])], 1
+        )
+        assert torch.allclose(toy2d_log_prob(f"{name}_rotated", q), toy2d_log_prob(name, p))
+    # spiral: the 1-D quadrature against scipy's adaptive quad of the same arm integral
+    from scipy import integrate
+
+    def arm(u, s, pt):
+        a, r, v = s + math.pi * u, 1.5 * math.pi * u, 0.5 * u + 0.1
+        return stats.multivariate_normal([r * math.cos(a), r * math.sin(a)], v * v).pdf(pt)
+
+    starts = (0.0, 2 * math.pi / 3, 4 * math.pi / 3)
+    # one point far out on an arm, one near the centre where the arms are thinnest
+    for pt in (np.array([1.2, 2.3]), np.array([0.3, 0.05])):
+        ref = sum(
+            integrate.quad(arm, 0, 1, args=(s, pt), limit=200, epsabs=1e-14)[0] for s in starts
+        )
+        got = toy2d_log_prob("spiral", torch.from_numpy(pt)[None]).item()
+        assert got == pytest.approx(math.log(ref / 3), abs=1e-8)
+
+
+@pytest.mark.slow
+def test_spiral_samples_follow_the_density():
+    # the sampler against the density: chi-square on 8 x 8 cells (coarse, because the
+    # density costs a quadrature per point; the 10 x 10 sub-cell midpoints of width 0.21
+    # still resolve the arms, whose std is at least 0.1, to well under 1 %)
+    n, bins, sub = 6000, 8, 10
+    box = BOXES["spiral"]
+    x = sample_toy2d("spiral", n, seed=5).numpy()
+    counts, _, _ = np.histogram2d(
+        x[:, 0], x[:, 1], bins=bins, range=[[box[0], box[1]], [box[2], box[3]]]
+    )
+    density, area = _density_grid("spiral", box, bins * sub, bins * sub)
+    probs = density.reshape(bins, sub, bins, sub).sum(axis=(1, 3)) * area
+    keep = probs.ravel() * n >= 5
+    observed, expected = counts.ravel()[keep], probs.ravel()[keep] * n
+    expected *= observed.sum() / expected.sum()
+    assert stats.chisquare(observed, expected).pvalue > 1e-3
+
+
+def test_rings_nd_log_prob_matches_the_2d_sets_and_integrates():
+    x = sample_toy2d("mring", 50, seed=3)
+    assert torch.allclose(rings_nd_log_prob(x), toy2d_log_prob("mring", x))
+    # one ring of radius 1 and noise 0.26 (the squared-NPC paper's ring): integrate over r
+    r = np.linspace(1e-6, 3.0, 30001)
+    pts = torch.from_numpy(np.stack([r, np.zeros_like(r)], 1))
+    dens = rings_nd_log_prob(pts, radii=(1.0,), noise=0.26).exp().numpy()
+    assert abs(np.trapezoid(2 * np.pi * r * dens, r) - 1.0) < 1e-6
+    with pytest.raises(ValueError, match="dim"):
+        rings_nd_log_prob(torch.zeros(3, 1))
