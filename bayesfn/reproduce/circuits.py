@@ -1,23 +1,34 @@
 """Reproduction of Loconte et al., "Subtractive Mixture Models via Squaring:
 Representation and Learning" (ICLR 2024, arXiv 2310.00724).
 
-Experiments (``bayesfn reproduce circuits [--smoke]``):
+Experiments (``bayesfn reproduce circuits [--smoke]``), set up as in the authors'
+configuration files (``econfigs/*.json`` of ``april-tools/squared-npcs``) wherever our
+library allows:
 
-(a) **ring**: one noisy ring; NPC² with ``K = 2`` against monotonic circuits (MPC)
-    with ``K = 2`` and ``K = 16`` and MPC² with ``K = 2``; density heatmaps.
-(b) **2-D continuous densities** (rings, banana, spirals, cosine, funnel, mring) with
-    Gaussian and B-spline (32 quadratic bases) leaves, ``K ∈ {4, 8, 12, 16}``, MPC vs
-    MPC² vs NPC², test log-likelihood; the authors' workshop numbers (16 spline
-    components) sit beside our spline ``K = 16`` rows.
-(c) **2-D discrete**: the rings data binned on a 32 x 32 grid, categorical leaves, with
-    the normalisation checked by enumerating all 1024 cells.
-(d) **DEBD** binary data (nltcs; plants, jester, dna at full scale when present) with
-    Bernoulli leaves, beside the HCLT results of Liu & Van den Broeck (NeurIPS 2021).
+(a) **ring**: one ring of radius 1 with radial noise 0.26, 10000 / 1000 / 2000 points,
+    standardised with the training mean and std; Gaussian leaves; batch 64. NPC² with
+    ``K = 2`` starts from the paper's ring initialisation (every weight ``N(0, 1)``,
+    leaf means ``N(0, 1)``, leaf log-scales ``N(0, 1)``) with learning rate ``1e-3``;
+    MPC with ``K = 2`` and ``K = 16`` start from ``U(0, 1)`` weights with learning rate
+    ``5e-3``; at most 1200 epochs, early stopping after 100 epochs without a relative
+    validation improvement of ``1e-3``. Extra rows, labelled as such: MPC² ``K = 2``,
+    NPC² from positive ``U(0, 1)`` weights, and NPC² from a hand-set subtractive solution.
+(b) **2-D continuous densities** (rings, banana, spiral, wave, cosine, funnel, mring) with
+    B-spline (32 quadratic bases) and Gaussian leaves, ``K in {4, 8, 12, 16}``, MPC vs
+    MPC² vs NPC², batch 256, learning rate ``1e-3``, ``U(0, 1)`` initialisation; test
+    log-likelihood table and density heatmaps, the workshop numbers beside our spline
+    ``K = 16`` rows.
+(c) **2-D discrete**: the rings data binned on a 32 x 32 grid, categorical leaves; the
+    normalisation is checked by enumerating all 1024 cells.
+(d) **DEBD** binary sets (nltcs, plants, jester, dna; audio, netflix, accidents at full
+    scale) with Bernoulli leaves, random binary trees with 8 replicas, beside HCLT.
+(e) **UCI MAF sets** (power, gas, hepmass, miniboone, bsds300) through
+    :func:`bayesfn.data.maf.load_maf` where the data exist; the partial MINIBOONE copy
+    (validation and test splits only) is run and labelled as such.
 
-Differences from the paper, stated in ``results.json`` under ``"notes"``: our toy
-generators (``bayesfn.data.toy2d``) are
-not the authors' (no ``wave`` generator exists here, so that row is absent); the UCI
-MAF sets (e) are not run.
+Each fit is one *job*; ``run(..., workers=N)`` (or ``BAYESFN_WORKERS=N``) runs the jobs in
+``N`` processes, and ``overrides=`` scales step budgets and seeds per part. Every
+difference from the paper is listed in ``results.json`` under ``"notes"``.
 """
 
 from __future__ import annotations
@@ -25,6 +36,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -40,39 +52,100 @@ PAPER = (
     "Learning, ICLR 2024 (arXiv 2310.00724)"
 )
 
-# workshop version, 16 spline components, 10k/2k/2k samples: MPC / MPC² / NPC²
+# workshop version (TPM 2023), 16 spline components, 10k/2k/2k samples: MPC / MPC² / NPC²
 WORKSHOP_2D = {
     "rings": (-1.959, -1.823, -1.729),
     "banana": (-2.489, -2.463, -2.395),
-    "spirals": (-2.402, -2.314, -2.189),  # the paper's "spiral"
+    "spiral": (-2.402, -2.314, -2.189),
     "wave": (-2.045, -1.922, -1.869),
+}
+# workshop version, UCI MAF sets (32 units, random region graph, Gaussian leaves):
+# monotonic PC vs squared non-monotonic PC
+WORKSHOP_MAF = {
+    "power": (-3.53, 0.10),
+    "gas": (-3.48, 4.63),
+    "hepmass": (-24.19, -21.39),
+    "miniboone": (-34.87, -27.76),
 }
 # HCLT (Liu & Van den Broeck, NeurIPS 2021), mean of 5 runs from their released logs
 HCLT = {
-    "nltcs": -6.00, "plants": -14.26, "jester": -52.46, "dna": -79.06,
-    "baudio": -39.77, "bnetflix": -56.28, "accidents": -26.74,
+    "nltcs": -6.00,
+    "plants": -14.26,
+    "jester": -52.46,
+    "dna": -79.06,
+    "baudio": -39.77,
+    "bnetflix": -56.28,
+    "accidents": -26.74,
 }
 KINDS = ("MPC", "MPC2", "NPC2")
+# our names of the 2-D sets -> the generator in bayesfn.data.toy2d
+TOY_SETS = {
+    "rings": "rings",
+    "banana": "banana",
+    "spiral": "spiral",
+    "wave": "wave",
+    "cosine": "cosine_rotated",
+    "funnel": "funnel_rotated",
+    "mring": "mring",
+}
 
-_SMOKE = {
-    "ring_n": (600, 200, 200), "ring_steps": 100,
-    "toy": ("rings",), "toy_n": (600, 200, 200), "toy_units": (4,), "toy_steps": 80,
+_SMOKE: dict[str, Any] = {
+    "ring_n": (300, 60, 100),
+    "ring_epochs": 4,
+    "ring_patience": 100,
+    "ring_extra": False,
+    "toy": ("wave",),
+    "toy_n": (300, 60, 100),
+    "toy_units": (4,),
     "toy_leaves": ("spline",),
-    "discrete_n": (600, 200, 200), "discrete_steps": 40, "discrete_units": 4,
-    "debd": ("nltcs",), "debd_units": 4, "debd_replicas": 2, "debd_steps": 30,
-    "debd_rows": 1000, "resolution": 50, "batch": 256,
+    "toy_steps": 20,
+    "toy_batch": 256,
+    "toy_seeds": 1,
+    "discrete_n": (300, 60, 100),
+    "discrete_steps": 20,
+    "discrete_units": 4,
+    "debd": ("nltcs",),
+    "debd_units": 4,
+    "debd_replicas": 2,
+    "debd_steps": 10,
+    "debd_rows": 400,
+    "maf": ("miniboone_partial",),
+    "maf_units": 4,
+    "maf_replicas": 2,
+    "maf_steps": 10,
+    "maf_rows": 300,
+    "resolution": 25,
 }
-_FULL = {
-    "ring_n": (10000, 2000, 2000), "ring_steps": 4000,
-    "toy": ("rings", "banana", "spirals", "cosine", "funnel", "mring"),
-    "toy_n": (10000, 2000, 2000), "toy_units": (4, 8, 12, 16), "toy_steps": 4000,
-    "toy_leaves": ("gaussian", "spline"),
-    "discrete_n": (10000, 2000, 2000), "discrete_steps": 2000, "discrete_units": 16,
-    "debd": ("nltcs", "plants", "jester", "dna"), "debd_units": 16, "debd_replicas": 8,
-    "debd_steps": 6000, "debd_rows": None, "resolution": 200, "batch": 512,
+_FULL: dict[str, Any] = {
+    "ring_n": (10000, 1000, 2000),
+    "ring_epochs": 1200,
+    "ring_patience": 100,
+    "ring_extra": True,
+    "toy": tuple(TOY_SETS),
+    "toy_n": (10000, 1000, 2000),
+    "toy_units": (4, 8, 12, 16),
+    "toy_leaves": ("spline", "gaussian"),
+    "toy_steps": 1200 * 40,  # 1200 epochs of 40 batches of 256
+    "toy_batch": 256,
+    "toy_seeds": None,  # all seeds
+    "discrete_n": (10000, 1000, 2000),
+    "discrete_steps": 2000,
+    "discrete_units": 16,
+    "debd": ("nltcs", "plants", "jester", "dna", "baudio", "bnetflix", "accidents"),
+    "debd_units": 32,
+    "debd_replicas": 8,
+    "debd_steps": 20000,
+    "debd_rows": None,
+    "maf": ("power", "gas", "hepmass", "miniboone", "bsds300", "miniboone_partial"),
+    "maf_units": 32,
+    "maf_replicas": 8,
+    "maf_steps": 50000,
+    "maf_rows": None,
+    "resolution": 150,
 }
 
 
+# --------------------------------------------------------------------------- helpers
 def _model(kind: str, units: int, seed: int, device: str, **kwargs: Any):
     from bayesfn.circuits import MonotonicCircuit, SquaredCircuit
 
@@ -81,49 +154,40 @@ def _model(kind: str, units: int, seed: int, device: str, **kwargs: Any):
     return MonotonicCircuit(units, squared=kind == "MPC2", seed=seed, device=device, **kwargs)
 
 
-def _fit(model, tr, va, *, steps: int, batch: int, lr: float = 0.01, seed: int = 0):
-    return model.fit(
-        tr, validation=va, max_steps=steps, batch_size=min(batch, tr.shape[0]), lr=lr,
-        patience=10, val_every=max(10, steps // 40), seed=seed, progress_bar=False,
-    )
+@torch.no_grad()
+def paper_init(model, weights: str, *, seed: int) -> None:
+    """Re-initialise a built circuit the way the authors' code does.
+
+    Sum weights: ``"normal"`` draws ``N(0, 1)`` (the NPC² ring setting), ``"uniform"``
+    ``U(0, 1)``; monotonic circuits store ``log`` of a ``U(0, 1)`` draw whatever
+    ``weights`` says. Gaussian leaves get means and log-scales ``N(0, 1)``, which suits
+    standardised data. Other leaves keep their data-driven initialisation.
+
+    Args:
+        model: a fitted (built) ``MonotonicCircuit`` or ``SquaredCircuit``.
+        weights: ``"normal"`` or ``"uniform"``.
+        seed: seeds the draws.
+    """
+    if weights not in ("normal", "uniform"):
+        raise ValueError(f"weights must be 'normal' or 'uniform'; got {weights!r}")
+    g = torch.Generator().manual_seed(int(seed))
+    m = model.module_
+    inputs = m.inputs
+    if hasattr(inputs, "mu") and hasattr(inputs, "log_sigma"):
+        for p in (inputs.mu, inputs.log_sigma):
+            p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float64).to(p))
+    real = m.weights_kind == "real"
+    for w in m.weight:
+        if real and weights == "normal":
+            draw = torch.randn(w.shape, generator=g, dtype=torch.float64)
+        else:
+            # the smallest positive double keeps log finite, as the authors' init does
+            draw = torch.rand(w.shape, generator=g, dtype=torch.float64).clamp_min(1e-300)
+            if not real:
+                draw = draw.log()
+        w.copy_(draw.to(w))
 
 
-def _ll(model, x) -> float:
-    return float(model.log_prob(x).mean())
-
-
-def _splits(sampler, sizes, seed):
-    return tuple(sampler(n, 1000 * seed + i) for i, n in enumerate(sizes))
-
-
-def _mean_std(values: list[float]) -> tuple[float, float | None]:
-    mean = sum(values) / len(values)
-    if len(values) < 2:
-        return mean, None
-    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
-
-
-def _heatmaps(models: dict[str, Any], data, path: Path, resolution: int, title: str) -> str:
-    import matplotlib.pyplot as plt
-
-    from bayesfn.plotting import plot_density_2d, save_figure
-
-    lo = data.min(0).values - 0.5
-    hi = data.max(0).values + 0.5
-    fig, axes = plt.subplots(1, len(models), figsize=(3.6 * len(models), 3.2))
-    for ax, (name, model) in zip(axes, models.items(), strict=True):
-        plot_density_2d(
-            lambda z, m=model: m.log_prob(z), xlim=(float(lo[0]), float(hi[0])),
-            ylim=(float(lo[1]), float(hi[1])), resolution=resolution, ax=ax,
-            dtype=torch.float64,
-        )
-        ax.set_title(name)
-    fig.suptitle(title)
-    save_figure(fig, path)
-    return path.name
-
-
-# --------------------------------------------------------------------------- (a)
 @torch.no_grad()
 def subtractive_ring_init(model, x) -> None:
     """Two product units at the data mean, scales (1, 0.6) x the data's standard
@@ -137,180 +201,651 @@ def subtractive_ring_init(model, x) -> None:
     m.weight[-1].copy_(torch.tensor([[[1.0, -0.5]]], dtype=x.dtype))
 
 
-def _ring(cfg, seeds, device, out, rows, plots):
+def _deadline_callback(deadline: float | None):
+    if deadline is None:
+        return ()
+    return (lambda info: time.time() > deadline,)
+
+
+def _fit(model, tr, va, *, steps, batch, lr, seed, val_every, patience, deadline, warm=False):
+    """Adam on the exact NLL with early stopping; returns the model and the steps taken."""
+    model.fit(
+        tr,
+        validation=va,
+        max_steps=steps,
+        batch_size=min(batch, tr.shape[0]),
+        lr=lr,
+        patience=patience,
+        val_every=val_every,
+        seed=seed,
+        progress_bar=False,
+        warm_start=warm,
+        callbacks=_deadline_callback(deadline),
+    )
+    return model
+
+
+def _ll(model, x) -> float:
+    return float(model.log_prob(x).mean())
+
+
+def _mean_std(values: list[float]) -> tuple[float, float | None]:
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, None
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def _standardise(tr, *others):
+    mean, std = tr.mean(0), tr.std(0)
+    return (mean, std), [(t - mean) / std for t in (tr, *others)]
+
+
+def _grid(model, lo, hi, resolution: int) -> dict[str, Any]:
+    """Log density on a ``resolution x resolution`` grid over ``[lo, hi]`` (for heatmaps)."""
+    xs = torch.linspace(float(lo[0]), float(hi[0]), resolution, dtype=torch.float64)
+    ys = torch.linspace(float(lo[1]), float(hi[1]), resolution, dtype=torch.float64)
+    gx, gy = torch.meshgrid(xs, ys, indexing="xy")
+    pts = torch.stack([gx.reshape(-1), gy.reshape(-1)], 1)
+    with torch.no_grad():
+        z = model.log_prob(pts).reshape(resolution, resolution)
+    return {"x": xs.tolist(), "y": ys.tolist(), "log_p": z.tolist()}
+
+
+# --------------------------------------------------------------------------- (a) ring
+_RING_MODELS = {
+    # name: (kind, K, init, lr); the first three are the paper's Figure 1 models
+    "NPC2 K=2": ("NPC2", 2, "normal", 1e-3),
+    "MPC K=2": ("MPC", 2, "uniform", 5e-3),
+    "MPC K=16": ("MPC", 16, "uniform", 5e-3),
+    "MPC2 K=2 (extra)": ("MPC2", 2, "uniform", 5e-3),
+    "NPC2 K=2 U(0,1) init (extra)": ("NPC2", 2, "uniform", 1e-3),
+    "NPC2 K=2 hand-set subtractive init (extra)": ("NPC2", 2, "subtractive", 1e-3),
+}
+_RING_NOISE = 0.26
+_RING_BATCH = 64
+
+
+def _ring_data(sizes, seed):
     from bayesfn.data import sample_rings_nd
 
-    configs = [("NPC2", 2), ("MPC", 2), ("MPC", 16), ("MPC2", 2)]
-    scores: dict[str, list[float]] = {}
-    last: dict[str, Any] = {}
-    for seed in seeds:
-        tr, va, te = _splits(
-            lambda n, s: sample_rings_nd(n, 2, radii=(1.0,), noise=0.3, seed=s),
-            cfg["ring_n"], seed,
-        )
-        for kind, k in configs:
-            name = f"{kind} K={k}"
-            model = _fit(_model(kind, k, seed, device), tr, va, steps=cfg["ring_steps"],
-                         batch=cfg["batch"], lr=0.01, seed=seed)
-            scores.setdefault(name, []).append(_ll(model, te))
-            last[name] = model
-        # the same NPC² started from a hand-set subtractive solution (a wide Gaussian minus
-        # a narrow one, both at the data mean): what K = 2 can represent, as opposed to
-        # what Adam finds from the paper's positive U(0, 1) initialisation
-        name = "NPC2 K=2 (subtractive init)"
-        model = _model("NPC2", 2, seed, device).fit(tr, max_steps=0, progress_bar=False)
-        subtractive_ring_init(model, tr)
-        model.fit(tr, validation=va, max_steps=cfg["ring_steps"], batch_size=cfg["batch"],
-                  lr=0.01, patience=10, val_every=max(10, cfg["ring_steps"] // 40),
-                  seed=seed, progress_bar=False, warm_start=True)
-        scores.setdefault(name, []).append(_ll(model, te))
-        last[name] = model
-    for name, vals in scores.items():
-        mean, std = _mean_std(vals)
-        rows.append(result_row(f"ring/{name}", "test log-likelihood", mean, ours_std=std))
-    plots.append(_heatmaps(last, te, out / "ring_heatmaps.png", cfg["resolution"],
-                           "one ring (radius 1, noise 0.3)"))
-    return scores
+    g = torch.Generator().manual_seed(42 + 1000 * seed)
+    x = sample_rings_nd(sum(sizes), 2, radii=(1.0,), noise=_RING_NOISE, generator=g)
+    tr, va, te = x.split(list(sizes))
+    return tr, va, te
 
 
-# --------------------------------------------------------------------------- (b)
-def _toy(cfg, seeds, device, out, rows, plots):
-    from bayesfn.data import sample_toy2d, toy2d_log_prob, toy2d_names
+def _ring_job(cfg, job, device, deadline):
+    from bayesfn.data.toy2d import rings_nd_log_prob
 
-    for name in cfg["toy"]:
-        if name in toy2d_names(with_log_prob=True):
-            # the generator's exact density: the ceiling of every model on these data
-            truth = [
-                float(toy2d_log_prob(name, _splits(
-                    lambda n, s, nm=name: sample_toy2d(nm, n, seed=s), cfg["toy_n"], seed)[2]
-                ).mean())
-                for seed in seeds
-            ]
-            mean, std = _mean_std(truth)
-            rows.append(result_row(f"2d/{name}/true density", "test log-likelihood", mean,
-                                   ours_std=std))
-        for leaves, k in itertools.product(cfg["toy_leaves"], cfg["toy_units"]):
-            scores: dict[str, list[float]] = {kind: [] for kind in KINDS}
-            models = {}
-            for seed in seeds:
-                tr, va, te = _splits(lambda n, s, nm=name: sample_toy2d(nm, n, seed=s),
-                                     cfg["toy_n"], seed)
-                for kind in KINDS:
-                    model = _fit(_model(kind, k, seed, device, input=leaves), tr, va,
-                                 steps=cfg["toy_steps"], batch=cfg["batch"], seed=seed)
-                    scores[kind].append(_ll(model, te))
-                    models[kind] = model
-            # the workshop's setting: 16 spline components
-            paper = WORKSHOP_2D.get(name) if (k, leaves) == (16, "spline") else None
-            for i, kind in enumerate(KINDS):
-                mean, std = _mean_std(scores[kind])
-                rows.append(result_row(
-                    f"2d/{name}/{kind} K={k} {leaves}", "test log-likelihood", mean,
-                    paper=None if paper is None else paper[i], ours_std=std,
-                ))
-            if k == max(cfg["toy_units"]):
-                plots.append(_heatmaps(models, te, out / f"density_{name}_{leaves}.png",
-                                       cfg["resolution"], f"{name}, K={k}, {leaves} leaves"))
+    kind, k, init, lr = _RING_MODELS[job["model"]]
+    seed = job["seed"]
+    tr, va, te = _ring_data(cfg["ring_n"], seed)
+    (_, std), (trs, vas, tes) = _standardise(tr, va, te)
+    model = _model(kind, k, seed, device)
+    model.fit(trs, max_steps=0, progress_bar=False)
+    if init == "subtractive":
+        subtractive_ring_init(model, trs)
+    else:
+        paper_init(model, init, seed=123 + seed)
+    epoch = math.ceil(trs.shape[0] / _RING_BATCH)
+    _fit(
+        model,
+        trs,
+        vas,
+        steps=cfg["ring_epochs"] * epoch,
+        batch=_RING_BATCH,
+        lr=lr,
+        seed=seed,
+        val_every=epoch,
+        patience=cfg["ring_patience"],
+        deadline=deadline,
+        warm=True,
+    )
+    # exact density of the generator, moved to the standardised scale (Jacobian of x / std)
+    truth = float((rings_nd_log_prob(te, radii=(1.0,), noise=_RING_NOISE) + std.log().sum()).mean())
+    root = model.module_.weight[-1].detach().flatten()
+    return {
+        "test": _ll(model, tes),
+        "truth": truth,
+        "steps": model.fit_result_.num_steps,
+        "stopped_early": model.fit_result_.stopped_early,
+        "negative_root_weights": int((root < 0).sum()) if kind == "NPC2" else 0,
+        "grid": _grid(model, trs.min(0).values - 0.3, trs.max(0).values + 0.3, cfg["resolution"])
+        if seed == job["first_seed"]
+        else None,
+    }
 
 
-# --------------------------------------------------------------------------- (c)
-def _discrete(cfg, seeds, device, out, rows):
-    import itertools
+# --------------------------------------------------------------------------- (b) 2-D
+def _toy_job(cfg, job, device, deadline):
+    from bayesfn.data import sample_toy2d, toy2d_log_prob
 
+    name, kind, k, leaves, seed = job["set"], job["kind"], job["k"], job["leaves"], job["seed"]
+    gen = TOY_SETS[name]
+    g = torch.Generator().manual_seed(42 + 1000 * seed)
+    tr, va, te = sample_toy2d(gen, sum(cfg["toy_n"]), generator=g).split(list(cfg["toy_n"]))
+    (_, std), (trs, vas, tes) = _standardise(tr, va, te)
+    model = _model(kind, k, seed, device, input=leaves)
+    model.fit(trs, max_steps=0, progress_bar=False)
+    paper_init(model, "uniform", seed=123 + seed)
+    epoch = math.ceil(trs.shape[0] / cfg["toy_batch"])
+    # the authors validate once per epoch with a patience of 50 epochs
+    _fit(
+        model,
+        trs,
+        vas,
+        steps=cfg["toy_steps"],
+        batch=cfg["toy_batch"],
+        lr=1e-3,
+        seed=seed,
+        val_every=max(10, min(epoch, cfg["toy_steps"] // 20)),
+        patience=50,
+        deadline=deadline,
+        warm=True,
+    )
+    truth = float((toy2d_log_prob(gen, te) + std.log().sum()).mean())
+    want_grid = k == max(cfg["toy_units"]) and seed == job["first_seed"]
+    return {
+        "test": _ll(model, tes),
+        "truth": truth,
+        "steps": model.fit_result_.num_steps,
+        "grid": _grid(model, trs.min(0).values - 0.2, trs.max(0).values + 0.2, cfg["resolution"])
+        if want_grid
+        else None,
+    }
+
+
+# --------------------------------------------------------------------------- (c) discrete
+def _discrete_job(cfg, job, device, deadline):
     from bayesfn.data import sample_toy2d
 
-    bins = 32
-
-    def binned(n, s):
-        x = sample_toy2d("rings", n, seed=s)
-        return ((x + 2.5) / 5.0 * bins).floor().clamp(0, bins - 1)
-
+    bins, kind, seed = 32, job["kind"], job["seed"]
+    g = torch.Generator().manual_seed(42 + 1000 * seed)
+    x = sample_toy2d("rings", sum(cfg["discrete_n"]), generator=g)
+    # the authors' discretisation: standardise, then 32 equal bins over the data range
+    x = (x - x.mean(0)) / x.std(0)
+    lo, hi = x.min(0).values, x.max(0).values
+    binned = ((x - lo) / (hi - lo) * bins).floor().clamp(0, bins - 1)
+    tr, va, te = binned.split(list(cfg["discrete_n"]))
+    model = _model(kind, cfg["discrete_units"], seed, device, input="categorical", num_states=bins)
+    _fit(
+        model,
+        tr,
+        va,
+        steps=cfg["discrete_steps"],
+        batch=256,
+        lr=0.05,
+        seed=seed,
+        val_every=max(10, cfg["discrete_steps"] // 40),
+        patience=10,
+        deadline=deadline,
+    )
     grid = torch.tensor(list(itertools.product(range(bins), repeat=2)), dtype=torch.float64)
-    for kind in ("MPC", "NPC2"):
-        lls, errs = [], []
-        for seed in seeds:
-            tr, va, te = _splits(binned, cfg["discrete_n"], seed)
-            model = _fit(
-                _model(kind, cfg["discrete_units"], seed, device, input="categorical",
-                       num_states=bins),
-                tr, va, steps=cfg["discrete_steps"], batch=cfg["batch"], lr=0.05, seed=seed,
-            )
-            lls.append(_ll(model, te))
-            errs.append(abs(float(torch.logsumexp(model.log_prob(grid), 0).exp()) - 1.0))
-        mean, std = _mean_std(lls)
-        rows.append(result_row(f"2d-discrete/rings 32x32/{kind}", "test log-likelihood", mean,
-                               ours_std=std))
-        rows.append(result_row(f"2d-discrete/rings 32x32/{kind}",
-                               "|sum over all 1024 cells - 1|", max(errs)))
+    total = float(torch.logsumexp(model.log_prob(grid), 0).exp())
+    return {
+        "test": _ll(model, te),
+        "norm_err": abs(total - 1.0),
+        "steps": model.fit_result_.num_steps,
+    }
 
 
-# --------------------------------------------------------------------------- (d)
-def _debd(cfg, seeds, device, rows, notes):
+# --------------------------------------------------------------------------- (d) DEBD
+def _debd_job(cfg, job, device, deadline):
     from bayesfn.data import load_debd
 
-    for name in cfg["debd"]:
-        try:
-            data = load_debd(name, dtype=torch.float64)
-        except FileNotFoundError as err:
-            notes.append(f"DEBD {name} skipped: {err}")
-            continue
+    data = load_debd(job["set"], dtype=torch.float64)
+    tr, va, te = data.train, data.valid, data.test
+    if cfg["debd_rows"] is not None:
+        tr, va = tr[: cfg["debd_rows"]], va[: cfg["debd_rows"] // 2]
+    model = _model(
+        job["kind"],
+        cfg["debd_units"],
+        job["seed"],
+        device,
+        input="bernoulli",
+        num_replicas=cfg["debd_replicas"],
+    )
+    epoch = math.ceil(tr.shape[0] / 512)
+    _fit(
+        model,
+        tr,
+        va,
+        steps=cfg["debd_steps"],
+        batch=512,
+        lr=5e-3,
+        seed=job["seed"],
+        val_every=min(epoch, max(10, cfg["debd_steps"] // 20)),
+        patience=25,
+        deadline=deadline,
+    )
+    return {
+        "test": _ll(model, te),
+        "steps": model.fit_result_.num_steps,
+        "stopped_early": model.fit_result_.stopped_early,
+    }
+
+
+# --------------------------------------------------------------------------- (e) MAF
+def _maf_job(cfg, job, device, deadline):
+    from bayesfn.data.maf import load_maf, load_miniboone_partial
+
+    name = job["set"]
+    if name == "miniboone_partial":
+        va_full, te = load_miniboone_partial(dtype=torch.float64)
+        # no training split exists here: train on 90 % of the validation split and stop
+        # early on its last 10 % (so the numbers are NOT comparable to the paper's)
+        cut = int(0.9 * va_full.shape[0])
+        tr, va = va_full[:cut], va_full[cut:]
+    else:
+        data = load_maf(name, dtype=torch.float64)
         tr, va, te = data.train, data.valid, data.test
-        if cfg["debd_rows"] is not None:
-            tr, va, te = tr[: cfg["debd_rows"]], va[: cfg["debd_rows"] // 2], te
-        for kind in ("MPC", "NPC2"):
-            lls = []
-            for seed in seeds:
-                model = _fit(
-                    _model(kind, cfg["debd_units"], seed, device, input="bernoulli",
-                           num_replicas=cfg["debd_replicas"]),
-                    tr, va, steps=cfg["debd_steps"], batch=cfg["batch"], lr=0.02, seed=seed,
+    if cfg["maf_rows"] is not None:
+        tr, va, te = tr[: cfg["maf_rows"]], va[: cfg["maf_rows"] // 2], te[: cfg["maf_rows"]]
+    model = _model(
+        job["kind"],
+        cfg["maf_units"],
+        job["seed"],
+        device,
+        input="gaussian",
+        num_replicas=cfg["maf_replicas"],
+    )
+    model.fit(tr, max_steps=0, progress_bar=False)
+    paper_init(model, "uniform", seed=123 + job["seed"])
+    epoch = math.ceil(tr.shape[0] / 512)
+    _fit(
+        model,
+        tr,
+        va,
+        steps=cfg["maf_steps"],
+        batch=512,
+        lr=5e-3,
+        seed=job["seed"],
+        val_every=min(epoch, max(10, cfg["maf_steps"] // 20)),
+        patience=25,
+        deadline=deadline,
+        warm=True,
+    )
+    return {
+        "test": _ll(model, te),
+        "steps": model.fit_result_.num_steps,
+        "stopped_early": model.fit_result_.stopped_early,
+    }
+
+
+_RUNNERS = {
+    "ring": _ring_job,
+    "2d": _toy_job,
+    "2d-discrete": _discrete_job,
+    "debd": _debd_job,
+    "maf": _maf_job,
+}
+
+
+def _jobs(cfg, seeds, parts) -> list[dict[str, Any]]:
+    """Every fit of the run, most important first (a run cut by its deadline skips the
+    tail): ring, DEBD's four required sets, MAF, the 2-D K = 16 spline cells (the
+    workshop's), the rest of the 2-D grid, DEBD's other sets (first seed), discrete."""
+    first = seeds[0]
+    jobs: list[tuple[int, dict[str, Any]]] = []
+    if "ring" in parts:
+        names = list(_RING_MODELS) if cfg["ring_extra"] else list(_RING_MODELS)[:3]
+        jobs += [
+            (0, {"part": "ring", "model": m, "seed": s, "first_seed": first})
+            for s in seeds
+            for m in names
+        ]
+    if "debd" in parts:
+        for n in cfg["debd"]:
+            main = n in ("nltcs", "plants", "jester", "dna")
+            these = seeds if main else seeds[:1]
+            jobs += [
+                (1 if main else 5, {"part": "debd", "set": n, "kind": k, "seed": s})
+                for s in these
+                for k in ("MPC", "NPC2")
+            ]
+    if "maf" in parts:
+        jobs += [
+            (2, {"part": "maf", "set": n, "kind": k, "seed": s})
+            for n in cfg["maf"]
+            for s in seeds
+            for k in KINDS
+        ]
+    if "2d" in parts:
+        toy_seeds = seeds if cfg["toy_seeds"] is None else seeds[: cfg["toy_seeds"]]
+        for name, leaves, k in itertools.product(
+            cfg["toy"], cfg["toy_leaves"], sorted(cfg["toy_units"], reverse=True)
+        ):
+            # extra seeds only where the workshop has numbers (K = 16 splines)
+            workshop = (k, leaves) == (16, "spline")
+            jobs += [
+                (
+                    3 if workshop else 4,
+                    {
+                        "part": "2d",
+                        "set": name,
+                        "kind": kind,
+                        "k": k,
+                        "leaves": leaves,
+                        "seed": s,
+                        "first_seed": first,
+                    },
                 )
-                lls.append(_ll(model, te))
-            mean, std = _mean_std(lls)
-            rows.append(result_row(
-                f"debd/{name}/{kind} K={cfg['debd_units']} R={cfg['debd_replicas']}",
-                "test log-likelihood", mean, paper=HCLT.get(name), ours_std=std,
-            ))
+                for s in (seeds if workshop else toy_seeds)
+                for kind in KINDS
+            ]
+    if "2d-discrete" in parts:
+        jobs += [(6, {"part": "2d-discrete", "kind": k, "seed": s}) for s in seeds for k in KINDS]
+    return [job for _, job in sorted(jobs, key=lambda pj: pj[0])]
 
 
-def run(*, scale: str, seeds: list[int], device: str, out: str | Path) -> dict[str, Any]:
+def _run_one(args) -> dict[str, Any]:
+    cfg, job, device, deadline = args
+    torch.set_num_threads(1)
+    start = time.perf_counter()
+    part = job["part"]
+    # a fit that would start after the run's deadline is skipped, not cut to a few steps
+    if deadline is not None and time.time() > deadline - cfg.get("min_seconds", 0):
+        return {"job": job, "out": {"skipped": True, "seconds": 0.0}}
+    budget = cfg.get("seconds_per_fit", {}).get(part)
+    if budget is not None:
+        mine = time.time() + budget
+        deadline = mine if deadline is None else min(deadline, mine)
+    device = cfg.get("device_per_part", {}).get(part, device)
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        device = "cpu"
+    try:
+        out = _RUNNERS[part](cfg, job, device, deadline)
+    except FileNotFoundError as err:
+        out = {"missing": str(err).splitlines()[0]}
+    out["seconds"] = time.perf_counter() - start
+    out["device"] = device
+    return {"job": job, "out": out}
+
+
+# --------------------------------------------------------------------------- assembly
+def _plot_grids(grids: dict[str, dict], path: Path, title: str) -> str:
+    import matplotlib.pyplot as plt
+
+    from bayesfn.plotting import save_figure
+
+    fig, axes = plt.subplots(1, len(grids), figsize=(3.4 * len(grids), 3.2), squeeze=False)
+    for ax, (name, g) in zip(axes[0], grids.items(), strict=True):
+        z = torch.tensor(g["log_p"]).exp()
+        ax.pcolormesh(g["x"], g["y"], z.numpy(), shading="auto", cmap="viridis")
+        ax.set_title(name, fontsize=9)
+        ax.set_aspect("equal")
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(title)
+    save_figure(fig, path)
+    return path.name
+
+
+def _collect(cfg, results, out: Path) -> tuple[list, list, list, dict]:
+    rows: list[dict[str, Any]] = []
+    plots: list[str] = []
+    missing: list[str] = []
+    skipped: list[str] = []
+    steps: dict[str, list[int]] = {}
+    by: dict[tuple, list[dict]] = {}
+    for r in results:
+        job, res = r["job"], r["out"]
+        if "missing" in res:
+            note = f"{job['part']} {job.get('set', '')}: {res['missing']}"
+            if note not in missing:
+                missing.append(note)
+            continue
+        if res.get("skipped"):
+            skipped.append(job["part"] + (f" {job['set']}" if "set" in job else ""))
+            continue
+        key = tuple(v for k, v in sorted(job.items()) if k not in ("seed", "first_seed"))
+        by.setdefault(key, []).append(r)
+        steps.setdefault(job["part"], []).append(res["steps"])
+
+    def add(setting, metric, vals, paper=None):
+        mean, std = _mean_std(vals)
+        rows.append(result_row(setting, metric, mean, paper=paper, ours_std=std))
+
+    # (a) ring, in the paper's order
+    ring = {r[0]["job"]["model"]: r for k, r in by.items() if r[0]["job"]["part"] == "ring"}
+    if ring:
+        grids = {}
+        for name in _RING_MODELS:
+            if name not in ring:
+                continue
+            runs = ring[name]
+            add(
+                f"ring/{name}",
+                "test log-likelihood (standardised data)",
+                [x["out"]["test"] for x in runs],
+            )
+            if name.startswith("NPC2"):
+                add(
+                    f"ring/{name}",
+                    "number of negative root weights",
+                    [x["out"]["negative_root_weights"] for x in runs],
+                )
+            grids.update((name, x["out"]["grid"]) for x in runs if x["out"]["grid"])
+        first = next(iter(ring.values()))
+        add(
+            "ring/true density",
+            "test log-likelihood (standardised data)",
+            [x["out"]["truth"] for x in first],
+        )
+        plots.append(
+            _plot_grids(
+                grids, out / "ring_heatmaps.png", "one ring (radius 1, noise 0.26), standardised"
+            )
+        )
+    # (b) 2-D
+    toy = [r for r in by.values() if r[0]["job"]["part"] == "2d"]
+    for name in cfg["toy"]:
+        cells = [r for r in toy if r[0]["job"]["set"] == name]
+        if not cells:
+            continue
+        add(
+            f"2d/{name}/true density",
+            "test log-likelihood (standardised data)",
+            [x["out"]["truth"] for x in cells[0]],
+        )
+        for leaves, k in itertools.product(cfg["toy_leaves"], cfg["toy_units"]):
+            paper = WORKSHOP_2D.get(name) if (k, leaves) == (16, "spline") else None
+            grids = {}
+            for i, kind in enumerate(KINDS):
+                runs = [
+                    r
+                    for r in cells
+                    if (r[0]["job"]["kind"], r[0]["job"]["k"], r[0]["job"]["leaves"])
+                    == (kind, k, leaves)
+                ]
+                if not runs:
+                    continue
+                add(
+                    f"2d/{name}/{kind} K={k} {leaves}",
+                    "test log-likelihood (standardised data)",
+                    [x["out"]["test"] for x in runs[0]],
+                    paper=None if paper is None else paper[i],
+                )
+                grids.update((kind, x["out"]["grid"]) for x in runs[0] if x["out"]["grid"])
+            if grids:
+                plots.append(
+                    _plot_grids(
+                        grids,
+                        out / f"density_{name}_{leaves}.png",
+                        f"{name}, K={k}, {leaves} leaves",
+                    )
+                )
+    # (c) discrete
+    for kind in KINDS:
+        runs = [
+            r
+            for r in by.values()
+            if r[0]["job"]["part"] == "2d-discrete" and r[0]["job"]["kind"] == kind
+        ]
+        if runs:
+            add(
+                f"2d-discrete/rings 32x32/{kind}",
+                "test log-likelihood",
+                [x["out"]["test"] for x in runs[0]],
+            )
+            rows.append(
+                result_row(
+                    f"2d-discrete/rings 32x32/{kind}",
+                    "|sum over all 1024 cells - 1|",
+                    max(x["out"]["norm_err"] for x in runs[0]),
+                )
+            )
+    # (d) DEBD
+    for name in cfg["debd"]:
+        for kind in ("MPC", "NPC2"):
+            runs = [
+                r
+                for r in by.values()
+                if r[0]["job"]["part"] == "debd"
+                and (r[0]["job"]["set"], r[0]["job"]["kind"]) == (name, kind)
+            ]
+            if runs:
+                add(
+                    f"debd/{name}/{kind} K={cfg['debd_units']} R={cfg['debd_replicas']}",
+                    "test log-likelihood",
+                    [x["out"]["test"] for x in runs[0]],
+                    paper=HCLT.get(name),
+                )
+    # (e) MAF
+    for name in cfg["maf"]:
+        for kind in KINDS:
+            runs = [
+                r
+                for r in by.values()
+                if r[0]["job"]["part"] == "maf"
+                and (r[0]["job"]["set"], r[0]["job"]["kind"]) == (name, kind)
+            ]
+            if not runs:
+                continue
+            paper = WORKSHOP_MAF.get(name)
+            # the workshop compares a monotonic PC with a squared non-monotonic one
+            pcol = None if paper is None or kind == "MPC2" else paper[0 if kind == "MPC" else 1]
+            add(
+                f"maf/{name}/{kind} K={cfg['maf_units']} R={cfg['maf_replicas']} gaussian",
+                "test log-likelihood",
+                [x["out"]["test"] for x in runs[0]],
+                paper=pcol,
+            )
+    if skipped:
+        counts = {k: skipped.count(k) for k in dict.fromkeys(skipped)}
+        missing.append(
+            f"{len(skipped)} fits skipped at the run's deadline: "
+            + ", ".join(f"{k} x{v}" for k, v in counts.items())
+        )
+    return rows, plots, missing, steps
+
+
+def _notes(cfg) -> list[str]:
+    return [
+        "ring: the paper shows the ring as a figure only (no numbers). Setup from the "
+        "authors' econfigs/gaussian-ring-pcs.json and datasets/wrappers/artificial.py: one "
+        "ring, radius 1, radial noise 0.26, 10000/1000/2000 points, standardised; Gaussian "
+        "leaves with N(0,1) means and log-scales; NPC2 weights N(0,1), lr 1e-3; MPC weights "
+        "U(0,1), lr 5e-3; batch 64; early stopping after 100 epochs (our patience counts "
+        "validation checks, one per epoch, with no 1e-3 relative threshold). Rows marked "
+        "'(extra)' are not in the paper. Log-likelihoods are on the standardised scale.",
+        "2d: the paper column (beside our spline K=16 rows) is the workshop version (TPM "
+        "2023, 16 B-spline components, 10k/2k/2k). Our 'spiral', 'banana', 'mring' and "
+        "rotated 'cosine'/'funnel' follow the ICLR code's generators; 'rings' (4 rings) and "
+        "'wave' (the Rezende & Mohamed wave ridge on a uniform x1) are stand-ins because the "
+        "workshop generators are not public, so those rows are not comparable in absolute "
+        "value. Data are standardised (log-likelihoods on that scale); the '2d/<set>/true "
+        "density' rows are the generator's exact log-likelihood on the same scale (the "
+        "ceiling).",
+        "2d: our spline leaves are positive mixtures of B-splines (softmax coefficients) "
+        "also inside NPC2; the authors' squared spline leaves have real coefficients.",
+        "debd: the paper column is HCLT (Liu & Van den Broeck 2021), a monotonic circuit, "
+        "not a number from the squared-circuits paper. The ICLR repository has no DEBD "
+        "configuration; we use its UCI settings (random binary trees, 8 replicas, lr 5e-3, "
+        "batch 512, patience 25) with Bernoulli leaves.",
+        "maf: the paper column is the workshop version (monotonic PC vs squared "
+        "non-monotonic PC, 32 units, Gaussian leaves). 'miniboone_partial' trains on 90% of "
+        "the MAF validation split (the training split is absent here) and tests on the "
+        "test split: not comparable to published numbers. The ICLR paper's larger UCI "
+        "table (adds MPC2, BSDS300, more units) could not be retrieved with the tools "
+        "available to this run, so its numbers are absent (none are invented).",
+        f"step budgets of this run: {_budget_text(cfg)}",
+    ]
+
+
+def _budget_text(cfg) -> str:
+    return (
+        f"ring <= {cfg['ring_epochs']} epochs; 2d <= {cfg['toy_steps']} steps; discrete <= "
+        f"{cfg['discrete_steps']}; debd <= {cfg['debd_steps']} (K={cfg['debd_units']}, "
+        f"R={cfg['debd_replicas']}); maf <= {cfg['maf_steps']} (K={cfg['maf_units']}, "
+        f"R={cfg['maf_replicas']}); a wall-clock deadline may stop fits earlier (see "
+        "'steps_taken')"
+    )
+
+
+def run(
+    *,
+    scale: str,
+    seeds: list[int],
+    device: str,
+    out: str | Path,
+    workers: int | None = None,
+    parts: tuple[str, ...] = ("ring", "2d", "2d-discrete", "debd", "maf"),
+    overrides: dict[str, Any] | None = None,
+    deadline: float | None = None,
+) -> dict[str, Any]:
     """Run the experiments at ``scale`` (``"smoke"`` or ``"full"``), write the plots into
-    ``out`` and return the ``results.json`` payload."""
+    ``out`` and return the ``results.json`` payload.
+
+    Args:
+        scale: ``"smoke"`` or ``"full"``.
+        seeds: seeds of every repeated fit.
+        device: torch device of the models.
+        out: folder for the plots.
+        workers: processes running the fits (default ``BAYESFN_WORKERS`` or 1).
+        parts: which experiments to run.
+        overrides: replaces entries of the scale's configuration (budgets, sets).
+        deadline: a ``time.time()`` after which every fit stops (keeping its best
+            parameters so far); the steps taken are reported.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
-    cfg = _SMOKE if scale == "smoke" else _FULL
+    cfg = dict(_SMOKE if scale == "smoke" else _FULL)
+    cfg.update(overrides or {})
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    rows: list[dict[str, Any]] = []
-    plots: list[str] = []
-    notes = [
-        "paper column of 2d rows (beside our spline K=16 rows): workshop version (16 "
-        "B-spline components, 10k/2k/2k); ours: 32 quadratic B-spline bases or Gaussian "
-        "leaves, bayesfn.data.toy2d generators (not the authors': their "
-        "scales differ, so absolute numbers are not comparable; the '2d/<name>/true "
-        "density' rows give the exact log-likelihood of our generator, the ceiling); no "
-        "'wave' generator here",
-        "paper column of debd rows: HCLT (Liu & Van den Broeck 2021), a monotonic circuit, "
-        "not a number from the squared-circuits paper",
-        "ring: the paper shows the ring as a figure only (no numbers); ours uses one ring of "
-        "radius 1 with radial noise 0.3",
-        "UCI MAF sets (e) and Tucker layers are not implemented yet",
-    ]
-    timings = {}
+    workers = int(workers or os.environ.get("BAYESFN_WORKERS", 1))
+    jobs = _jobs(cfg, list(seeds), parts)
     start = time.perf_counter()
-    _ring(cfg, seeds, device, out, rows, plots)
-    timings["ring"] = time.perf_counter() - start
-    start = time.perf_counter()
-    _toy(cfg, seeds, device, out, rows, plots)
-    timings["2d"] = time.perf_counter() - start
-    start = time.perf_counter()
-    _discrete(cfg, seeds, device, out, rows)
-    timings["2d-discrete"] = time.perf_counter() - start
-    start = time.perf_counter()
-    _debd(cfg, seeds, device, rows, notes)
-    timings["debd"] = time.perf_counter() - start
+    args = [(cfg, job, device, deadline) for job in jobs]
+    if workers > 1:
+        import multiprocessing as mp
+
+        with mp.get_context("spawn").Pool(workers) as pool:
+            results = pool.map(_run_one, args, chunksize=1)
+    else:
+        results = [_run_one(a) for a in args]
+    rows, plots, missing, steps = _collect(cfg, results, out)
+    seconds: dict[str, float] = {}
+    for r in results:
+        part = r["job"]["part"]
+        seconds[part] = seconds.get(part, 0.0) + r["out"]["seconds"]
     return make_results(
-        PAPER, scale, seeds, rows, plots=plots, notes=notes,
-        seconds={k: round(v, 1) for k, v in timings.items()},
+        PAPER,
+        scale,
+        seeds,
+        rows,
+        plots=plots,
+        notes=_notes(cfg) + [f"not run: {m}" for m in missing],
+        steps_taken={p: [min(v), max(v)] for p, v in steps.items()},
+        seconds={k: round(v, 1) for k, v in seconds.items()},
+        wall_seconds=round(time.perf_counter() - start, 1),
+        paper_tables={
+            "workshop_2d_mpc_mpc2_npc2": WORKSHOP_2D,
+            "workshop_maf_monotonic_vs_squared": WORKSHOP_MAF,
+            "hclt_debd": HCLT,
+            "iclr_uci_table": None,
+        },
     )

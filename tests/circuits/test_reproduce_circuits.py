@@ -2,21 +2,57 @@
 
 import json
 
+import pytest
+
 from bayesfn.cli import main
 from bayesfn.reproduce import REGISTRY
+from bayesfn.reproduce.circuits import _SMOKE, _jobs, paper_init
 
 
-def test_reproduce_circuits_smoke(tmp_path, capsys):
+def test_reproduce_circuits_smoke(tmp_path):
     assert REGISTRY["circuits"] == "circuits"
     assert main(["reproduce", "circuits", "--smoke", "--out", str(tmp_path)]) == 0
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["scale"] == "smoke" and results["paper"].startswith("Loconte")
-    settings = {r["setting"] for r in results["rows"]}
-    assert {"ring/NPC2 K=2", "ring/MPC K=2", "ring/MPC K=16"} <= settings
-    for row in results["rows"]:
-        if row["metric"].startswith("|sum"):
-            assert row["ours"] < 1e-10  # 32 x 32 grid sums to one
+    rows = {(r["setting"], r["metric"]): r for r in results["rows"]}
+    settings = {s for s, _ in rows}
+    assert {"ring/NPC2 K=2", "ring/MPC K=2", "ring/MPC K=16", "ring/true density"} <= settings
+    # normalisation of the 32 x 32 categorical models, by enumerating all 1024 cells
+    sums = [r for r in results["rows"] if r["metric"].startswith("|sum")]
+    assert len(sums) == 3 and all(r["ours"] < 1e-10 for r in sums)
     nltcs = [r for r in results["rows"] if r["setting"].startswith("debd/nltcs")]
     assert nltcs and all(r["paper"] == -6.00 for r in nltcs)
+    # the workshop's wave row sits beside K = 16 splines only; smoke runs K = 4
+    assert (
+        rows[("2d/wave/NPC2 K=4 spline", "test log-likelihood (standardised data)")]["paper"]
+        is None
+    )
+    assert results["paper_tables"]["workshop_maf_monotonic_vs_squared"]["gas"] == [-3.48, 4.63]
+    assert results["paper_tables"]["iclr_uci_table"] is None  # not found, not invented
     for plot in results["plots"]:
         assert (tmp_path / plot).stat().st_size > 0
+
+
+def test_job_order_puts_the_ring_first_and_skips_nothing_by_default():
+    jobs = _jobs(dict(_SMOKE), [0, 1], ("ring", "2d", "2d-discrete", "debd", "maf"))
+    parts = [j["part"] for j in jobs]
+    assert parts[0] == "ring" and parts[-1] == "2d-discrete"
+    assert parts.count("ring") == 2 * 3  # three Figure 1 models, two seeds
+    assert parts.count("2d-discrete") == 2 * 3
+
+
+def test_paper_init_draws_signed_weights_for_the_ring():
+    import torch
+
+    from bayesfn.circuits import MonotonicCircuit, SquaredCircuit
+
+    x = torch.randn(50, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    npc = SquaredCircuit(64, seed=0).fit(x, max_steps=0, progress_bar=False)
+    paper_init(npc, "normal", seed=1)
+    w = npc.module_.weight[-1]
+    assert (w < 0).any() and (w > 0).any()  # N(0, 1): both signs from the start
+    mpc = MonotonicCircuit(64, seed=0).fit(x, max_steps=0, progress_bar=False)
+    paper_init(mpc, "normal", seed=1)
+    assert torch.all(mpc.module_.weight[-1] <= 0)  # log of U(0, 1)
+    with pytest.raises(ValueError, match="weights"):
+        paper_init(npc, "xavier", seed=0)
