@@ -12,7 +12,10 @@ is scaled by ``σ²`` along with the kernel. The paper's closed form (predictive
 only under this conjugate model, so it is the model we implement; it also keeps the
 posterior mean equal to the NNGP's, ``K̄*(K̄ + τ²I)⁻¹y``, for every ``σ²``. (The
 official code instead adds an unscaled jitter ``ε I`` to ``(b/a) K̄`` when computing
-``q``; the two agree as ``ε → 0``.) With ``C = K̄ + τ² I``, ``q = Σⱼ yⱼᵀ C⁻¹ yⱼ`` over
+``q``, i.e. noise ``(a/b) ε`` inside ``q`` but ``ε`` in the mean and covariance; the two
+agree only as ``ε → 0``. At the jitters of its grid the mismatch acts as a free factor
+on the predictive scale, which changes its regression table: see
+:mod:`bayesfn.reproduce.nngp`.) With ``C = K̄ + τ² I``, ``q = Σⱼ yⱼᵀ C⁻¹ yⱼ`` over
 the ``m`` outputs (which share ``σ²``) and ``N = n m``:
 
 * ``inverse_gamma(a, b)``: ``σ² | y ~ IG(a + N/2, b + q/2)``, and the predictive is a

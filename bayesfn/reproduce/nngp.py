@@ -32,7 +32,11 @@ synthetic sets.
 Remaining differences: their Burr XII σ² posterior is importance-sampled with 1,000
 prior draws and a fixed absolute jitter 1e-4 in its likelihood; ours is the exact
 Gauss–Legendre posterior under the same ``K̄ + τ²I`` as the predictive. Their
-inverse-gamma ``q`` uses ``(b/a)K̄ + εI`` with an absolute ε; ours ``K̄ + τ²I``.
+inverse-gamma ``q`` uses ``(b/a)K̄ + εI`` with an absolute ε; ours ``K̄ + τ²I``. The
+former decouples the noise inside ``q`` from the model's through ``a/b`` and so can
+inflate the latent predictive's scale; with it, a seed-10 experiment moves concrete's
+inverse-gamma NLL from 0.87 to 0.44 and power's from 0.55 to 0.07 (paper 0.44 and
+−0.13). We keep the consistent Student-t process.
 
 ``protocol="ml"`` is our own: Hernández-Lobato & Adams splits, a 2-hidden-layer ReLU
 NNGP, the NNGP and Student-t hyperparameters by exact marginal likelihood, Burr XII
