@@ -51,6 +51,9 @@ Reproduce (2-core machine; one thread)::
     timeout 3000 /tmp/cirkit-venv/bin/python benchmarks/circuits_vs_cirkit_bench.py \\
         --threads 1 --sizes 16 64 256 --out /tmp/circ_bench.json
 
+Other runs reported: ``--graph quad --d 64`` (8x8 quad-tree), ``--input categorical
+--states 8``, ``--threads 2`` (meaningless on an oversubscribed 2-core machine), each with
+``--repeats 9 --budget 25``; ``--no-memory`` skips the memory subprocesses.
 ``--check-only`` runs just the equivalence checks (float64 and float32).
 """
 
