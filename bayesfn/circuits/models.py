@@ -261,6 +261,10 @@ class CircuitModel(Model, abc.ABC):
         xl = torch.nan_to_num(x[:, var].T, nan=0.0)  # (L, B)
         cl = codes[:, var].T  # (L, B)
         B, L, K = x.shape[0], inp.num_leaves, inp.num_units
+        if codes.numel() and bool((cl == OBSERVE).all()):
+            # the likelihood path: every leaf observed, no masking or scatter needed
+            log = inp.log_density(xl)
+            return log, (~torch.isneginf(log)).to(log.dtype), False
         log = torch.zeros(L, B, K, dtype=x.dtype, device=x.device)
         sign = torch.ones_like(log)
         signed = False

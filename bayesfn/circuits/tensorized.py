@@ -320,30 +320,48 @@ class TensorizedCircuit(nn.Module):
             ``(R, B)`` signed-log value of each replica's root.
         """
         logs, signs = [leaf_log], [leaf_sign]
+        starts = [0]  # buffer position of each entry of ``logs``
         use_signed = signed or self.weights_kind == "real"
         layer_fn = tucker_layer if self.layer == "tucker" else cp_layer
+        lows = self._lowest_inputs()
         for i in range(len(self._index)):
             left, right, group, size = self._layer(i)
-            all_log, all_sign = torch.cat(logs), torch.cat(signs)
+            # concatenate only the stored outputs this layer reads (usually just the last)
+            j = max(t for t, s0 in enumerate(starts) if s0 <= lows[i])
+            off = starts[j]
+            all_log = logs[j] if j == len(logs) - 1 else torch.cat(logs[j:])
+            lidx, ridx = (left, right) if off == 0 else (left - off, right - off)
             w = self.real_weight(i) if use_signed else self.weight[i]
+            if use_signed:
+                all_sign = signs[j] if j == len(signs) - 1 else torch.cat(signs[j:])
+                ls, rs = all_sign[lidx], all_sign[ridx]
+            else:
+                ls = rs = None
             out_log, out_sign = layer_fn(
-                all_log[left],
-                all_sign[left],
-                all_log[right],
-                all_sign[right],
-                w,
-                signed=use_signed,
+                all_log[lidx], ls, all_log[ridx], rs, w, signed=use_signed
             )
             if group is not None:
                 if use_signed:
                     raise ValueError("a region with several partitions cannot carry signs")
                 out_log = _grouped_logsumexp(out_log, group, size)
-                out_sign = (~torch.isneginf(out_log)).to(out_log.dtype)
             if trace is not None:
                 trace.append((self.layer_names[i], out_log))
+            starts.append(starts[-1] + logs[-1].shape[0])
             logs.append(out_log)
-            signs.append(out_sign)
-        return logs[-1].squeeze(-1), signs[-1].squeeze(-1)
+            signs.append(out_sign if use_signed else None)
+        root_log = logs[-1].squeeze(-1)
+        if use_signed:
+            return root_log, signs[-1].squeeze(-1)
+        return root_log, (~torch.isneginf(root_log)).to(root_log.dtype)
+
+    def _lowest_inputs(self) -> list[int]:
+        """Per layer, the lowest buffer position its left/right indices read (cached)."""
+        if getattr(self, "_lows", None) is None:
+            self._lows = [
+                int(min(self._layer(i)[0].min(), self._layer(i)[1].min()))
+                for i in range(len(self._index))
+            ]
+        return self._lows
 
     # ------------------------------------------------------------------ matrix
     def forward_matrix(

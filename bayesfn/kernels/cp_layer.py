@@ -91,6 +91,11 @@ def cp_layer(
     if left_sign is not None and right_sign is not None:
         x = x * (left_sign * right_sign)
     y = torch.matmul(x, (weight - mw).exp().transpose(-1, -2))
+    if left_sign is None or right_sign is None:
+        # y >= 0: log with a clamp keeps the gradient finite at exact zeros (as signed_log)
+        pos = y > 0
+        out_log = torch.where(pos, y.clamp_min(torch.finfo(y.dtype).tiny).log(), -torch.inf)
+        return out_log + m + mw.transpose(-1, -2), pos.to(y.dtype)
     out_log, out_sign = signed_log(y)
     return out_log + m + mw.transpose(-1, -2), out_sign
 
