@@ -396,8 +396,9 @@ def run(
     out: str | Path = "results/nngp",
     protocol: str = "paper",
     datasets: list[str] | None = None,
+    mnist: bool | None = None,
 ) -> dict:
-    """Run the regression table and plot it.
+    """Run the regression table and the MNIST robustness table, and plot them.
 
     Args:
         scale: ``"smoke"``, ``"cpu"`` (the paper's grid without depth 16, training sets
@@ -410,6 +411,10 @@ def run(
         protocol: ``"paper"`` (the authors' split, grid and latent-f NLL) or ``"ml"``
             (our marginal-likelihood protocol on the Hernández-Lobato & Adams splits).
         datasets: a subset of the scale's data sets.
+        mnist: also run the classification robustness table
+            (:func:`bayesfn.reproduce.nngp_mnist.run_mnist`, first seed; its smoke size at
+            ``scale="smoke"``, the paper's size otherwise). Default: on unless ``datasets``
+            picks a subset of the regression sets.
     """
     if protocol not in ("paper", "ml"):
         raise ValueError(f"protocol must be 'paper' or 'ml'; got {protocol!r}")
@@ -476,6 +481,19 @@ def run(
             mean, se = stats(vals)
             rows.append(result_row(name, f"test NLL, {key}", mean, ours_std=se))
     _plot(per_set, out / "nngp_regression_nll.png")
+    plots = ["nngp_regression_nll.png"]
+    classification = None
+    if mnist if mnist is not None else datasets is None:
+        from bayesfn.reproduce.nngp_mnist import run_mnist
+
+        classification = run_mnist(
+            scale="smoke" if scale == "smoke" else "full",
+            seed=next(iter(seeds)),
+            device=device,
+            out=out,
+        )
+        rows.extend(classification.pop("rows"))
+        plots.extend(classification.pop("plots"))
     if protocol == "paper":
         description = (
             "the authors' pre-ICLR protocol: RandomState(10) 80/10/10 split, test fixed, "
@@ -501,8 +519,9 @@ def run(
         datasets=names,
         details=details,
         max_burr_quadrature_error=float(np.nanmax(quad_errors)) if quad_errors else None,
+        mnist=classification,
         seconds=time.perf_counter() - start,
-        plots=["nngp_regression_nll.png"],
+        plots=plots,
     )
 
 

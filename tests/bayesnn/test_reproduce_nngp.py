@@ -30,7 +30,7 @@ def test_smoke_run_writes_the_table_beside_the_paper(tmp_path):
     module = reproduce.load("nngp")
     assert module is nngp
     start = time.perf_counter()
-    results = module.run(scale="smoke", seeds=[0], out=tmp_path)
+    results = module.run(scale="smoke", seeds=[0], out=tmp_path, mnist=False)
     assert time.perf_counter() - start < 90
     path = write_results(results, tmp_path)
     loaded = json.loads(path.read_text())
@@ -119,3 +119,32 @@ def test_synthetic_sets_have_the_stated_sizes_and_noise():
 
     assert kurtosis(yb) > 2 * kurtosis(ya)
     assert np.isfinite(kurtosis(ytb))
+
+
+def test_run_adds_the_mnist_table_by_default(tmp_path, monkeypatch):
+    from bayesfn.reproduce import nngp_mnist
+
+    calls = []
+
+    def fake_run_mnist(*, scale, seed, device, out):
+        calls.append((scale, seed, device))
+        row = {"setting": "mnist clean", "metric": "accuracy % (nngp)", "ours": 1.0}
+        return {"rows": [row], "plots": ["nngp_mnist_nll.png"], "seconds": 0.0}
+
+    monkeypatch.setattr(nngp_mnist, "run_mnist", fake_run_mnist)
+    monkeypatch.setattr(nngp, "run_one_paper", _fake_run_one_paper)
+    results = nngp.run(scale="smoke", seeds=[3], out=tmp_path)
+    assert calls == [("smoke", 3, "cpu")]
+    assert results["rows"][-1]["setting"] == "mnist clean"
+    assert results["plots"] == ["nngp_regression_nll.png", "nngp_mnist_nll.png"]
+    assert results["mnist"] == {"seconds": 0.0}
+    nngp.run(scale="smoke", seeds=[3], out=tmp_path, datasets=["yacht"])
+    assert len(calls) == 1  # a subset of the regression sets skips MNIST
+
+
+def _fake_run_one_paper(name, seed, cfg, device="cpu"):
+    out = {"log_y_std": 0.0, "burr12_quadrature_error": 0.0}
+    for m in nngp.METHODS:
+        out[m] = out[f"{m}_y"] = 1.0
+        out[f"{m}_chosen"] = {}
+    return out
