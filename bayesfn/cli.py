@@ -40,6 +40,11 @@ def _parser() -> argparse.ArgumentParser:
         const="full",
         help="the paper's scale (default)",
     )
+    size.add_argument(
+        "--scale",
+        dest="scale",
+        help="a named preset of the reproduction, e.g. 'cpu' for nngp (see its module)",
+    )
     rep.set_defaults(scale="full")
     rep.add_argument("--seed", type=int, nargs="+", default=[0], help="one or more seeds")
     rep.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")

@@ -64,3 +64,20 @@ def test_results_json_format(tmp_path):
         make_results("p", "medium", [0], rows)
     with pytest.raises(ValueError, match="ours must be a number"):
         result_row("a", "b", float("nan"))
+
+
+def test_reproduce_passes_a_named_scale(monkeypatch, tmp_path):
+    seen = {}
+
+    class Fake:
+        PAPER = "fake"
+
+        @staticmethod
+        def run(*, scale, seeds, device, out):
+            seen.update(scale=scale, seeds=seeds, device=device)
+            return make_results("fake", "full", seeds, [result_row("a", "b", 1.0)])
+
+    monkeypatch.setattr(reproduce, "load", lambda name: Fake)
+    assert main(["reproduce", "nngp", "--scale", "cpu", "--seed", "2", "--out", str(tmp_path)]) == 0
+    assert seen == {"scale": "cpu", "seeds": [2], "device": "cpu"}
+    assert (tmp_path / "results.json").exists()
