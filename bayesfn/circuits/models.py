@@ -401,11 +401,22 @@ class CircuitModel(Model, abc.ABC):
             return self._log_partition()
 
     def _log_partition(self) -> torch.Tensor:
-        """Differentiable ``log Z`` (marginalise every variable)."""
-        d = self.num_variables_
-        x = torch.zeros(1, d, dtype=self.dtype, device=self._device)
-        codes = torch.full((d,), MARGINALIZE, dtype=torch.long, device=self._device)
-        return self._log_f(x, codes)[0][0]
+        """Differentiable ``log Z`` (marginalise every variable).
+
+        What :meth:`_log_f` computes for a ``(1, d)`` batch that marginalises everything,
+        without its per-code dispatch (run at every training step): the integral of a
+        normalised leaf is 1, and a squared circuit's leaf matrices are the Gram matrices
+        ``∫ f_i f_j`` for every leaf, so only the (batch-free) circuit pass remains."""
+        m = self.module_
+        inp = m.inputs
+        if not self.squared:
+            shape = (inp.num_leaves, 1, inp.num_units)
+            log = torch.zeros(shape, dtype=self.dtype, device=self._device)
+            rl, rs = m.forward_vector(log, torch.ones_like(log), signed=False)
+        else:
+            log, sign = inp.gram_moment(0)
+            rl, rs = m.forward_matrix(log.unsqueeze(1), sign.unsqueeze(1))
+        return signed_logsumexp(rl, rs, dim=0)[0][0]
 
     def _log_prob(self, x: torch.Tensor) -> torch.Tensor:
         codes = torch.full((x.shape[1],), OBSERVE, dtype=torch.long, device=x.device)

@@ -167,6 +167,10 @@ def tucker_sq_layer(
     return out_log + ma + mb, out_sign
 
 
+#: How a layer reads one side's children (see ``TensorizedCircuit._read_plan``).
+_Sel = slice | tuple[str, int]
+
+
 def _grouped_logsumexp(log: torch.Tensor, group: torch.Tensor, size: int) -> torch.Tensor:
     """``(P, B, K)`` non-negative values in log space summed into ``size`` groups."""
     shape = (size, *log.shape[1:])
@@ -319,34 +323,29 @@ class TensorizedCircuit(nn.Module):
         Returns:
             ``(R, B)`` signed-log value of each replica's root.
         """
-        logs, signs = [leaf_log], [leaf_sign]
-        starts = [0]  # buffer position of each entry of ``logs``
+        logs: list[torch.Tensor] = [leaf_log]
+        signs: list[torch.Tensor | None] = [leaf_sign]
         use_signed = signed or self.weights_kind == "real"
         layer_fn = tucker_layer if self.layer == "tucker" else cp_layer
-        lows = self._lowest_inputs()
-        for i in range(len(self._index)):
-            left, right, group, size = self._layer(i)
+        for i, (j, lsel, rsel) in enumerate(self._read_plan()):
+            group, size = self._index[i][2], self._index[i][3]
             # concatenate only the stored outputs this layer reads (usually just the last)
-            j = max(t for t, s0 in enumerate(starts) if s0 <= lows[i])
-            off = starts[j]
             all_log = logs[j] if j == len(logs) - 1 else torch.cat(logs[j:])
-            lidx, ridx = (left, right) if off == 0 else (left - off, right - off)
             w = self.real_weight(i) if use_signed else self.weight[i]
             if use_signed:
                 all_sign = signs[j] if j == len(signs) - 1 else torch.cat(signs[j:])
-                ls, rs = all_sign[lidx], all_sign[ridx]
+                ls, rs = self._take(all_sign, lsel), self._take(all_sign, rsel)
             else:
                 ls = rs = None
             out_log, out_sign = layer_fn(
-                all_log[lidx], ls, all_log[ridx], rs, w, signed=use_signed
+                self._take(all_log, lsel), ls, self._take(all_log, rsel), rs, w, signed=use_signed
             )
             if group is not None:
                 if use_signed:
                     raise ValueError("a region with several partitions cannot carry signs")
-                out_log = _grouped_logsumexp(out_log, group, size)
+                out_log = _grouped_logsumexp(out_log, getattr(self, f"_group{i}"), size)
             if trace is not None:
                 trace.append((self.layer_names[i], out_log))
-            starts.append(starts[-1] + logs[-1].shape[0])
             logs.append(out_log)
             signs.append(out_sign if use_signed else None)
         root_log = logs[-1].squeeze(-1)
@@ -354,14 +353,40 @@ class TensorizedCircuit(nn.Module):
             return root_log, signs[-1].squeeze(-1)
         return root_log, (~torch.isneginf(root_log)).to(root_log.dtype)
 
-    def _lowest_inputs(self) -> list[int]:
-        """Per layer, the lowest buffer position its left/right indices read (cached)."""
-        if getattr(self, "_lows", None) is None:
-            self._lows = [
-                int(min(self._layer(i)[0].min(), self._layer(i)[1].min()))
-                for i in range(len(self._index))
-            ]
-        return self._lows
+    def _read_plan(self) -> list[tuple[int, _Sel, _Sel]]:
+        """Per layer: the first stored output ``j`` it reads (0 = the leaves) and how it
+        reads its left and right children from the concatenation of outputs ``j, j+1, ...``:
+        a ``slice`` (a strided view, no copy) where the rows form an arithmetic progression,
+        the usual case, else ``(name of the index buffer, offset)`` to gather.
+        Built once from the structure and cached."""
+        if getattr(self, "_plan", None) is None:
+            starts = [0, len(self.graph.leaves)]  # buffer position of each stored output
+            for _, _, _, size in self._index[:-1]:
+                starts.append(starts[-1] + size)
+            plan = []
+            for i, (left, right, _, _) in enumerate(self._index):
+                low = int(min(left.min(), right.min()))
+                j = max(t for t, s0 in enumerate(starts) if s0 <= low)
+                sels = []
+                for side, idx in (("_left", left), ("_right", right)):
+                    rows = [v - starts[j] for v in idx.tolist()]
+                    step = rows[1] - rows[0] if len(rows) > 1 else 1
+                    if step > 0 and rows == list(range(rows[0], rows[0] + step * len(rows), step)):
+                        sels.append(slice(rows[0], rows[0] + step * (len(rows) - 1) + 1, step))
+                    else:
+                        sels.append((f"{side}{i}", starts[j]))
+                plan.append((j, sels[0], sels[1]))
+            self._plan = plan
+        return self._plan
+
+    def _take(self, t: torch.Tensor, sel: _Sel) -> torch.Tensor:
+        """Rows ``sel`` (an entry of :meth:`_read_plan`) of ``t``."""
+        if isinstance(sel, slice):
+            # a strided view; the Triton kernels (CUDA) get dense rows, as a gather gives
+            return t[sel] if t.device.type == "cpu" else t[sel].contiguous()
+        name, offset = sel
+        idx = getattr(self, name)
+        return t[idx - offset if offset else idx]
 
     # ------------------------------------------------------------------ matrix
     def forward_matrix(
@@ -379,14 +404,16 @@ class TensorizedCircuit(nn.Module):
             raise RuntimeError("forward_matrix needs a circuit built with squared=True")
         logs, signs = [leaf_log], [leaf_sign]
         layer_fn = tucker_sq_layer if self.layer == "tucker" else sq_layer
-        for i in range(len(self._index)):
-            left, right, _, _ = self._layer(i)
-            all_log, all_sign = _cat_broadcast(logs), _cat_broadcast(signs)
+        for i, (j, lsel, rsel) in enumerate(self._read_plan()):
+            if j == len(logs) - 1:
+                all_log, all_sign = logs[j], signs[j]
+            else:
+                all_log, all_sign = _cat_broadcast(logs[j:]), _cat_broadcast(signs[j:])
             out_log, out_sign = layer_fn(
-                all_log[left],
-                all_sign[left],
-                all_log[right],
-                all_sign[right],
+                self._take(all_log, lsel),
+                self._take(all_sign, lsel),
+                self._take(all_log, rsel),
+                self._take(all_sign, rsel),
                 self.real_weight(i),
             )
             if trace is not None:
