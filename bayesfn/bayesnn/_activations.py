@@ -82,7 +82,10 @@ def ab_relu_inplace(
     if want_dot:
         dot = theta.mul((b - a) ** 2 / (2 * math.pi)).add_(a * b)
     j1 = s.addcmul_(theta, c)  # s + (π − θ) c
-    c.mul_(a * b).add_(j1, alpha=(b - a) ** 2 / (2 * math.pi))
+    if a * b == 0:  # ReLU: c·0 + j1·k is j1·k exactly, one pass fewer
+        torch.mul(j1, (b - a) ** 2 / (2 * math.pi), out=c)
+    else:
+        c.mul_(a * b).add_(j1, alpha=(b - a) ** 2 / (2 * math.pi))
     return c, dot
 
 

@@ -442,3 +442,70 @@ def test_cnn_gradients_are_finite_and_mnist_sized_inputs_run():
     )
     with pytest.raises(ValueError, match="without batch dims"):
         kernel(x.reshape(1, 3, -1)).to_dense()
+
+
+def _cnn_inputs(channels):
+    g = torch.Generator().manual_seed(8)
+    x = torch.randn(9, 5, 6, channels, generator=g, dtype=torch.float64)
+    x[4] = x[1]  # coincident images: the angle-0 snap must act inside tiles too
+    x[6] = 0.0  # a zero image: degenerate angles
+    y = torch.randn(5, 5, 6, channels, generator=g, dtype=torch.float64)
+    return x, y
+
+
+@pytest.mark.parametrize("act", ["relu", "abs", "erf"])
+@pytest.mark.parametrize("kind", ["nngp", "ntk"])
+def test_cnn_tiled_inference_path_equals_the_autograd_path(act, kind):
+    """Without autograd the kernel is tiled (square tiles of image pairs, only those on
+    and above the diagonal when x2 is x1) and updated in place; with autograd it is the
+    out-of-place chunked recursion. Every tiling must give the same matrix."""
+    from bayesfn.bayesnn.cnn import cnn_kernel
+
+    x, y = _cnn_inputs(2)
+    kw = dict(depth=3, activation=act, kind=kind, b_std=0.1, w_std_last=1.1, b_std_last=0.2)
+    kw["slopes"] = _slopes(act)
+    w = torch.tensor(1.4, dtype=torch.float64, requires_grad=True)
+    for args in [(x, y), (x,)]:
+        grad_path = cnn_kernel(*args, w_std=w, filter_size=3, **kw)
+        assert grad_path.requires_grad
+        with torch.no_grad():
+            for block in (None, 1, 5 * 6 * 4, 5 * 6 * 25):  # default, 1x1, 2x2, 5x5 tiles
+                tiled = cnn_kernel(*args, w_std=1.4, filter_size=3, block_elements=block, **kw)
+                torch.testing.assert_close(tiled, grad_path.detach(), rtol=1e-12, atol=1e-14)
+    with torch.no_grad():
+        sym = cnn_kernel(x, w_std=1.4, block_elements=5 * 6 * 4, **kw)
+        full = cnn_kernel(x, x.clone(), w_std=1.4, block_elements=5 * 6 * 4, **kw)
+        view = cnn_kernel(x, x.view(x.shape), w_std=1.4, block_elements=5 * 6 * 4, **kw)
+    assert torch.equal(sym, sym.T)  # the lower tiles are transposed copies
+    torch.testing.assert_close(sym, full, rtol=1e-13, atol=1e-15)
+    assert torch.equal(view, sym)
+
+
+def test_cnn_box_sum_against_explicit_zero_padded_windows():
+    """The separable in-place box sum equals the mean over explicitly padded windows,
+    for odd and even filters (XLA SAME: the extra row/column goes after), in place too."""
+    from bayesfn.bayesnn.cnn import _box, _box_into
+
+    g = torch.Generator().manual_seed(9)
+    t = torch.randn(3, 2, 5, 4, generator=g, dtype=torch.float64)
+    for f in (1, 2, 3, 4, 6):
+        low, high = (f - 1) // 2, f // 2
+        padded = np.pad(t.numpy(), [(0, 0), (0, 0), (low, high), (low, high)])
+        want = np.zeros(t.shape)
+        for i in range(5):
+            for j in range(4):
+                want[..., i, j] = padded[..., i : i + f, j : j + f].mean((-2, -1))
+        np.testing.assert_allclose(_box(t, f).numpy(), want, rtol=1e-14, atol=1e-15)
+        src = t.clone()
+        _box_into(src, src, torch.empty_like(t), f)
+        assert torch.equal(src, _box(t, f))
+
+
+def test_cnn_bad_block_sizes_name_themselves():
+    from bayesfn.bayesnn.cnn import cnn_kernel
+
+    x = torch.zeros(2, 3, 3, 1, dtype=torch.float64)
+    with pytest.raises(ValueError, match="block_elements"):
+        cnn_kernel(x, block_elements=0)
+    with pytest.raises(ValueError, match="chunk_elements"):
+        cnn_kernel(x, chunk_elements=-1)
