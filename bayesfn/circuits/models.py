@@ -250,11 +250,13 @@ class CircuitModel(Model, abc.ABC):
 
     # ------------------------------------------------------------------ core evaluation
     def _leaf_vector(
-        self, x: torch.Tensor, codes: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        self, x: torch.Tensor, codes: torch.Tensor, *, need_sign: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor | None, bool]:
         """Leaf values ``(L, B, K)`` for ``x`` ``(B, d)`` and ``codes`` ``(B, d)``.
 
         Each leaf quantity is computed only for the leaf rows whose variable asks for it.
+        With ``need_sign=False`` the sign is ``None`` where every value is non-negative
+        (the caller's circuit pass then reads no signs: positive weights).
         """
         inp = self.module_.inputs
         var = inp.variables
@@ -264,6 +266,8 @@ class CircuitModel(Model, abc.ABC):
         if codes.numel() and bool((cl == OBSERVE).all()):
             # the likelihood path: every leaf observed, no masking or scatter needed
             log = inp.log_density(xl)
+            if not need_sign:
+                return log, None, False
             return log, (~torch.isneginf(log)).to(log.dtype), False
         log = torch.zeros(L, B, K, dtype=x.dtype, device=x.device)
         sign = torch.ones_like(log)
@@ -376,13 +380,14 @@ class CircuitModel(Model, abc.ABC):
         """
         codes = codes.expand(x.shape[0], -1) if codes.ndim == 1 else codes
         m = self.module_
+        positive = self._weights != "real"
         if not self.squared:
-            log, sign, signed = self._leaf_vector(x, codes)
+            log, sign, signed = self._leaf_vector(x, codes, need_sign=not positive)
             rl, rs = m.forward_vector(log, sign, signed=signed, trace=trace)
             return signed_logsumexp(rl, rs, dim=0)
         if bool((codes == OBSERVE).all()):
-            log, sign, _ = self._leaf_vector(x, codes)
-            rl, _ = m.forward_vector(log, sign, signed=self._weights == "real", trace=trace)
+            log, sign, _ = self._leaf_vector(x, codes, need_sign=not positive)
+            rl, _ = m.forward_vector(log, sign, signed=not positive, trace=trace)
             out = torch.logsumexp(2 * rl, dim=0)
             return out, (~torch.isneginf(out)).to(out.dtype)
         if self._mixed_matrix_path:

@@ -307,7 +307,7 @@ class TensorizedCircuit(nn.Module):
     def forward_vector(
         self,
         leaf_log: torch.Tensor,
-        leaf_sign: torch.Tensor,
+        leaf_sign: torch.Tensor | None,
         *,
         signed: bool,
         trace: list | None = None,
@@ -315,7 +315,9 @@ class TensorizedCircuit(nn.Module):
         """Evaluate ``c`` with the given leaf values.
 
         Args:
-            leaf_log, leaf_sign: ``(L, B, K)`` signed-log leaf values.
+            leaf_log, leaf_sign: ``(L, B, K)`` signed-log leaf values; ``leaf_sign`` is
+                not read (may be ``None``) when ``signed=False`` and the weights are
+                positive.
             signed: whether any value may be negative (real weights, or signed leaves
                 such as first moments).
             trace: if a list, ``(layer name, out_log)`` of every layer is appended.
