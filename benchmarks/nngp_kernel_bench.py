@@ -14,6 +14,12 @@ compilation).
 
 neural-tangents runs in its own virtual environment (see nngp_make_reference.py for the
 install); this script calls it in a subprocess and prints a Markdown table.
+
+``--threads`` sets torch's threads only; XLA uses every core it may run on, so a
+one-core comparison pins both to one core:
+
+    taskset -c 0 python benchmarks/nngp_kernel_bench.py --sizes --cnn-sizes 200 \
+        --posterior-size 0 --threads 1
 """
 
 from __future__ import annotations
