@@ -55,6 +55,12 @@ Other runs reported: ``--graph quad --d 64`` (8x8 quad-tree), ``--input categori
 --states 8``, ``--threads 2`` (meaningless on an oversubscribed 2-core machine), each with
 ``--repeats 9 --budget 25``; ``--no-memory`` skips the memory subprocesses.
 ``--check-only`` runs just the equivalence checks (float64 and float32).
+
+Before/after comparisons of our code: the benchmark imports ``bayesfn`` from the first
+``PYTHONPATH`` entry that has it, so an older commit checked out with
+``git worktree add /tmp/ref <commit>`` runs as
+``PYTHONPATH=/tmp/ref /tmp/cirkit-venv/bin/python benchmarks/circuits_vs_cirkit_bench.py ...``
+(the venv's editable install of /work/main comes after ``PYTHONPATH``).
 """
 
 from __future__ import annotations
