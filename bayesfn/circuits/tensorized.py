@@ -30,6 +30,7 @@ from torch import nn
 from bayesfn.circuits.inputs import InputLayer
 from bayesfn.circuits.region_graph import RegionGraph
 from bayesfn.kernels import cp_layer, signed_log, sq_layer
+from bayesfn.kernels.cp_layer import cp_layer_positive_log
 
 __all__ = [
     "CONST",
@@ -339,9 +340,20 @@ class TensorizedCircuit(nn.Module):
                 ls, rs = self._take(all_sign, lsel), self._take(all_sign, rsel)
             else:
                 ls = rs = None
-            out_log, out_sign = layer_fn(
-                self._take(all_log, lsel), ls, self._take(all_log, rsel), rs, w, signed=use_signed
-            )
+            if use_signed or self.layer == "tucker":
+                out_log, out_sign = layer_fn(
+                    self._take(all_log, lsel),
+                    ls,
+                    self._take(all_log, rsel),
+                    rs,
+                    w,
+                    signed=use_signed,
+                )
+            else:  # positive values: no sign tensor to build
+                out_sign = None
+                out_log = cp_layer_positive_log(
+                    self._take(all_log, lsel), self._take(all_log, rsel), w
+                )
             if group is not None:
                 if use_signed:
                     raise ValueError("a region with several partitions cannot carry signs")

@@ -18,7 +18,7 @@ import torch
 
 from bayesfn.kernels import backend as _backend
 
-__all__ = ["cp_layer", "signed_log", "signed_logsumexp", "sq_layer"]
+__all__ = ["cp_layer", "cp_layer_positive_log", "signed_log", "signed_logsumexp", "sq_layer"]
 
 
 def _finite_or_zero(m: torch.Tensor) -> torch.Tensor:
@@ -77,6 +77,37 @@ def cp_layer(
         from bayesfn.kernels.triton_cp import cp_layer_triton
 
         return cp_layer_triton(left_log, left_sign, right_log, right_sign, weight, signed=signed)
+    return _cp_layer_torch(left_log, left_sign, right_log, right_sign, weight, signed=signed)
+
+
+def cp_layer_positive_log(
+    left_log: torch.Tensor, right_log: torch.Tensor, weight: torch.Tensor
+) -> torch.Tensor:
+    """``cp_layer(left_log, None, right_log, None, weight, signed=False)[0]``: the
+    log-values of a layer with non-negative inputs and log-weights, without building the
+    sign tensor (all ones off exact zeros) that monotonic circuits never read. Same
+    dispatch as :func:`cp_layer`.
+
+    Returns:
+        ``(F, B, K_out)`` log-values.
+    """
+    if _backend.use_triton(left_log, right_log, weight, prefer=_backend.cp_prefers_triton(weight)):
+        return cp_layer(left_log, None, right_log, None, weight, signed=False)[0]
+    return _cp_layer_torch(left_log, None, right_log, None, weight, signed=False, sign=False)[0]
+
+
+def _cp_layer_torch(
+    left_log: torch.Tensor,
+    left_sign: torch.Tensor | None,
+    right_log: torch.Tensor,
+    right_sign: torch.Tensor | None,
+    weight: torch.Tensor,
+    *,
+    signed: bool,
+    sign: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The torch path of :func:`cp_layer`; ``sign=False`` (unsigned inputs only) returns
+    ``None`` for the sign."""
     # x_log is a fresh tensor that nothing else reads: shift and exponentiate it in place
     # (no autograd node needs its old values, and on CPU each avoided (F, B, K) allocation
     # saves a round of page faults)
@@ -98,7 +129,7 @@ def cp_layer(
         # y >= 0: log with a clamp keeps the gradient finite at exact zeros (as signed_log)
         pos = y > 0
         out_log = torch.where(pos, y.clamp_min(torch.finfo(y.dtype).tiny).log_(), -torch.inf)
-        return out_log.add_(m).add_(mw.transpose(-1, -2)), pos.to(y.dtype)
+        return out_log.add_(m).add_(mw.transpose(-1, -2)), pos.to(y.dtype) if sign else None
     out_log, out_sign = signed_log(y)
     return out_log.add_(m).add_(mw.transpose(-1, -2)), out_sign
 
