@@ -141,6 +141,7 @@ def cnn_kernel(
     slopes: tuple[float, float] = (0.0, 1.0),
     chunk_elements: int = 2**24,
     block_elements: int | None = None,
+    tile_threads: int | None = 1,
     diag: bool = False,
 ) -> torch.Tensor:
     """NNGP or NTK of a SAME-padded CNN with a Flatten readout.
@@ -160,6 +161,11 @@ def cnn_kernel(
             than from memory and each pass is long enough to hide per-call costs; when
             ``x2`` is ``None`` (or views ``x1``'s memory with its shape and strides)
             only the tiles on and above the diagonal are computed.
+        tile_threads: torch intra-op threads for the tiled path (``None``: leave
+            torch's setting). The tiled path makes thousands of small calls, and a call
+            split over threads waits for all of them: on a machine whose cores are
+            shared with other processes that stalled a 0.7 s call for up to 38 s at 2
+            threads, so the default is one thread (restored afterwards).
         diag: return only ``K(x1_i, x2_i)`` as ``n`` values (needs ``n == m``).
 
     Returns:
@@ -179,6 +185,8 @@ def cnn_kernel(
         raise ValueError(f"filter_size must be a positive integer; got {filter_size!r}")
     if block_elements is None:
         block_elements = 2**20 // x1.element_size()
+    if tile_threads is not None and (not isinstance(tile_threads, int) or tile_threads < 1):
+        raise ValueError(f"tile_threads must be None or a positive integer; got {tile_threads!r}")
     for name, value in (("chunk_elements", chunk_elements), ("block_elements", block_elements)):
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer; got {value!r}")
@@ -229,19 +237,26 @@ def cnn_kernel(
     if inplace:
         k1_layers = k2_layers if symmetric else variance_layers(x1)
         side = max(1, math.isqrt(max(1, block_elements // pixels)))
-        return _tiled_kernel(
-            x1,
-            x2,
-            k1_layers,
-            k2_layers,
-            side=side,
-            symmetric=symmetric,
-            activation=activation,
-            slopes=slopes,
-            want_ntk=want_ntk,
-            filter_size=filter_size,
-            scales=(w2, b2, w2_last, b2_last),
-        )
+        previous = torch.get_num_threads()
+        if tile_threads is not None and tile_threads != previous:
+            torch.set_num_threads(tile_threads)
+        try:
+            return _tiled_kernel(
+                x1,
+                x2,
+                k1_layers,
+                k2_layers,
+                side=side,
+                symmetric=symmetric,
+                activation=activation,
+                slopes=slopes,
+                want_ntk=want_ntk,
+                filter_size=filter_size,
+                scales=(w2, b2, w2_last, b2_last),
+            )
+        finally:
+            if torch.get_num_threads() != previous:
+                torch.set_num_threads(previous)
 
     rows = max(1, chunk_elements // max(1, m * pixels))
     out = []

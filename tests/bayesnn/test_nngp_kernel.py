@@ -509,3 +509,17 @@ def test_cnn_bad_block_sizes_name_themselves():
         cnn_kernel(x, block_elements=0)
     with pytest.raises(ValueError, match="chunk_elements"):
         cnn_kernel(x, chunk_elements=-1)
+    with pytest.raises(ValueError, match="tile_threads"):
+        cnn_kernel(x, tile_threads=0)
+
+
+def test_cnn_tile_threads_keep_values_and_restore_torch_threads():
+    from bayesfn.bayesnn.cnn import cnn_kernel
+
+    x, _ = _cnn_inputs(1)
+    before = torch.get_num_threads()
+    with torch.no_grad():
+        one = cnn_kernel(x, depth=2, kind="ntk", block_elements=5 * 6 * 9)
+        assert torch.get_num_threads() == before
+        left = cnn_kernel(x, depth=2, kind="ntk", block_elements=5 * 6 * 9, tile_threads=None)
+    torch.testing.assert_close(one, left, rtol=1e-14, atol=1e-15)
