@@ -141,7 +141,7 @@ def cnn_kernel(
     slopes: tuple[float, float] = (0.0, 1.0),
     chunk_elements: int = 2**24,
     block_elements: int | None = None,
-    tile_threads: int | None = 1,
+    tile_threads: int | None = None,
     diag: bool = False,
 ) -> torch.Tensor:
     """NNGP or NTK of a SAME-padded CNN with a Flatten readout.
@@ -165,7 +165,8 @@ def cnn_kernel(
             torch's setting). The tiled path makes thousands of small calls, and a call
             split over threads waits for all of them: on a machine whose cores are
             shared with other processes that stalled a 0.7 s call for up to 38 s at 2
-            threads, so the default is one thread (restored afterwards).
+            threads. Pass ``1`` on such machines (torch's setting is restored
+            afterwards); the default keeps multi-core speed on a dedicated one.
         diag: return only ``K(x1_i, x2_i)`` as ``n`` values (needs ``n == m``).
 
     Returns:

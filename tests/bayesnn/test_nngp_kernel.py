@@ -519,7 +519,7 @@ def test_cnn_tile_threads_keep_values_and_restore_torch_threads():
     x, _ = _cnn_inputs(1)
     before = torch.get_num_threads()
     with torch.no_grad():
-        one = cnn_kernel(x, depth=2, kind="ntk", block_elements=5 * 6 * 9)
+        one = cnn_kernel(x, depth=2, kind="ntk", block_elements=5 * 6 * 9, tile_threads=1)
         assert torch.get_num_threads() == before
         left = cnn_kernel(x, depth=2, kind="ntk", block_elements=5 * 6 * 9, tile_threads=None)
     torch.testing.assert_close(one, left, rtol=1e-14, atol=1e-15)
