@@ -707,7 +707,7 @@ class ScaleMixtureNNGP(Model):
         with torch.no_grad():
             k_star = self._kernel(x, self.train_x_)  # (..., n*, n)
             mean = k_star @ cache["alpha"]  # (..., n*, m)
-            v = torch.linalg.solve_triangular(cache["chol"], k_star.mT, upper=False)
+            v = _solve_lower(cache["chol"], k_star.mT)  # (..., n, n*)
             cov = self._kernel(x) - v.mT @ v
             if observation_noise:
                 eye = torch.eye(cov.shape[-1], dtype=cov.dtype, device=cov.device)
@@ -745,6 +745,20 @@ class ScaleMixtureNNGP(Model):
         self._build(x, y, check=False)  # the saved raw values replace the initial ones
         self.module_.load_state_dict(state["hyper"])
         self.module_.eval()
+
+
+def _solve_lower(chol: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
+    """``L⁻¹ rhs`` for one ``(n, n)`` factor and ``(..., n, k)`` right-hand sides.
+
+    Batched right-hand sides are folded into columns: broadcasting ``L`` over the batch
+    would make the solver materialise ``b`` copies of the ``n × n`` factor.
+    """
+    if rhs.dim() == 2:
+        return torch.linalg.solve_triangular(chol, rhs, upper=False)
+    batch, (n, k) = rhs.shape[:-2], rhs.shape[-2:]
+    flat = rhs.movedim(-2, 0).reshape(n, -1)
+    out = torch.linalg.solve_triangular(chol, flat, upper=False)
+    return out.reshape(n, *batch, k).movedim(0, -2)
 
 
 def _kron_outputs(cov: torch.Tensor, m: int) -> torch.Tensor:
