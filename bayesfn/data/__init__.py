@@ -26,7 +26,7 @@ from .mnist import MNISTData, load_mnist
 from .series import SnelsonData, TimeSeries, load_series, load_snelson, series_names
 from .sklearn_sets import SklearnData, load_sklearn, sklearn_names
 from .toy2d import sample_rings_nd, sample_toy2d, toy2d_log_prob, toy2d_names
-from .uci import UCISplit, load_uci, uci_names
+from .uci import UCISplit, load_uci, load_uci_rows, uci_names
 
 __all__ = [
     "ENV_VAR",
@@ -49,6 +49,7 @@ __all__ = [
     "load_sklearn",
     "load_snelson",
     "load_uci",
+    "load_uci_rows",
     "maf_names",
     "resolve_root",
     "sample_functions",

@@ -19,7 +19,7 @@ import torch
 
 from ._paths import data_file, resolve_root
 
-__all__ = ["UCISplit", "load_uci", "uci_names"]
+__all__ = ["UCISplit", "load_uci", "load_uci_rows", "uci_names"]
 
 # Short name -> folder name on disk, in the order the benchmark tables list them.
 _FOLDERS: dict[str, str] = {
@@ -146,6 +146,49 @@ def _stats(train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean, std
 
 
+def _folder(short: str, root: str | os.PathLike[str] | None) -> tuple[Path, str]:
+    """The folder holding ``data.txt`` for short name ``short``, and its label in errors."""
+    folder = resolve_root(root, f"uci_regression/{_FOLDERS[short]}")
+    if (folder / "data" / "data.txt").is_file():
+        folder = folder / "data"
+    return folder, f"uci_regression/{_FOLDERS[short]}"
+
+
+def _read_table(folder: Path, dataset: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``data.txt`` as ``(rows, columns)`` float64, with the checked feature and target
+    column indices."""
+    raw = np.loadtxt(data_file(folder, "data.txt", dataset), dtype=np.float64, ndmin=2)
+    n_cols = raw.shape[1]
+    feature_path = data_file(folder, "index_features.txt", dataset)
+    target_path = data_file(folder, "index_target.txt", dataset)
+    features = _read_indices(feature_path, dataset)
+    target = _read_indices(target_path, dataset)
+    _check_indices(features, n_cols, feature_path, dataset)
+    _check_indices(target, n_cols, target_path, dataset)
+    if target.size != 1:
+        raise ValueError(f"Data set '{dataset}': {target_path} should hold one column index")
+    return raw, features, target
+
+
+def load_uci_rows(
+    name: str, root: str | os.PathLike[str] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every row of a UCI regression set in file order, unsplit and unstandardised.
+
+    For protocols other than the published splits (e.g. a paper's own permutation).
+
+    Args:
+        name: as for :func:`load_uci`.
+        root: the data root holding ``uci_regression/``.
+
+    Returns:
+        ``x (n, d)`` and ``y (n,)`` as float64 numpy arrays.
+    """
+    folder, dataset = _folder(_short_name(name), root)
+    raw, features, target = _read_table(folder, dataset)
+    return raw[:, features], raw[:, int(target[0])]
+
+
 def load_uci(
     name: str,
     split: int = 0,
@@ -179,10 +222,7 @@ def load_uci(
     short = _short_name(name)
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise TypeError(f"dtype must be a floating torch.dtype; got {dtype!r}")
-    folder = resolve_root(root, f"uci_regression/{_FOLDERS[short]}")
-    if (folder / "data" / "data.txt").is_file():
-        folder = folder / "data"
-    dataset = f"uci_regression/{_FOLDERS[short]}"
+    folder, dataset = _folder(short, root)
 
     n_splits_path = data_file(folder, "n_splits.txt", dataset)
     n_splits = int(float(n_splits_path.read_text().split()[0]))
@@ -195,16 +235,8 @@ def load_uci(
         )
     split = int(split)
 
-    raw = np.loadtxt(data_file(folder, "data.txt", dataset), dtype=np.float64, ndmin=2)
-    n_rows, n_cols = raw.shape
-    feature_path = data_file(folder, "index_features.txt", dataset)
-    target_path = data_file(folder, "index_target.txt", dataset)
-    features = _read_indices(feature_path, dataset)
-    target = _read_indices(target_path, dataset)
-    _check_indices(features, n_cols, feature_path, dataset)
-    _check_indices(target, n_cols, target_path, dataset)
-    if target.size != 1:
-        raise ValueError(f"Data set '{dataset}': {target_path} should hold one column index")
+    raw, features, target = _read_table(folder, dataset)
+    n_rows = raw.shape[0]
 
     train_path = data_file(folder, f"index_train_{split}.txt", dataset)
     test_path = data_file(folder, f"index_test_{split}.txt", dataset)

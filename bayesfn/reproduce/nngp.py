@@ -144,17 +144,6 @@ ML_SCALES: dict[str, dict[str, Any]] = {
 }
 ML_SCALES["cpu"] = ML_SCALES["full"]
 
-# short name -> folder under uci_regression/
-_UCI_FOLDERS = {
-    "boston": "bostonHousing",
-    "concrete": "concrete",
-    "energy": "energy",
-    "kin8nm": "kin8nm",
-    "naval": "naval-propulsion-plant",
-    "power": "power-plant",
-    "wine": "wine-quality-red",
-    "yacht": "yacht",
-}
 # the authors' loaders read these files with a header row, losing the first data row
 _HEADER_DROPS_FIRST_ROW = {"yacht", "naval"}
 
@@ -173,19 +162,14 @@ def paper_raw(name: str, root: str | Path | None = None) -> tuple[np.ndarray, np
         f = rs.multivariate_normal(mean=np.zeros(n), cov=cov, size=1).ravel()
         noise = rs.standard_normal(n) * 0.2 if n == 100 else rs.standard_t(1, size=n) * 0.8
         return x, f + noise
-    if name not in _UCI_FOLDERS:
+    if name not in PAPER_NLL:
         raise ValueError(f"unknown data set {name!r}; choose from {sorted(PAPER_NLL)}")
-    from bayesfn.data import resolve_root
+    from bayesfn.data import load_uci_rows
 
-    folder = Path(resolve_root(root, f"uci_regression/{_UCI_FOLDERS[name]}"))
-    if (folder / "data" / "data.txt").is_file():
-        folder = folder / "data"
-    raw = np.loadtxt(folder / "data.txt", ndmin=2)
-    features = np.loadtxt(folder / "index_features.txt", dtype=int, ndmin=1)
-    target = int(np.loadtxt(folder / "index_target.txt", dtype=int, ndmin=1)[0])
+    x, y = load_uci_rows(name, root)
     if name in _HEADER_DROPS_FIRST_ROW:
-        raw = raw[1:]
-    return raw[:, features], raw[:, target]
+        x, y = x[1:], y[1:]
+    return x, y
 
 
 def paper_split(name: str, seed: int = 10, root: str | Path | None = None) -> dict[str, Any]:

@@ -149,3 +149,14 @@ def test_corrupt_index_file_is_reported(tmp_path, uci_dir):
     (folder / "index_test_0.txt").write_text("0\n5000\n")
     with pytest.raises(ValueError, match="outside"):
         load_uci("yacht", root=tmp_path)
+
+
+def test_all_rows_are_the_file_in_order(uci_dir):
+    from bayesfn.data import load_uci_rows
+
+    x, y = load_uci_rows("yacht")
+    raw = np.loadtxt(uci_dir / "yacht" / "data.txt")
+    np.testing.assert_array_equal(x, raw[:, :6])
+    np.testing.assert_array_equal(y, raw[:, 6])
+    split = load_uci("yacht", 0, standardize=False)
+    assert x.shape[0] == split.x_train.shape[0] + split.x_test.shape[0]
