@@ -406,18 +406,25 @@ def _debd_job(cfg, job, device, deadline):
         input="bernoulli",
         num_replicas=cfg["debd_replicas"],
     )
+    return _fit_tabular(model, tr, va, te, cfg["debd_steps"], job["seed"], deadline)
+
+
+def _fit_tabular(model, tr, va, te, steps, seed, deadline, *, warm=False) -> dict[str, Any]:
+    """The UCI/DEBD training recipe (batch 512, lr 5e-3, patience 25 validation checks,
+    about an epoch between checks); returns the test log-likelihood and the steps run."""
     epoch = math.ceil(tr.shape[0] / 512)
     _fit(
         model,
         tr,
         va,
-        steps=cfg["debd_steps"],
+        steps=steps,
         batch=512,
         lr=5e-3,
-        seed=job["seed"],
-        val_every=min(epoch, max(10, cfg["debd_steps"] // 20)),
+        seed=seed,
+        val_every=min(epoch, max(10, steps // 20)),
         patience=25,
         deadline=deadline,
+        warm=warm,
     )
     return {
         "test": _ll(model, te),
@@ -452,25 +459,7 @@ def _maf_job(cfg, job, device, deadline):
     )
     model.fit(tr, max_steps=0, progress_bar=False)
     paper_init(model, "uniform", seed=123 + job["seed"])
-    epoch = math.ceil(tr.shape[0] / 512)
-    _fit(
-        model,
-        tr,
-        va,
-        steps=cfg["maf_steps"],
-        batch=512,
-        lr=5e-3,
-        seed=job["seed"],
-        val_every=min(epoch, max(10, cfg["maf_steps"] // 20)),
-        patience=25,
-        deadline=deadline,
-        warm=True,
-    )
-    return {
-        "test": _ll(model, te),
-        "steps": model.fit_result_.num_steps,
-        "stopped_early": model.fit_result_.stopped_early,
-    }
+    return _fit_tabular(model, tr, va, te, cfg["maf_steps"], job["seed"], deadline, warm=True)
 
 
 _RUNNERS = {
