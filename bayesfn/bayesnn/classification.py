@@ -42,7 +42,7 @@ import torch
 from bayesfn._linalg import safe_cholesky
 from bayesfn._random import standard_gamma
 from bayesfn.bayesnn.nngp import activation_slopes, check_architecture, nngp_kernel
-from bayesfn.bayesnn.scale_mixture import ScaleMixtureNNGP
+from bayesfn.bayesnn.scale_mixture import ScaleMixtureNNGP, _softplus_inverse
 from bayesfn.model import Model, check_inputs, resolve_device, resolve_dtype
 from bayesfn.posterior import (
     CategoricalPosterior,
@@ -129,10 +129,6 @@ def inverse_gamma_kl(alpha: Any, beta: Any, a: Any, b: Any) -> torch.Tensor:
         + a * (torch.log(beta) - torch.log(b))
         + alpha * (b - beta) / beta
     )
-
-
-def _softplus_inverse(value: float) -> float:
-    return value + math.log(-math.expm1(-value)) if value < 30 else value
 
 
 def _block_outputs(cov: torch.Tensor) -> torch.Tensor:
