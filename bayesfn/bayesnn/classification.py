@@ -36,14 +36,13 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
 import torch
 
 from bayesfn._linalg import safe_cholesky
 from bayesfn._random import standard_gamma
 from bayesfn.bayesnn.nngp import activation_slopes, check_architecture, nngp_kernel
 from bayesfn.bayesnn.scale_mixture import ScaleMixtureNNGP, _softplus_inverse
-from bayesfn.model import Model, check_inputs, resolve_device, resolve_dtype
+from bayesfn.model import Model, check_inputs, check_labels, resolve_device, resolve_dtype
 from bayesfn.posterior import (
     CategoricalPosterior,
     GaussianPosterior,
@@ -62,38 +61,6 @@ __all__ = [
 
 
 # ------------------------------------------------------------------ helpers
-def check_labels(labels: Any, num_points: int, num_classes: int | None, name: str = "labels"):
-    """Validate integer class labels ``(n,)``; return them as int64 and the class count.
-
-    ``num_classes=None`` infers ``max(labels) + 1`` (at least 2).
-    """
-    if isinstance(labels, np.ndarray):
-        if not np.issubdtype(labels.dtype, np.integer):
-            raise TypeError(f"{name} must hold integer class indices; got dtype {labels.dtype}")
-        labels = torch.as_tensor(labels)
-    if not isinstance(labels, torch.Tensor):
-        raise TypeError(
-            f"{name} must be a torch.Tensor or numpy array; got {type(labels).__name__}"
-        )
-    if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
-        raise TypeError(f"{name} must hold integer class indices; got dtype {labels.dtype}")
-    if labels.ndim != 1:
-        raise ValueError(f"{name} must have shape (n,); got {tuple(labels.shape)}")
-    if labels.shape[0] != num_points:
-        raise ValueError(
-            f"{name} has {labels.shape[0]} entries but x has {num_points} rows; they must match"
-        )
-    labels = labels.to(torch.int64)
-    if num_classes is None:
-        num_classes = max(2, int(labels.max()) + 1)
-    if (labels < 0).any() or (labels >= num_classes).any():
-        raise ValueError(
-            f"{name} must lie in [0, {num_classes}) (num_classes={num_classes}); got values "
-            f"from {int(labels.min())} to {int(labels.max())}"
-        )
-    return labels, num_classes
-
-
 def _check_num_classes(num_classes: Any) -> None:
     if num_classes is not None and (
         isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2
