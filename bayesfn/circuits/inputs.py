@@ -13,7 +13,11 @@ marginalisation)
 ================================= ======================== ==========================
 
 All results are signed-log pairs ``(log|v|, sign v)``. Units are normalised densities
-(or mass functions), so marginalising a unit of a monotonic circuit gives 1.
+(or mass functions), so marginalising a unit of a monotonic circuit gives 1 — except in a
+*signed* layer (``signed = True``, only inside squared circuits), whose units are real
+functions of either sign that the squared circuit's partition function normalises; such
+a layer answers the vector-form questions through :meth:`InputLayer.density` and the
+matrix-form ones as usual.
 """
 
 from __future__ import annotations
@@ -53,6 +57,9 @@ class InputLayer(nn.Module, abc.ABC):
     """
 
     discrete: bool = False
+    #: units may take negative values (then only :meth:`density`, the matrix form and
+    #: the moments are defined; squared circuits alone use signed layers)
+    signed: bool = False
 
     def __init__(self, variables: torch.Tensor, num_units: int) -> None:
         super().__init__()
@@ -71,6 +78,12 @@ class InputLayer(nn.Module, abc.ABC):
         Every method takes an optional ``index``: ``(L',)`` leaf rows to evaluate (then
         ``x`` is ``(L', B)`` and results have ``L'`` rows)."""
 
+    def density(
+        self, x: torch.Tensor, index: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(L, B)`` → signed-log ``(L, B, K)`` of the unit values ``f_i(x)``."""
+        return _pos(self.log_density(x, index))
+
     @abc.abstractmethod
     def log_cdf(self, t: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
         """``t``: ``(L, B)`` → ``(L, B, K)`` log ``P(X ≤ t)`` under each unit."""
@@ -86,8 +99,8 @@ class InputLayer(nn.Module, abc.ABC):
         self, x: torch.Tensor, index: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(L, B)`` → signed-log ``(L, B, K, K)`` of ``f_i(x) f_j(x)``."""
-        lp = self.log_density(x, index)
-        return _pos(lp.unsqueeze(-1) + lp.unsqueeze(-2))
+        log, sign = self.density(x, index)
+        return log.unsqueeze(-1) + log.unsqueeze(-2), sign.unsqueeze(-1) * sign.unsqueeze(-2)
 
     @abc.abstractmethod
     def gram_cdf(
@@ -381,6 +394,12 @@ class SplineInput(InputLayer):
     exact for these piecewise polynomials; the Gram matrices are banded (``|j - l| ≤ p``),
     which the per-interval sums use implicitly: only the ``(p + 1)²`` basis pairs alive on
     an interval are ever touched.
+
+    With ``signed=True`` (the leaves of a squared non-monotonic circuit, as in the
+    paper) the coefficients are unconstrained reals ``coef`` instead of ``softmax(logits)``:
+    ``f_k`` is then a spline of either sign, not a density, and the squared circuit's
+    ``Z`` does the normalising. Such a layer has :meth:`density`, the matrix form and the
+    moments, but no log density or CDF of its own.
     """
 
     def __init__(
@@ -390,6 +409,7 @@ class SplineInput(InputLayer):
         num_bases: int = 32,
         degree: int = 2,
         *,
+        signed: bool = False,
         dtype: torch.dtype = torch.float64,
     ) -> None:
         super().__init__(variables, num_units)
@@ -398,14 +418,20 @@ class SplineInput(InputLayer):
                 f"spline needs degree >= 1 and num_bases >= degree + 1; got {degree}, {num_bases}"
             )
         self.num_bases, self.degree = int(num_bases), int(degree)
-        self.logits = nn.Parameter(torch.zeros(self.num_leaves, num_units, num_bases, dtype=dtype))
+        self.signed = bool(signed)
+        shape = (self.num_leaves, num_units, num_bases)
+        if self.signed:
+            self.coef = nn.Parameter(torch.full(shape, 1.0 / num_bases, dtype=dtype))
+        else:
+            self.logits = nn.Parameter(torch.zeros(shape, dtype=dtype))
         # first knot t_0 and spacing h of each leaf (set from data)
         self.register_buffer("t0", torch.full((self.num_leaves,), -1.0, dtype=dtype))
         self.register_buffer("h", torch.full((self.num_leaves,), 2.0 / num_bases, dtype=dtype))
 
     @torch.no_grad()
     def init_from_data(self, x: torch.Tensor, generator: torch.Generator) -> None:
-        """Knots over the padded data range; logits from a smoothed histogram + noise."""
+        """Knots over the padded data range; logits from a smoothed histogram + noise
+        (signed layers start from the positive coefficients these logits give)."""
         xs = x[:, self.variables]  # (n, L)
         lo, hi = xs.min(0).values, xs.max(0).values
         pad = 0.1 * (hi - lo).clamp_min(1e-3)
@@ -420,13 +446,25 @@ class SplineInput(InputLayer):
         ) * h.unsqueeze(-1)  # (L, M)
         dist = (xs.T.unsqueeze(-1) - centres.unsqueeze(1)) / h[:, None, None]  # (L, n, M)
         hist = torch.exp(-0.5 * dist**2).mean(1)  # (L, M)
-        noise = torch.rand(self.logits.shape, generator=generator, dtype=torch.float64)
-        self.logits.copy_((hist + 1e-3).log().unsqueeze(1) + noise.to(x.device, x.dtype))
+        shape = (self.num_leaves, self.num_units, m)
+        noise = torch.rand(shape, generator=generator, dtype=torch.float64)
+        logits = (hist + 1e-3).log().unsqueeze(1) + noise.to(x.device, x.dtype)
+        if self.signed:
+            self.coef.copy_(torch.softmax(logits, dim=-1))
+        else:
+            self.logits.copy_(logits)
 
     # helpers --------------------------------------------------------------------
     def _alpha(self, index: torch.Tensor | None) -> torch.Tensor:
-        a = torch.softmax(self.logits, dim=-1)
+        a = self.coef if self.signed else torch.softmax(self.logits, dim=-1)
         return a if index is None else a[index]
+
+    def _refuse_signed(self, what: str) -> None:
+        if self.signed:
+            raise TypeError(
+                f"a signed SplineInput has no {what}: its units are not densities (use "
+                "density() or the matrix form, as squared circuits do)"
+            )
 
     def _buf(self, index: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         return (self.t0, self.h) if index is None else (self.t0[index], self.h[index])
@@ -471,14 +509,20 @@ class SplineInput(InputLayer):
         return nodes, weights  # on [0, 1]
 
     # vector form ----------------------------------------------------------------
-    def log_density(self, x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+    def density(
+        self, x: torch.Tensor, index: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         i, u, inside, _ = self._locate(x, index)
         a = self._active(self._alpha(index), i)  # (L, B, K, p+1)
         val = (a * self._basis_on_interval(u).unsqueeze(2)).sum(-1)
         _, h = self._buf(index)
         val = val / h[:, None, None]
         val = torch.where(inside.unsqueeze(-1), val, torch.zeros_like(val))
-        return signed_log(val)[0]
+        return signed_log(val)
+
+    def log_density(self, x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+        self._refuse_signed("log density")
+        return self.density(x, index)[0]
 
     def _interval_integrals(self, power: int, index: torch.Tensor | None):
         """Per interval ``i`` and alive basis ``r``: ``∫_{t_i}^{t_{i+1}} x^k B_{i-r}`` →
@@ -497,6 +541,7 @@ class SplineInput(InputLayer):
         return self._active(alpha, i)  # (L, I, K, p+1)
 
     def log_cdf(self, t: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+        self._refuse_signed("CDF")
         alpha = self._alpha(index)
         _, h = self._buf(index)
         i, u, _, s = self._locate(t, index)
@@ -568,7 +613,7 @@ class SplineInput(InputLayer):
         total = cum[:, -1].unsqueeze(1).expand_as(val)
         val = torch.where((s < 0)[..., None, None], torch.zeros_like(val), val)
         val = torch.where((s >= self._num_intervals)[..., None, None], total, val)
-        return signed_log(val.clamp_min(0))
+        return signed_log(val if self.signed else val.clamp_min(0))
 
     def support(self, variable: int) -> tuple[float, float]:
         sel = self.variables == variable

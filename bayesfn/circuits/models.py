@@ -195,7 +195,11 @@ class CircuitModel(Model, abc.ABC):
             if self.input == "gaussian":
                 return GaussianInput(variables, k, dtype=dtype)
             if self.input == "spline":
-                return SplineInput(variables, k, self.spline_bases, self.spline_degree, dtype=dtype)
+                # NPC²'s leaves are signed splines, as in the paper; MPC(²) keeps densities
+                signed = self.squared and self._weights == "real"
+                return SplineInput(
+                    variables, k, self.spline_bases, self.spline_degree, signed=signed, dtype=dtype
+                )
             if self.input == "bernoulli":
                 return BernoulliInput(variables, k, dtype=dtype)
             if self.input == "binomial":
@@ -265,10 +269,8 @@ class CircuitModel(Model, abc.ABC):
         B, L, K = x.shape[0], inp.num_leaves, inp.num_units
         if codes.numel() and bool((cl == OBSERVE).all()):
             # the likelihood path: every leaf observed, no masking or scatter needed
-            log = inp.log_density(xl)
-            if not need_sign:
-                return log, None, False
-            return log, (~torch.isneginf(log)).to(log.dtype), False
+            log, sign = inp.density(xl)
+            return log, (sign if need_sign else None), inp.signed
         log = torch.zeros(L, B, K, dtype=x.dtype, device=x.device)
         sign = torch.ones_like(log)
         signed = False
@@ -278,7 +280,7 @@ class CircuitModel(Model, abc.ABC):
             rows = (cl == code).any(1).nonzero().squeeze(-1)
             hit = (cl[rows] == code).unsqueeze(-1)
             if code == OBSERVE:
-                vl, vs = inp.log_density(xl[rows], rows), None
+                vl, vs = inp.density(xl[rows], rows)
             elif code == CDF:
                 vl, vs = inp.log_cdf(xl[rows], rows), None
             else:
@@ -356,8 +358,7 @@ class CircuitModel(Model, abc.ABC):
         vi = (kind == VECTOR).nonzero().squeeze(-1)
         if vi.numel():
             xl = torch.nan_to_num(x[:, var[vi]].T, nan=0.0)
-            vl = inp.log_density(xl, vi)
-            vector = (vl, (~torch.isneginf(vl)).to(vl.dtype))
+            vector = inp.density(xl, vi)
         fi = (kind == FULL).nonzero().squeeze(-1)
         if fi.numel():
             fl, fs = self._leaf_matrix(x, codes, fi)
@@ -748,6 +749,9 @@ class MonotonicCircuit(CircuitModel):
 class SquaredCircuit(CircuitModel):
     """Squared non-monotonic PC (NPC², Loconte et al., ICLR 2024): real weights of any
     sign, ``p(x) = Σ_r c_r(x)² / Z``, initialised with positive ``U(0, 1)`` weights.
+    Spline leaves are signed too (real B-spline coefficients, see
+    :class:`~bayesfn.circuits.inputs.SplineInput`); Gaussian and discrete leaves stay
+    normalised densities.
 
     See :class:`CircuitModel` for the settings; the region graph must be
     structured-decomposable.

@@ -747,8 +747,9 @@ def _notes(cfg) -> list[str]:
         "value. Data are standardised (log-likelihoods on that scale); the '2d/<set>/true "
         "density' rows are the generator's exact log-likelihood on the same scale (the "
         "ceiling).",
-        "2d: our spline leaves are positive mixtures of B-splines (softmax coefficients) "
-        "also inside NPC2; the authors' squared spline leaves have real coefficients.",
+        "2d: spline leaves are positive mixtures of B-splines (softmax coefficients) in "
+        "MPC and MPC2, and splines with real coefficients inside NPC2, as in the authors' "
+        "code.",
         "debd: the paper column is HCLT (Liu & Van den Broeck 2021), a monotonic circuit, "
         "not a number from the squared-circuits paper. The ICLR repository has no DEBD "
         "configuration; we use its UCI settings (random binary trees, 8 replicas, lr 5e-3, "

@@ -183,9 +183,14 @@ def test_sampling_matches_exact_continuous_marginals(kind, leaves):
     )
 
 
-def test_gradcheck_on_a_small_circuit(kind):
-    x = torch.randint(0, 3, (10, 3)).double()
-    model = fitted(kind, x, num_units=2, input="categorical", seed=5)
+@pytest.mark.parametrize("input", ["categorical", "spline"])
+def test_gradcheck_on_a_small_circuit(kind, input):
+    if input == "categorical":
+        x = torch.randint(0, 3, (10, 3)).double()
+        model = fitted(kind, x, num_units=2, input="categorical", seed=5)
+    else:  # spline leaves (signed inside NPC²)
+        x = torch.randn(10, 3, dtype=torch.float64)
+        model = fitted(kind, x, num_units=2, input="spline", spline_bases=5, seed=5)
     params = list(model.module_.parameters())
     inputs = tuple(p.detach().clone().requires_grad_(True) for p in params)
 
@@ -267,7 +272,59 @@ def test_normalisation_by_numerical_integration_2d_splines(kind, degree):
     x = torch.randn(60, 2, dtype=torch.float64)
     model = fitted(kind, x, num_units=2, num_replicas=2, input="spline", spline_bases=6,
                    spline_degree=degree)
+    inp = model.module_.inputs
+    # NPC²'s spline leaves are signed (the scramble makes some coefficients negative)
+    assert inp.signed == (kind == "npc2")
+    if kind == "npc2":
+        assert (inp.coef < 0).any() and (inp.coef > 0).any()
     assert abs(_knot_gauss_mass(model) - 1.0) < 1e-10
+
+
+def test_signed_spline_leaf_integrals_by_quadrature():
+    """A signed spline layer (real coefficients): values, Gram matrices, moments and
+    Gram CDFs of units of either sign against the trapezoid rule on a fine grid."""
+    from bayesfn.circuits.inputs import SplineInput
+
+    layer = SplineInput(torch.tensor([0, 0]), 3, num_bases=7, degree=2, signed=True)
+    layer.init_from_data(torch.randn(50, 1, dtype=torch.float64), torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        layer.coef.copy_(torch.randn(layer.coef.shape, generator=torch.Generator().manual_seed(1),
+                                     dtype=torch.float64))
+    lo, hi = layer.support(0)
+    t = torch.linspace(lo - 0.3, hi + 0.3, 40001, dtype=torch.float64)
+    tn = t.numpy()
+    with torch.no_grad():
+        log, sign = layer.density(t.expand(2, -1))
+        f = (sign * log.exp())[1].numpy()  # (B, K): leaf 1, units of either sign
+        assert (f < -1e-3).any() and (f > 1e-3).any()
+        # the same spline by an independent evaluation: scipy's BSpline on the same knots
+        from scipy.interpolate import BSpline
+
+        t0, h, p = float(layer.t0[1]), float(layer.h[1]), layer.degree
+        # p zero coefficients on each side put every knot interval inside scipy's base
+        # interval (where it evaluates without extrapolating)
+        knots = t0 + h * np.arange(-p, layer.num_bases + 2 * p + 1)
+        for k in range(3):
+            c = np.pad(layer.coef[1, k].numpy() / h, p)
+            ref = BSpline(knots, c, p, extrapolate=False)(tn)
+            np.testing.assert_allclose(f[:, k], np.nan_to_num(ref), atol=1e-12)
+        ml, ms = layer.moment(1)
+        np.testing.assert_allclose((ms * ml.exp())[1].numpy(),
+                                   integrate.trapezoid(tn[:, None] * f, tn, axis=0), atol=1e-6)
+        gl, gs = layer.gram_moment(0)
+        ref = integrate.trapezoid(f[:, :, None] * f[:, None, :], tn, axis=0)
+        assert (gs[1] < 0).any()
+        np.testing.assert_allclose((gs * gl.exp())[1].numpy(), ref, rtol=1e-6, atol=1e-9)
+        cl, cs = layer.gram_cdf(t[::400].expand(2, -1))
+        ref = integrate.cumulative_trapezoid(f[:, :, None] * f[:, None, :], tn, axis=0, initial=0)
+        assert np.abs((cs * cl.exp())[1].numpy() - ref[::400]).max() < 1e-6
+        dl, ds = layer.gram_density(t[::400].expand(2, -1))
+        np.testing.assert_allclose((ds * dl.exp())[1].numpy(),
+                                   f[::400, :, None] * f[::400, None, :], atol=1e-12)
+    with pytest.raises(TypeError, match="signed SplineInput has no log density"):
+        layer.log_density(t[:3].expand(2, -1))
+    with pytest.raises(TypeError, match="CDF"):
+        layer.log_cdf(t[:3].expand(2, -1))
 
 
 def test_spline_leaf_integrals_by_quadrature():
