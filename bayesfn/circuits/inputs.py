@@ -427,6 +427,9 @@ class SplineInput(InputLayer):
         # first knot t_0 and spacing h of each leaf (set from data)
         self.register_buffer("t0", torch.full((self.num_leaves,), -1.0, dtype=dtype))
         self.register_buffer("h", torch.full((self.num_leaves,), 2.0 / num_bases, dtype=dtype))
+        # the banded (Toeplitz) Gram matrix ∫ N_p(u - j) N_p(u - l) du of the cardinal bases:
+        # with spacing h, ∫ f_a f_b = α_a G α_bᵀ / h, the partition function's one need
+        self.register_buffer("_gram", self._cardinal_gram(dtype), persistent=False)
 
     @torch.no_grad()
     def init_from_data(self, x: torch.Tensor, generator: torch.Generator) -> None:
@@ -455,6 +458,22 @@ class SplineInput(InputLayer):
             self.logits.copy_(logits)
 
     # helpers --------------------------------------------------------------------
+    def _cardinal_gram(self, dtype: torch.dtype) -> torch.Tensor:
+        """``(M, M)`` ``∫ N_p(u - j) N_p(u - l) du`` on unit knot spacing (zero for
+        ``|j - l| > p``), by Gauss–Legendre on each unit interval (exact)."""
+        p, m = self.degree, self.num_bases
+        nodes, weights = self._gauss(torch.zeros((), dtype=torch.float64))
+        nb = self._basis_on_interval(nodes)  # (Q, p+1): basis i - r alive on interval i
+        local = torch.einsum("q,qr,qs->rs", weights, nb, nb)  # (p+1, p+1)
+        gram = torch.zeros(m, m, dtype=torch.float64)
+        for i in range(m + p):  # interval i holds bases i - r, r = 0..p
+            j = [i - r for r in range(p + 1)]
+            for r, jr in enumerate(j):
+                for c, jc in enumerate(j):
+                    if 0 <= jr < m and 0 <= jc < m:
+                        gram[jr, jc] += local[r, c]
+        return gram.to(dtype)
+
     def _alpha(self, index: torch.Tensor | None) -> torch.Tensor:
         a = self.coef if self.signed else torch.softmax(self.logits, dim=-1)
         return a if index is None else a[index]
@@ -513,12 +532,22 @@ class SplineInput(InputLayer):
         self, x: torch.Tensor, index: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         i, u, inside, _ = self._locate(x, index)
-        a = self._active(self._alpha(index), i)  # (L, B, K, p+1)
-        val = (a * self._basis_on_interval(u).unsqueeze(2)).sum(-1)
+        alpha = self._alpha(index)  # (L, K, M)
+        L, B = i.shape
+        K, m, p = alpha.shape[1], self.num_bases, self.degree
+        # the p + 1 bases alive at x, as rows of a (L·M, K) coefficient table: a weighted
+        # embedding bag reads just those rows (and its backward adds into just those)
+        j = i.unsqueeze(-1) - torch.arange(p + 1, device=i.device)  # (L, B, p+1)
+        ok = (j >= 0) & (j < m) & inside.unsqueeze(-1)
+        rows = j.clamp(0, m - 1) + m * torch.arange(L, device=i.device)[:, None, None]
+        basis = self._basis_on_interval(u) * ok.to(u.dtype)  # (L, B, p+1)
+        table = alpha.transpose(1, 2).reshape(L * m, K)
+        val = nn.functional.embedding_bag(
+            rows.reshape(-1, p + 1), table, per_sample_weights=basis.reshape(-1, p + 1),
+            mode="sum",
+        ).view(L, B, K)
         _, h = self._buf(index)
-        val = val / h[:, None, None]
-        val = torch.where(inside.unsqueeze(-1), val, torch.zeros_like(val))
-        return signed_log(val)
+        return signed_log(val / h[:, None, None])
 
     def log_density(self, x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
         self._refuse_signed("log density")
@@ -589,6 +618,11 @@ class SplineInput(InputLayer):
     def gram_moment(
         self, k: int, index: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        if k == 0:
+            alpha = self._alpha(index)
+            _, h = self._buf(index)
+            gram = alpha @ self._gram.to(alpha) @ alpha.transpose(1, 2) / h[:, None, None]
+            return signed_log(gram if self.signed else gram.clamp_min(0))
         return signed_log(self._gram_per_interval(k, index).sum(1))
 
     def gram_cdf(
