@@ -56,3 +56,23 @@ def test_paper_init_draws_signed_weights_for_the_ring():
     assert torch.all(mpc.module_.weight[-1] <= 0)  # log of U(0, 1)
     with pytest.raises(ValueError, match="weights"):
         paper_init(npc, "xavier", seed=0)
+
+
+def test_lbfgs_multistart_reaches_the_closed_form_gaussian_mle():
+    """One product unit of Gaussians (MPC, K = 1) is an axis-aligned Gaussian: its
+    maximum likelihood is the sample mean and the biased sample variance per axis."""
+    import math
+
+    import torch
+
+    from bayesfn.circuits import MonotonicCircuit
+    from bayesfn.reproduce.circuits import lbfgs_multistart
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(400, 2, dtype=torch.float64, generator=g) * torch.tensor([0.5, 2.0]) + 1.0
+    model, iters = lbfgs_multistart(lambda s: MonotonicCircuit(1, seed=s), x, x[:100],
+                                    starts=2, seed=0)
+    var = x.var(0, unbiased=False)
+    mle = float(-0.5 * (torch.log(2 * math.pi * var) + 1).sum())
+    assert iters > 0
+    assert abs(float(model.log_prob(x).mean()) - mle) < 1e-8
