@@ -148,12 +148,18 @@ def to_cirkit(m, np_dtype=np.float32):
     Each of our partitions ``(parent, left, right)`` becomes a Hadamard layer over the two
     children followed by a dense ``(K_out, K_in)`` sum layer holding our weights of that
     fold (``exp(θ)`` through an ``ExpParameter`` for monotonic circuits); each leaf region
-    becomes a Gaussian (mean, ``exp(log σ)``) or categorical (log-softmax of our logits)
-    layer with our values.
+    becomes a Gaussian (mean, ``exp(log σ)``), categorical (log-softmax of our logits) or,
+    for NPC²'s signed tables, embedding layer with our values.
     """
     from cirkit.symbolic.circuit import Circuit
     from cirkit.symbolic.initializers import ConstantTensorInitializer
-    from cirkit.symbolic.layers import CategoricalLayer, GaussianLayer, HadamardLayer, SumLayer
+    from cirkit.symbolic.layers import (
+        CategoricalLayer,
+        EmbeddingLayer,
+        GaussianLayer,
+        HadamardLayer,
+        SumLayer,
+    )
     from cirkit.symbolic.parameters import (
         ExpParameter,
         LogSoftmaxParameter,
@@ -181,6 +187,10 @@ def to_cirkit(m, np_dtype=np.float32):
                 k,
                 mean=const(inp.mu[row]),
                 stddev=const(inp.log_sigma[row], ExpParameter),
+            )
+        elif getattr(inp, "signed", False):  # NPC²'s signed tables: cirkit's embeddings
+            lay = EmbeddingLayer(
+                scope, k, num_states=inp.table.shape[-1], weight=const(inp.table[row])
             )
         else:
             lay = CategoricalLayer(

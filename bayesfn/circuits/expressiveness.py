@@ -50,9 +50,9 @@ def unique_disjointness_graph(n: int) -> RegionGraph:
 def unique_disjointness_circuit(n: int, *, dtype: str = "float64") -> SquaredCircuit:
     """A ready-to-use :class:`SquaredCircuit` with ``p(x, y) ∝ (1 - Σ_i x_i y_i)²``.
 
-    Leaves (Bernoulli-domain categoricals, 3 units each): ``u_0 = u_2 = 1/2`` (uniform,
-    i.e. the constant ``1`` up to a factor absorbed into the weights) and ``u_1 = [v = 1]``
-    (a point mass: its ``log 0 = -inf`` runs through the exact-zero path). Each region
+    Leaves (signed tables over ``{0, 1}``, 3 units each): ``u_0 = u_2 = 1/2`` (the
+    constant ``1`` up to a factor absorbed into the weights) and ``u_1 = [v = 1]`` (a
+    point mass: its exact zero runs through the exact-zero path). Each region
     ``R`` carries the units ``(1, a_R, b_R)``:
 
     * pair ``P_i``: ``diag(4, 1, 4)`` on ``(1/4, x_i y_i, 1/4)`` gives ``(1, x_i y_i, 1)``;
@@ -67,9 +67,9 @@ def unique_disjointness_circuit(n: int, *, dtype: str = "float64") -> SquaredCir
     model._build(2 * n, 2)
     m = model.module_
     with torch.no_grad():
-        logits = torch.zeros_like(m.inputs.logits)
-        logits[:, 1, 0] = -torch.inf  # unit 1 is the point mass at 1
-        m.inputs.logits.copy_(logits)
+        table = torch.full_like(m.inputs.table, 0.5)
+        table[:, 1] = torch.tensor([0.0, 1.0])  # unit 1 is the point mass at 1
+        m.inputs.table.copy_(table)
         for w in m.weight:
             w.zero_()
         pair_of = {}

@@ -250,10 +250,34 @@ class _DiscreteInput(InputLayer):
         lp = self.log_probs()
         return lp if index is None else lp[index]
 
+    # signed tables (squared circuits): unit values v_k(s) of either sign ----------
+    def values(self, index: torch.Tensor | None = None) -> torch.Tensor:
+        """``(L, K, S)`` unit values ``v_k(s)`` of a signed layer (linear scale)."""
+        raise TypeError(f"{type(self).__name__} is not signed")
+
+    def _refuse_signed(self, what: str) -> None:
+        if self.signed:
+            raise TypeError(
+                f"a signed {type(self).__name__} has no {what}: its units are not "
+                "distributions (use density() or the matrix form, as squared circuits do)"
+            )
+
+    @staticmethod
+    def _at(table: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``table`` ``(L, K, S)`` read at the states ``x`` ``(L, B)`` → ``(L, B, K)``."""
+        idx = x.long().clamp(0, table.shape[-1] - 1)
+        return table.gather(2, idx.unsqueeze(1).expand(-1, table.shape[1], -1)).transpose(1, 2)
+
+    def density(
+        self, x: torch.Tensor, index: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.signed:
+            return signed_log(self._at(self.values(index), x))
+        return _pos(self.log_density(x, index))
+
     def log_density(self, x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
-        idx = x.long().clamp(0, self.num_states - 1)  # (L, B)
-        lp = self._lp(index)  # (L, K, S)
-        return lp.gather(2, idx.unsqueeze(1).expand(-1, lp.shape[1], -1)).transpose(1, 2)
+        self._refuse_signed("log mass function")
+        return self._at(self._lp(index), x)
 
     def _cdf_index(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         idx = torch.floor(t).clamp(-1, self.num_states - 1)
@@ -261,6 +285,7 @@ class _DiscreteInput(InputLayer):
         return idx.clamp_min(0).long(), below
 
     def log_cdf(self, t: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+        self._refuse_signed("CDF")
         idx, below = self._cdf_index(t)
         cum = torch.logcumsumexp(self._lp(index), dim=-1)
         out = cum.gather(2, idx.unsqueeze(1).expand(-1, cum.shape[1], -1)).transpose(1, 2)
@@ -269,6 +294,7 @@ class _DiscreteInput(InputLayer):
     def moment(
         self, k: int, index: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        self._refuse_signed("moments of its own")
         lp = self._lp(index)
         if k == 0:
             return _pos(torch.zeros(lp.shape[:2], dtype=lp.dtype, device=lp.device))
@@ -283,6 +309,13 @@ class _DiscreteInput(InputLayer):
         self, t: torch.Tensor, index: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         idx, below = self._cdf_index(t)  # (L, B)
+        if self.signed:
+            v = self.values(index)
+            cum = (v.unsqueeze(2) * v.unsqueeze(1)).cumsum(-1)  # (L, K, K, S)
+            L, K = cum.shape[0], cum.shape[1]
+            out = cum.reshape(L, K * K, -1).gather(2, idx.unsqueeze(1).expand(-1, K * K, -1))
+            out = out.transpose(1, 2).reshape(L, -1, K, K)
+            return signed_log(torch.where(below[..., None, None], torch.zeros_like(out), out))
         cum = torch.logcumsumexp(self._pair(index), dim=-1)  # (L, K, K, S)
         L, K = cum.shape[0], cum.shape[1]
         flat = cum.reshape(L, K * K, -1)
@@ -294,6 +327,10 @@ class _DiscreteInput(InputLayer):
     def gram_moment(
         self, k: int, index: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.signed:
+            v = self.values(index)
+            weight = self._states(v) ** k  # (S,): 0^0 = 1
+            return signed_log(torch.einsum("lis,ljs,s->lij", v, v, weight))
         pair = self._pair(index)
         if k == 0:
             return _pos(torch.logsumexp(pair, dim=-1))
@@ -305,7 +342,13 @@ class _DiscreteInput(InputLayer):
 
 
 class CategoricalInput(_DiscreteInput):
-    """Categorical units over ``num_states`` states, ``p = softmax(logits)``."""
+    """Categorical units over ``num_states`` states, ``p = softmax(logits)``.
+
+    With ``signed=True`` (the leaves of a squared non-monotonic circuit, as the paper's
+    real-valued "embeddings") each unit is a free real table ``table[l, k, s]`` instead:
+    values of either sign that the squared circuit's ``Z`` normalises. It starts from
+    the probabilities the unsigned layer would start from.
+    """
 
     def __init__(
         self,
@@ -313,18 +356,34 @@ class CategoricalInput(_DiscreteInput):
         num_units: int,
         num_states: int,
         *,
+        signed: bool = False,
         dtype: torch.dtype = torch.float64,
     ) -> None:
         super().__init__(variables, num_units, num_states)
-        self.logits = nn.Parameter(torch.zeros(self.num_leaves, num_units, num_states, dtype=dtype))
+        self.signed = bool(signed)
+        shape = (self.num_leaves, num_units, num_states)
+        if self.signed:
+            self.table = nn.Parameter(torch.full(shape, 1.0 / num_states, dtype=dtype))
+        else:
+            self.logits = nn.Parameter(torch.zeros(shape, dtype=dtype))
 
     @torch.no_grad()
     def init_from_data(self, x: torch.Tensor, generator: torch.Generator) -> None:
-        noise = torch.rand(self.logits.shape, generator=generator, dtype=torch.float64)
-        self.logits.copy_(noise.to(self.logits.dtype))
+        shape = (self.num_leaves, self.num_units, self.num_states)
+        noise = torch.rand(shape, generator=generator, dtype=torch.float64)
+        if self.signed:
+            self.table.copy_(torch.softmax(noise, dim=-1).to(self.table.dtype))
+        else:
+            self.logits.copy_(noise.to(self.logits.dtype))
 
     def log_probs(self) -> torch.Tensor:
+        self._refuse_signed("probabilities")
         return torch.log_softmax(self.logits, dim=-1)
+
+    def values(self, index: torch.Tensor | None = None) -> torch.Tensor:
+        if not self.signed:
+            return super().values(index)
+        return self.table if index is None else self.table[index]
 
 
 class BinomialInput(_DiscreteInput):

@@ -191,20 +191,24 @@ class CircuitModel(Model, abc.ABC):
         dtype = self.dtype
         k = self.num_units
 
+        # NPC²'s spline and categorical leaves are signed (real coefficients / tables),
+        # as in the paper; MPC and MPC² keep densities, Gaussian and binomial leaves too
+        signed = self.squared and self._weights == "real"
+
         def make(variables: torch.Tensor) -> InputLayer:
             if self.input == "gaussian":
                 return GaussianInput(variables, k, dtype=dtype)
             if self.input == "spline":
-                # NPC²'s leaves are signed splines, as in the paper; MPC(²) keeps densities
-                signed = self.squared and self._weights == "real"
                 return SplineInput(
                     variables, k, self.spline_bases, self.spline_degree, signed=signed, dtype=dtype
                 )
+            if self.input == "bernoulli" and signed:  # a signed table over {0, 1}
+                return CategoricalInput(variables, k, 2, signed=True, dtype=dtype)
             if self.input == "bernoulli":
                 return BernoulliInput(variables, k, dtype=dtype)
             if self.input == "binomial":
                 return BinomialInput(variables, k, num_states - 1, dtype=dtype)
-            return CategoricalInput(variables, k, num_states, dtype=dtype)
+            return CategoricalInput(variables, k, num_states, signed=signed, dtype=dtype)
 
         return make
 
@@ -749,9 +753,10 @@ class MonotonicCircuit(CircuitModel):
 class SquaredCircuit(CircuitModel):
     """Squared non-monotonic PC (NPC², Loconte et al., ICLR 2024): real weights of any
     sign, ``p(x) = Σ_r c_r(x)² / Z``, initialised with positive ``U(0, 1)`` weights.
-    Spline leaves are signed too (real B-spline coefficients, see
-    :class:`~bayesfn.circuits.inputs.SplineInput`); Gaussian and discrete leaves stay
-    normalised densities.
+    Spline, categorical and Bernoulli leaves are signed too (real B-spline coefficients
+    and real tables over the states, see :class:`~bayesfn.circuits.inputs.SplineInput`
+    and :class:`~bayesfn.circuits.inputs.CategoricalInput`); Gaussian and binomial leaves
+    stay normalised densities, as in the paper's code.
 
     See :class:`CircuitModel` for the settings; the region graph must be
     structured-decomposable.

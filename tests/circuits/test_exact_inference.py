@@ -52,6 +52,56 @@ def test_npc2_scrambled_weights_are_really_signed():
     x = torch.randint(0, 3, (30, 4)).double()
     model = fitted("npc2", x, num_units=3, input="categorical")
     assert any((w < 0).any() for w in model.module_.weight)
+    # NPC²'s categorical leaves are signed tables, and the scramble uses both signs
+    table = model.module_.inputs.table
+    assert (table < 0).any() and (table > 0).any()
+
+
+def test_signed_categorical_leaf_against_direct_sums():
+    """Gram matrices, Gram CDFs and values of a signed table against numpy sums."""
+    from bayesfn.circuits.inputs import CategoricalInput
+
+    layer = CategoricalInput(torch.tensor([0, 1]), 3, 4, signed=True)
+    with torch.no_grad():
+        layer.table.copy_(torch.randn(2, 3, 4, generator=torch.Generator().manual_seed(0),
+                                      dtype=torch.float64))
+        layer.table[0, 1, 2] = 0.0  # an exact zero
+    v = layer.table.detach().numpy()
+    s = np.arange(4.0)
+    with torch.no_grad():
+        for k in (0, 1, 2):
+            gl, gs = layer.gram_moment(k)
+            ref = np.einsum("lis,ljs,s->lij", v, v, s**k)
+            np.testing.assert_allclose((gs * gl.exp()).numpy(), ref, rtol=1e-12, atol=1e-14)
+        t = torch.tensor([[-1.0, 0.0, 2.0, 3.0], [1.0, 2.5, 5.0, 0.0]], dtype=torch.float64)
+        cl, cs = layer.gram_cdf(t)
+        for l_ in range(2):
+            for b in range(4):
+                upto = int(np.floor(min(t[l_, b].item(), 3)))
+                ref = np.einsum("is,js->ij", v[l_, :, : upto + 1], v[l_, :, : upto + 1])
+                np.testing.assert_allclose((cs * cl.exp())[l_, b].numpy(), ref, atol=1e-14)
+        x = torch.tensor([[2.0, 0.0], [1.0, 3.0]], dtype=torch.float64)
+        dl, ds = layer.density(x)
+        ref = np.stack([v[0, :, [2, 0]], v[1, :, [1, 3]]])  # (L, B, K)
+        np.testing.assert_allclose((ds * dl.exp()).numpy(), ref, atol=1e-15)
+        assert ds[0, 0, 1] == 0 and dl[0, 0, 1] == -np.inf  # the exact-zero path
+    for call in (lambda: layer.log_density(x), lambda: layer.log_cdf(x),
+                 lambda: layer.moment(1), layer.log_probs):
+        with pytest.raises(TypeError, match="signed CategoricalInput"):
+            call()
+
+
+def test_npc2_bernoulli_leaves_are_signed_tables():
+    from bayesfn.circuits.inputs import BernoulliInput, CategoricalInput
+
+    x = (torch.rand(30, 4, generator=torch.Generator().manual_seed(0)) < 0.5).double()
+    npc = fitted("npc2", x, num_units=2, input="bernoulli")
+    assert isinstance(npc.module_.inputs, CategoricalInput) and npc.module_.inputs.signed
+    for kind in ("mpc", "mpc2"):
+        assert isinstance(fitted(kind, x, num_units=2, input="bernoulli").module_.inputs,
+                          BernoulliInput)
+    with pytest.raises(ValueError, match="integer states in 0..1"):
+        npc.log_prob(torch.full((1, 4), 2.0, dtype=torch.float64))
 
 
 def test_normalisation_by_numerical_integration_2d_gaussian(kind):
