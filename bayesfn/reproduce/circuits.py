@@ -105,6 +105,8 @@ _SMOKE: dict[str, Any] = {
     "discrete_n": (300, 60, 100),
     "discrete_steps": 20,
     "discrete_units": 4,
+    # DEBD and MAF train in float32, as the authors' code does (2x faster on CPU)
+    "tabular_dtype": "float32",
     "debd": ("nltcs",),
     "debd_units": 4,
     "debd_replicas": 2,
@@ -133,6 +135,7 @@ _FULL: dict[str, Any] = {
     "discrete_n": (10000, 1000, 2000),
     "discrete_steps": 2000,
     "discrete_units": 16,
+    "tabular_dtype": "float32",
     "debd": ("nltcs", "plants", "jester", "dna", "baudio", "bnetflix", "accidents"),
     "debd_units": 32,
     "debd_replicas": 8,
@@ -458,6 +461,7 @@ def _debd_job(cfg, job, device, deadline):
         device,
         input="bernoulli",
         num_replicas=cfg["debd_replicas"],
+        dtype=cfg["tabular_dtype"],
     )
     return _fit_tabular(model, tr, va, te, cfg["debd_steps"], job["seed"], deadline)
 
@@ -509,6 +513,7 @@ def _maf_job(cfg, job, device, deadline):
         device,
         input="gaussian",
         num_replicas=cfg["maf_replicas"],
+        dtype=cfg["tabular_dtype"],
     )
     model.fit(tr, max_steps=0, progress_bar=False)
     paper_init(model, "uniform", seed=123 + job["seed"])
@@ -805,8 +810,10 @@ def _notes(cfg) -> list[str]:
         "code.",
         "debd: the paper column is HCLT (Liu & Van den Broeck 2021), a monotonic circuit, "
         "not a number from the squared-circuits paper. The ICLR repository has no DEBD "
-        "configuration; we use its UCI settings (random binary trees, 8 replicas, lr 5e-3, "
-        "batch 512, patience 25) with Bernoulli leaves.",
+        "configuration; we use its UCI settings (random binary trees, lr 5e-3, batch 512, "
+        f"patience 25, float32) at K={cfg['debd_units']}, R={cfg['debd_replicas']}, with "
+        "Bernoulli leaves (signed two-state tables "
+        "inside NPC2, like the authors' binary embeddings).",
         "maf: the paper column is the workshop version (monotonic PC vs squared "
         "non-monotonic PC, 32 units, Gaussian leaves). 'miniboone_partial' trains on 90% of "
         "the MAF validation split (the training split is absent here) and tests on the "
