@@ -231,11 +231,11 @@ class TensorizedCircuit(nn.Module):
         self.num_units = K = int(num_units)
         # a Tucker weight has one input axis per child
         in_shape = (K, K) if layer == "tucker" else (K,)
-        leaves = graph.leaves
-        self.inputs = make_inputs(torch.tensor([graph.scopes[r][0] for r in leaves]))
-        pos = {r: i for i, r in enumerate(leaves)}  # region id -> buffer position
         heights = graph.heights()
         inner = [p for p in graph.partitions if p[0] != graph.root]
+        leaves, inner = _consumer_order(graph, heights, inner)
+        self.inputs = make_inputs(torch.tensor([graph.scopes[r][0] for r in leaves]))
+        pos = {r: i for i, r in enumerate(leaves)}  # region id -> buffer position
         self.layer_names: list[str] = []
         # partition (parent, left, right) -> (layer, fold): where its weights live
         self.slots: dict[tuple[int, int, int], tuple[int, int]] = {}
@@ -330,30 +330,43 @@ class TensorizedCircuit(nn.Module):
         signs: list[torch.Tensor | None] = [leaf_sign]
         use_signed = signed or self.weights_kind == "real"
         layer_fn = tucker_layer if self.layer == "tucker" else cp_layer
+        reader = self._split_reader()
+        pieces: list[list[torch.Tensor]] = []
+        sign_pieces: list[list[torch.Tensor]] = []
+
+        def stored(t_log: torch.Tensor, t_sign: torch.Tensor | None) -> None:
+            # a tree reads every stored row once, in contiguous runs: split views whose
+            # backward is one concatenation (no zero-filled gradient per read)
+            if reader is not None:
+                sizes = reader.sizes[len(pieces)]
+                pieces.append(list(t_log.split(sizes)))
+                if use_signed:
+                    sign_pieces.append(list(t_sign.split(sizes)))
+
+        stored(leaf_log, leaf_sign)
         for i, (j, lsel, rsel) in enumerate(self._read_plan()):
             group, size = self._index[i][2], self._index[i][3]
-            # concatenate only the stored outputs this layer reads (usually just the last)
-            all_log = logs[j] if j == len(logs) - 1 else torch.cat(logs[j:])
             w = self.real_weight(i) if use_signed else self.weight[i]
-            if use_signed:
-                all_sign = signs[j] if j == len(signs) - 1 else torch.cat(signs[j:])
-                ls, rs = self._take(all_sign, lsel), self._take(all_sign, rsel)
+            if reader is not None:
+                left, right = reader.read(i, 0, pieces), reader.read(i, 1, pieces)
+                if use_signed:
+                    ls, rs = reader.read(i, 0, sign_pieces), reader.read(i, 1, sign_pieces)
+                else:
+                    ls = rs = None
             else:
-                ls = rs = None
+                # concatenate only the stored outputs this layer reads (usually the last)
+                all_log = logs[j] if j == len(logs) - 1 else torch.cat(logs[j:])
+                left, right = self._take(all_log, lsel), self._take(all_log, rsel)
+                if use_signed:
+                    all_sign = signs[j] if j == len(signs) - 1 else torch.cat(signs[j:])
+                    ls, rs = self._take(all_sign, lsel), self._take(all_sign, rsel)
+                else:
+                    ls = rs = None
             if use_signed or self.layer == "tucker":
-                out_log, out_sign = layer_fn(
-                    self._take(all_log, lsel),
-                    ls,
-                    self._take(all_log, rsel),
-                    rs,
-                    w,
-                    signed=use_signed,
-                )
+                out_log, out_sign = layer_fn(left, ls, right, rs, w, signed=use_signed)
             else:  # positive values: no sign tensor to build
                 out_sign = None
-                out_log = cp_layer_positive_log(
-                    self._take(all_log, lsel), self._take(all_log, rsel), w
-                )
+                out_log = cp_layer_positive_log(left, right, w)
             if group is not None:
                 if use_signed:
                     raise ValueError("a region with several partitions cannot carry signs")
@@ -362,6 +375,8 @@ class TensorizedCircuit(nn.Module):
                 trace.append((self.layer_names[i], out_log))
             logs.append(out_log)
             signs.append(out_sign if use_signed else None)
+            if i < len(self._index) - 1:
+                stored(out_log, out_sign)
         root_log = logs[-1].squeeze(-1)
         if use_signed:
             return root_log, signs[-1].squeeze(-1)
@@ -392,6 +407,15 @@ class TensorizedCircuit(nn.Module):
                 plan.append((j, sels[0], sels[1]))
             self._plan = plan
         return self._plan
+
+    def _split_reader(self) -> _SplitReader | None:
+        """The split-based reads of :meth:`forward_vector`, or ``None`` where some
+        stored row is read twice or out of run order (then the gather plan is used)."""
+        if not hasattr(self, "_reader"):
+            sides = [(left.tolist(), right.tolist()) for left, right, _, _ in self._index]
+            sizes = [len(self.graph.leaves)] + [size for *_, size in self._index[:-1]]
+            self._reader = _SplitReader.build(sides, sizes)
+        return self._reader
 
     def _take(self, t: torch.Tensor, sel: _Sel) -> torch.Tensor:
         """Rows ``sel`` (an entry of :meth:`_read_plan`) of ``t``."""
@@ -595,3 +619,101 @@ def _materialise(
 def _cat_broadcast(tensors: list[torch.Tensor]) -> torch.Tensor:
     batch = max(t.shape[1] for t in tensors)
     return torch.cat([t.expand(t.shape[0], batch, *t.shape[2:]) for t in tensors])
+
+
+def _consumer_order(
+    graph: RegionGraph, heights: list[int], inner: list[tuple[int, int, int]]
+) -> tuple[list[int], list[tuple[int, int, int]]]:
+    """Leaves and inner partitions ordered so that, in a tree, every stored output is
+    read in contiguous runs: rows sorted by (reading layer, side, reader's fold).
+
+    Fixed top-down: the root's folds are the replicas, each lower layer's folds follow
+    the rows its readers want. Graphs where a region has several parents or several
+    partitions keep the given order (they read through gathers)."""
+    parents: dict[int, list[tuple[int, int, int]]] = {}
+    for q in graph.partitions:
+        for child in q[1:]:
+            parents.setdefault(child, []).append(q)
+    splits = [q[0] for q in inner]
+    if any(len(v) != 1 for v in parents.values()) or len(splits) != len(set(splits)):
+        return list(graph.leaves), inner
+    order = sorted({heights[p] for p, _, _ in inner})
+    layer_of = {h: i for i, h in enumerate(order)}
+    root_layer = len(order)
+    position = {q: f for f, q in enumerate(graph.partitions_of(graph.root))}
+
+    def key(region: int) -> tuple[int, int, int]:
+        q = parents[region][0]
+        layer = root_layer if q[0] == graph.root else layer_of[heights[q[0]]]
+        return (layer, 0 if q[1] == region else 1, position[q])
+
+    ordered: list[tuple[int, int, int]] = []
+    for h in reversed(order):  # readers (higher layers) are placed first
+        parts = sorted((q for q in inner if heights[q[0]] == h), key=lambda q: key(q[0]))
+        position.update((q, f) for f, q in enumerate(parts))
+        ordered = parts + ordered
+    return sorted(graph.leaves, key=key), ordered
+
+
+class _SplitReader:
+    """How each layer side assembles its children from runs of the stored outputs.
+
+    ``sizes[b]``: the run lengths block ``b`` (0 = leaves, then each layer's output) is
+    split into; ``plan[(layer, side)]``: the ``(block, run)`` pieces to concatenate, and
+    the fold order of that concatenation (``None`` when it already is fold order)."""
+
+    def __init__(self, sizes, plan) -> None:
+        self.sizes, self.plan = sizes, plan
+
+    @classmethod
+    def build(cls, sides: list[tuple[list[int], list[int]]], block_sizes: list[int]):
+        starts = [0]
+        for n in block_sizes:
+            starts.append(starts[-1] + n)
+        runs: list[list[tuple[int, int, int, int]]] = [[] for _ in block_sizes]
+        reads: dict[tuple[int, int], list[tuple[int, int, list[int]]]] = {}
+        for i, pair in enumerate(sides):
+            for side, rows in enumerate(pair):
+                by_block: dict[int, list[tuple[int, int]]] = {}
+                for f, r in enumerate(rows):
+                    b = max(t for t in range(len(block_sizes)) if starts[t] <= r)
+                    by_block.setdefault(b, []).append((f, r - starts[b]))
+                for b, fr in sorted(by_block.items()):
+                    local = [r for _, r in fr]
+                    if local != list(range(local[0], local[0] + len(local))):
+                        return None
+                    runs[b].append((local[0], len(local), i, side))
+                    reads.setdefault((i, side), []).append((b, local[0], [f for f, _ in fr]))
+        sizes, run_index = [], {}
+        for b, rb in enumerate(runs):
+            rb.sort()
+            at = 0
+            for k, (start, n, i, side) in enumerate(rb):
+                if start != at:  # a row read twice, or never
+                    return None
+                run_index[(b, start)] = k
+                at += n
+            if at != block_sizes[b]:
+                return None
+            sizes.append([n for _, n, _, _ in rb])
+        plan = {}
+        for key, pieces in reads.items():
+            folds = [f for _, _, fs in pieces for f in fs]
+            perm = None
+            if folds != sorted(folds):
+                inverse = [0] * len(folds)
+                for at, f in enumerate(folds):
+                    inverse[f] = at
+                perm = torch.tensor(inverse)
+            plan[key] = ([(b, run_index[(b, start)]) for b, start, _ in pieces], perm)
+        return cls(sizes, plan)
+
+    def read(self, layer: int, side: int, pieces: list[list[torch.Tensor]]) -> torch.Tensor:
+        parts, perm = self.plan[(layer, side)]
+        got = [pieces[b][k] for b, k in parts]
+        out = got[0] if len(got) == 1 else torch.cat(got)
+        if perm is not None:
+            out = out[perm.to(out.device)]
+        if out.device.type != "cpu":
+            out = out.contiguous()  # the Triton kernels want dense rows
+        return out
