@@ -190,7 +190,7 @@ def to_cirkit(m, np_dtype=np.float32):
             )
         elif getattr(inp, "signed", False):  # NPC²'s signed tables: cirkit's embeddings
             lay = EmbeddingLayer(
-                scope, k, num_states=inp.table.shape[-1], weight=const(inp.table[row])
+                scope, k, num_states=inp.coef.shape[-1], weight=const(inp.coef[row])
             )
         else:
             lay = CategoricalLayer(

@@ -67,9 +67,9 @@ def unique_disjointness_circuit(n: int, *, dtype: str = "float64") -> SquaredCir
     model._build(2 * n, 2)
     m = model.module_
     with torch.no_grad():
-        table = torch.full_like(m.inputs.table, 0.5)
+        table = torch.full_like(m.inputs.coef, 0.5)
         table[:, 1] = torch.tensor([0.0, 1.0])  # unit 1 is the point mass at 1
-        m.inputs.table.copy_(table)
+        m.inputs.coef.copy_(table)
         for w in m.weight:
             w.zero_()
         pair_of = {}

@@ -84,6 +84,24 @@ class InputLayer(nn.Module, abc.ABC):
         """``(L, B)`` → signed-log ``(L, B, K)`` of the unit values ``f_i(x)``."""
         return _pos(self.log_density(x, index))
 
+    def _coefficients(self, shape: tuple[int, ...], signed: bool, dtype: torch.dtype) -> None:
+        """The units' coefficients over their last axis (states, bases): real ``coef``
+        of either sign (from ``1/n``) for a signed layer, else ``logits`` normalised by
+        softmax."""
+        self.signed = bool(signed)
+        if self.signed:
+            self.coef = nn.Parameter(torch.full(shape, 1.0 / shape[-1], dtype=dtype))
+        else:
+            self.logits = nn.Parameter(torch.zeros(shape, dtype=dtype))
+
+    def _refuse_signed(self, what: str) -> None:
+        """Raise ``TypeError`` for a vector-form question a signed layer cannot answer."""
+        if self.signed:
+            raise TypeError(
+                f"a signed {type(self).__name__} has no {what}: its units are not "
+                "distributions (use density() or the matrix form, as squared circuits do)"
+            )
+
     @abc.abstractmethod
     def log_cdf(self, t: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
         """``t``: ``(L, B)`` → ``(L, B, K)`` log ``P(X ≤ t)`` under each unit."""
@@ -255,13 +273,6 @@ class _DiscreteInput(InputLayer):
         """``(L, K, S)`` unit values ``v_k(s)`` of a signed layer (linear scale)."""
         raise TypeError(f"{type(self).__name__} is not signed")
 
-    def _refuse_signed(self, what: str) -> None:
-        if self.signed:
-            raise TypeError(
-                f"a signed {type(self).__name__} has no {what}: its units are not "
-                "distributions (use density() or the matrix form, as squared circuits do)"
-            )
-
     @staticmethod
     def _at(table: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """``table`` ``(L, K, S)`` read at the states ``x`` ``(L, B)`` → ``(L, B, K)``."""
@@ -345,7 +356,7 @@ class CategoricalInput(_DiscreteInput):
     """Categorical units over ``num_states`` states, ``p = softmax(logits)``.
 
     With ``signed=True`` (the leaves of a squared non-monotonic circuit, as the paper's
-    real-valued "embeddings") each unit is a free real table ``table[l, k, s]`` instead:
+    real-valued "embeddings") each unit is a free real table ``coef[l, k, s]`` instead:
     values of either sign that the squared circuit's ``Z`` normalises. It starts from
     the probabilities the unsigned layer would start from.
     """
@@ -360,19 +371,14 @@ class CategoricalInput(_DiscreteInput):
         dtype: torch.dtype = torch.float64,
     ) -> None:
         super().__init__(variables, num_units, num_states)
-        self.signed = bool(signed)
-        shape = (self.num_leaves, num_units, num_states)
-        if self.signed:
-            self.table = nn.Parameter(torch.full(shape, 1.0 / num_states, dtype=dtype))
-        else:
-            self.logits = nn.Parameter(torch.zeros(shape, dtype=dtype))
+        self._coefficients((self.num_leaves, num_units, num_states), signed, dtype)
 
     @torch.no_grad()
     def init_from_data(self, x: torch.Tensor, generator: torch.Generator) -> None:
         shape = (self.num_leaves, self.num_units, self.num_states)
         noise = torch.rand(shape, generator=generator, dtype=torch.float64)
         if self.signed:
-            self.table.copy_(torch.softmax(noise, dim=-1).to(self.table.dtype))
+            self.coef.copy_(torch.softmax(noise, dim=-1).to(self.coef.dtype))
         else:
             self.logits.copy_(noise.to(self.logits.dtype))
 
@@ -383,7 +389,7 @@ class CategoricalInput(_DiscreteInput):
     def values(self, index: torch.Tensor | None = None) -> torch.Tensor:
         if not self.signed:
             return super().values(index)
-        return self.table if index is None else self.table[index]
+        return self.coef if index is None else self.coef[index]
 
 
 class BinomialInput(_DiscreteInput):
@@ -477,12 +483,7 @@ class SplineInput(InputLayer):
                 f"spline needs degree >= 1 and num_bases >= degree + 1; got {degree}, {num_bases}"
             )
         self.num_bases, self.degree = int(num_bases), int(degree)
-        self.signed = bool(signed)
-        shape = (self.num_leaves, num_units, num_bases)
-        if self.signed:
-            self.coef = nn.Parameter(torch.full(shape, 1.0 / num_bases, dtype=dtype))
-        else:
-            self.logits = nn.Parameter(torch.zeros(shape, dtype=dtype))
+        self._coefficients((self.num_leaves, num_units, num_bases), signed, dtype)
         # first knot t_0 and spacing h of each leaf (set from data)
         self.register_buffer("t0", torch.full((self.num_leaves,), -1.0, dtype=dtype))
         self.register_buffer("h", torch.full((self.num_leaves,), 2.0 / num_bases, dtype=dtype))
@@ -536,13 +537,6 @@ class SplineInput(InputLayer):
     def _alpha(self, index: torch.Tensor | None) -> torch.Tensor:
         a = self.coef if self.signed else torch.softmax(self.logits, dim=-1)
         return a if index is None else a[index]
-
-    def _refuse_signed(self, what: str) -> None:
-        if self.signed:
-            raise TypeError(
-                f"a signed SplineInput has no {what}: its units are not densities (use "
-                "density() or the matrix form, as squared circuits do)"
-            )
 
     def _buf(self, index: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         return (self.t0, self.h) if index is None else (self.t0[index], self.h[index])

@@ -53,7 +53,7 @@ def test_npc2_scrambled_weights_are_really_signed():
     model = fitted("npc2", x, num_units=3, input="categorical")
     assert any((w < 0).any() for w in model.module_.weight)
     # NPC²'s categorical leaves are signed tables, and the scramble uses both signs
-    table = model.module_.inputs.table
+    table = model.module_.inputs.coef
     assert (table < 0).any() and (table > 0).any()
 
 
@@ -63,10 +63,10 @@ def test_signed_categorical_leaf_against_direct_sums():
 
     layer = CategoricalInput(torch.tensor([0, 1]), 3, 4, signed=True)
     with torch.no_grad():
-        layer.table.copy_(torch.randn(2, 3, 4, generator=torch.Generator().manual_seed(0),
+        layer.coef.copy_(torch.randn(2, 3, 4, generator=torch.Generator().manual_seed(0),
                                       dtype=torch.float64))
-        layer.table[0, 1, 2] = 0.0  # an exact zero
-    v = layer.table.detach().numpy()
+        layer.coef[0, 1, 2] = 0.0  # an exact zero
+    v = layer.coef.detach().numpy()
     s = np.arange(4.0)
     with torch.no_grad():
         for k in (0, 1, 2):
