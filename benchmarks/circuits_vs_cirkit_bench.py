@@ -179,7 +179,8 @@ def to_cirkit(m, np_dtype=np.float32):
         raise ValueError("to_cirkit: only single-replica graphs (R = 1) are converted")
     inp = mod.inputs
     layers, ins, node = [], {}, {}
-    for row, r in enumerate(g.leaves):
+    for r in g.leaves:
+        row = mod.leaf_slots[r]  # our input layer's row of leaf region r
         scope = Scope([g.scopes[r][0]])
         if hasattr(inp, "mu"):
             lay = GaussianLayer(
