@@ -53,6 +53,8 @@ def test_folded_evaluation_matches_naive_recursion(kind, graph, layer):
     x = torch.randn(30, 9, dtype=torch.float64)
     model = fitted(kind, x, num_units=3, seed=11, layer=layer, **graph)
     assert model.module_.weight[0].ndim == (4 if layer == "tucker" else 3)
+    # trees read stored outputs as split views; the DAG quad graph gathers
+    assert (model.module_._split_reader() is None) == (graph["region_graph"] == "quad_graph")
     roots = _naive_root_values(model, x[:7])
     log_f, _ = model._log_f(x[:7], torch.full((9,), M.OBSERVE))
     want = roots.sum(0) if kind == "mpc" else (roots**2).sum(0)
