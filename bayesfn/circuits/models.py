@@ -192,7 +192,8 @@ class CircuitModel(Model, abc.ABC):
         k = self.num_units
 
         # NPC²'s spline and categorical leaves are signed (real coefficients / tables),
-        # as in the paper; MPC and MPC² keep densities, Gaussian and binomial leaves too
+        # as in the paper's code; MPC and MPC² keep densities, and so do Gaussian, binomial
+        # and Bernoulli leaves everywhere (the authors' squared binomials are positive)
         signed = self.squared and self._weights == "real"
 
         def make(variables: torch.Tensor) -> InputLayer:
@@ -202,8 +203,6 @@ class CircuitModel(Model, abc.ABC):
                 return SplineInput(
                     variables, k, self.spline_bases, self.spline_degree, signed=signed, dtype=dtype
                 )
-            if self.input == "bernoulli" and signed:  # a signed table over {0, 1}
-                return CategoricalInput(variables, k, 2, signed=True, dtype=dtype)
             if self.input == "bernoulli":
                 return BernoulliInput(variables, k, dtype=dtype)
             if self.input == "binomial":
@@ -753,10 +752,11 @@ class MonotonicCircuit(CircuitModel):
 class SquaredCircuit(CircuitModel):
     """Squared non-monotonic PC (NPC², Loconte et al., ICLR 2024): real weights of any
     sign, ``p(x) = Σ_r c_r(x)² / Z``, initialised with positive ``U(0, 1)`` weights.
-    Spline, categorical and Bernoulli leaves are signed too (real B-spline coefficients
-    and real tables over the states, see :class:`~bayesfn.circuits.inputs.SplineInput`
-    and :class:`~bayesfn.circuits.inputs.CategoricalInput`); Gaussian and binomial leaves
-    stay normalised densities, as in the paper's code.
+    Spline and categorical leaves are signed too (real B-spline coefficients and real
+    tables over the states, see :class:`~bayesfn.circuits.inputs.SplineInput` and
+    :class:`~bayesfn.circuits.inputs.CategoricalInput`); Gaussian, binomial and Bernoulli
+    leaves stay normalised densities, as in the paper's code. For signed leaves over
+    ``{0, 1}``, use ``input="categorical"`` with ``num_states=2``.
 
     See :class:`CircuitModel` for the settings; the region graph must be
     structured-decomposable.

@@ -91,15 +91,17 @@ def test_signed_categorical_leaf_against_direct_sums():
             call()
 
 
-def test_npc2_bernoulli_leaves_are_signed_tables():
-    from bayesfn.circuits.inputs import BernoulliInput, CategoricalInput
+def test_which_leaves_are_signed():
+    """NPC²'s categorical leaves are signed tables (two states give signed Bernoulli-domain
+    leaves); Bernoulli leaves stay positive in every model, like the authors' binomials."""
+    from bayesfn.circuits.inputs import BernoulliInput
 
     x = (torch.rand(30, 4, generator=torch.Generator().manual_seed(0)) < 0.5).double()
-    npc = fitted("npc2", x, num_units=2, input="bernoulli")
-    assert isinstance(npc.module_.inputs, CategoricalInput) and npc.module_.inputs.signed
-    for kind in ("mpc", "mpc2"):
-        assert isinstance(fitted(kind, x, num_units=2, input="bernoulli").module_.inputs,
-                          BernoulliInput)
+    npc = fitted("npc2", x, num_units=2, input="categorical", num_states=2)
+    assert npc.module_.inputs.signed
+    for kind in ("mpc", "mpc2", "npc2"):
+        inputs = fitted(kind, x, num_units=2, input="bernoulli").module_.inputs
+        assert isinstance(inputs, BernoulliInput) and not inputs.signed
     with pytest.raises(ValueError, match="integer states in 0..1"):
         npc.log_prob(torch.full((1, 4), 2.0, dtype=torch.float64))
 
