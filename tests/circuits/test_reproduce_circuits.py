@@ -21,7 +21,10 @@ def test_reproduce_circuits_smoke(tmp_path):
     sums = [r for r in results["rows"] if r["metric"].startswith("|sum")]
     assert len(sums) == 3 and all(r["ours"] < 1e-10 for r in sums)
     nltcs = [r for r in results["rows"] if r["setting"].startswith("debd/nltcs")]
-    assert nltcs and all(r["paper"] == -6.00 for r in nltcs)
+    lls = [r for r in nltcs if r["metric"] == "test log-likelihood"]
+    assert lls and all(r["paper"] == -6.00 for r in lls)
+    steps = [r["ours"] for r in nltcs if r["metric"] == "training steps"]
+    assert len(steps) == len(lls) and all(0 < v <= _SMOKE["debd_steps"] for v in steps)
     # the workshop's wave row sits beside K = 16 splines only; smoke runs K = 4
     assert (
         rows[("2d/wave/NPC2 K=4 spline", "test log-likelihood (standardised data)")]["paper"]
