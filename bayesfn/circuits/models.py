@@ -56,6 +56,8 @@ __all__ = ["MonotonicCircuit", "SquaredCircuit"]
 MARGINALIZE, OBSERVE, CDF, MOMENT1, MOMENT2 = 0, 1, 2, 3, 4
 _INPUTS = ("gaussian", "spline", "categorical", "bernoulli", "binomial")
 _GRAPHS = ("random", "linear", "quad", "quad_graph")
+#: Version of the saved parameter layout (2: leaves and folds in reader order, signed leaves)
+_LAYOUT = 2
 
 
 class CircuitModel(Model, abc.ABC):
@@ -686,6 +688,7 @@ class CircuitModel(Model, abc.ABC):
     # ------------------------------------------------------------------ persistence
     def _get_state(self) -> dict[str, Any]:
         return {
+            "layout": _LAYOUT,
             "num_variables": self.num_variables_,
             "num_states": self.num_states_,
             "graph": self.graph_.to_dict(),
@@ -693,6 +696,13 @@ class CircuitModel(Model, abc.ABC):
         }
 
     def _set_state(self, state: dict[str, Any]) -> None:
+        if state.get("layout") != _LAYOUT:
+            # rows of the leaves and folds follow the reader order since layout 2: an older
+            # state would load into permuted slots without any error
+            raise ValueError(
+                f"this circuit was saved with parameter layout {state.get('layout', 1)}; this "
+                f"version reads layout {_LAYOUT} only: refit the model"
+            )
         rg = self.region_graph
         self.region_graph = state["graph"]  # rebuild exactly the saved graph
         try:

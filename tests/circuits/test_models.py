@@ -77,6 +77,18 @@ def test_save_load_round_trip(tmp_path, kind):
     assert type(model)(**config).get_config() == config
 
 
+def test_state_of_an_older_layout_is_refused():
+    """Leaves and folds are stored in reader order since layout 2: an older state would
+    load into permuted slots, so it is refused with a message that says to refit."""
+    x = torch.randint(0, 3, (40, 4)).double()
+    model = fitted("mpc", x, num_units=2, input="categorical")
+    state = model._get_state()
+    assert state["layout"] == 2
+    del state["layout"]
+    with pytest.raises(ValueError, match="layout 1.*refit"):
+        model._set_state(state)
+
+
 def test_save_load_spline_circuit(tmp_path):
     x = torch.randn(50, 3, dtype=torch.float64)
     model = SquaredCircuit(3, input="spline", spline_bases=9, spline_degree=1).fit(
