@@ -454,11 +454,12 @@ class SplineInput(InputLayer):
 
     The knots of each leaf's variable span the training range padded by 10 % on each side
     (plus ``p`` spacings that the outer bases need); the density is zero outside them.
-    Only the ``p + 1`` bases that are non-zero at ``x`` are evaluated. Integrals (Gram
-    matrices, CDFs, moments) are sums over knot intervals of Gauss–Legendre quadratures,
-    exact for these piecewise polynomials; the Gram matrices are banded (``|j - l| ≤ p``),
-    which the per-interval sums use implicitly: only the ``(p + 1)²`` basis pairs alive on
-    an interval are ever touched.
+    Only the ``p + 1`` bases that are non-zero at ``x`` are evaluated. The partition
+    function needs ``∫ f_a f_b = α_a G α_bᵀ / h`` with ``G`` the banded (``|j - l| ≤ p``)
+    Toeplitz Gram matrix of the cardinal bases, computed once. The other integrals (Gram
+    CDFs, moments) are sums over knot intervals of Gauss–Legendre quadratures, exact for
+    these piecewise polynomials, touching only the ``(p + 1)²`` basis pairs alive on each
+    interval.
 
     With ``signed=True`` (the leaves of a squared non-monotonic circuit, as in the
     paper) the coefficients are unconstrained reals ``coef`` instead of ``softmax(logits)``:
