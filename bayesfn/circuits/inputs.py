@@ -597,7 +597,9 @@ class SplineInput(InputLayer):
         basis = self._basis_on_interval(u) * ok.to(u.dtype)  # (L, B, p+1)
         table = alpha.transpose(1, 2).reshape(L * m, K)
         val = nn.functional.embedding_bag(
-            rows.reshape(-1, p + 1), table, per_sample_weights=basis.reshape(-1, p + 1),
+            rows.reshape(-1, p + 1),
+            table,
+            per_sample_weights=basis.reshape(-1, p + 1),
             mode="sum",
         ).view(L, B, K)
         _, h = self._buf(index)

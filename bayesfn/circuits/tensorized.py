@@ -22,6 +22,7 @@ Signed values are ``(log|v|, sign)`` pairs throughout.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable
 
 import torch
@@ -670,32 +671,32 @@ class _SplitReader:
         starts = [0]
         for n in block_sizes:
             starts.append(starts[-1] + n)
-        runs: list[list[tuple[int, int, int, int]]] = [[] for _ in block_sizes]
+        runs: list[list[tuple[int, int]]] = [[] for _ in block_sizes]  # (start, length)
         reads: dict[tuple[int, int], list[tuple[int, int, list[int]]]] = {}
         for i, pair in enumerate(sides):
             for side, rows in enumerate(pair):
                 by_block: dict[int, list[tuple[int, int]]] = {}
                 for f, r in enumerate(rows):
-                    b = max(t for t in range(len(block_sizes)) if starts[t] <= r)
+                    b = bisect.bisect_right(starts, r) - 1
                     by_block.setdefault(b, []).append((f, r - starts[b]))
                 for b, fr in sorted(by_block.items()):
                     local = [r for _, r in fr]
                     if local != list(range(local[0], local[0] + len(local))):
                         return None
-                    runs[b].append((local[0], len(local), i, side))
+                    runs[b].append((local[0], len(local)))
                     reads.setdefault((i, side), []).append((b, local[0], [f for f, _ in fr]))
         sizes, run_index = [], {}
         for b, rb in enumerate(runs):
             rb.sort()
             at = 0
-            for k, (start, n, i, side) in enumerate(rb):
+            for k, (start, n) in enumerate(rb):
                 if start != at:  # a row read twice, or never
                     return None
                 run_index[(b, start)] = k
                 at += n
             if at != block_sizes[b]:
                 return None
-            sizes.append([n for _, n, _, _ in rb])
+            sizes.append([n for _, n in rb])
         plan = {}
         for key, pieces in reads.items():
             folds = [f for _, _, fs in pieces for f in fs]

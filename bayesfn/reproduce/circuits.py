@@ -303,8 +303,12 @@ def lbfgs_multistart(make, x, xv, *, starts: int, seed: int, max_iter: int = 300
         paper_init(model, "normal" if real else "uniform", seed=seed + s)
         params = list(model.module_.parameters())
         opt = torch.optim.LBFGS(
-            params, lr=1, max_iter=max_iter, line_search_fn="strong_wolfe",
-            tolerance_grad=1e-10, tolerance_change=1e-13,
+            params,
+            lr=1,
+            max_iter=max_iter,
+            line_search_fn="strong_wolfe",
+            tolerance_grad=1e-10,
+            tolerance_change=1e-13,
         )
 
         def closure(model=model, opt=opt):
@@ -333,8 +337,11 @@ def _ring_job(cfg, job, device, deadline):
     (_, std), (trs, vas, tes) = _standardise(tr, va, te)
     if init == "lbfgs":
         model, steps = lbfgs_multistart(
-            lambda s: _model(kind, k, s, device), trs, vas,
-            starts=cfg["ring_lbfgs_starts"], seed=1000 * seed,
+            lambda s: _model(kind, k, s, device),
+            trs,
+            vas,
+            starts=cfg["ring_lbfgs_starts"],
+            seed=1000 * seed,
         )
     else:
         model = _model(kind, k, seed, device)

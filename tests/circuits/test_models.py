@@ -85,7 +85,7 @@ def test_state_of_an_older_layout_is_refused():
     state = model._get_state()
     assert state["layout"] == 2
     del state["layout"]
-    with pytest.raises(ValueError, match="layout 1.*refit"):
+    with pytest.raises(ValueError, match=r"layout 1.*refit"):
         model._set_state(state)
 
 

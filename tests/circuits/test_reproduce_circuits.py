@@ -73,8 +73,9 @@ def test_lbfgs_multistart_reaches_the_closed_form_gaussian_mle():
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(400, 2, dtype=torch.float64, generator=g) * torch.tensor([0.5, 2.0]) + 1.0
-    model, iters = lbfgs_multistart(lambda s: MonotonicCircuit(1, seed=s), x, x[:100],
-                                    starts=2, seed=0)
+    model, iters = lbfgs_multistart(
+        lambda s: MonotonicCircuit(1, seed=s), x, x[:100], starts=2, seed=0
+    )
     var = x.var(0, unbiased=False)
     mle = float(-0.5 * (torch.log(2 * math.pi * var) + 1).sum())
     assert iters > 0
