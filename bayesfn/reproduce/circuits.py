@@ -461,16 +461,21 @@ def _debd_job(cfg, job, device, deadline):
     tr, va, te = data.train, data.valid, data.test
     if cfg["debd_rows"] is not None:
         tr, va = tr[: cfg["debd_rows"]], va[: cfg["debd_rows"] // 2]
-    model = _model(
+    model = _tabular_model(cfg, job, device, "debd", "bernoulli")
+    return _fit_tabular(model, tr, va, te, cfg["debd_steps"], job["seed"], deadline)
+
+
+def _tabular_model(cfg, job, device, part: str, input: str):
+    """The circuit of a DEBD / MAF job: ``cfg[part + "_units"]`` units, ``R`` replicas."""
+    return _model(
         job["kind"],
-        cfg["debd_units"],
+        cfg[f"{part}_units"],
         job["seed"],
         device,
-        input="bernoulli",
-        num_replicas=cfg["debd_replicas"],
+        input=input,
+        num_replicas=cfg[f"{part}_replicas"],
         dtype=cfg["tabular_dtype"],
     )
-    return _fit_tabular(model, tr, va, te, cfg["debd_steps"], job["seed"], deadline)
 
 
 def _fit_tabular(model, tr, va, te, steps, seed, deadline, *, warm=False) -> dict[str, Any]:
@@ -513,15 +518,7 @@ def _maf_job(cfg, job, device, deadline):
         tr, va, te = data.train, data.valid, data.test
     if cfg["maf_rows"] is not None:
         tr, va, te = tr[: cfg["maf_rows"]], va[: cfg["maf_rows"] // 2], te[: cfg["maf_rows"]]
-    model = _model(
-        job["kind"],
-        cfg["maf_units"],
-        job["seed"],
-        device,
-        input="gaussian",
-        num_replicas=cfg["maf_replicas"],
-        dtype=cfg["tabular_dtype"],
-    )
+    model = _tabular_model(cfg, job, device, "maf", "gaussian")
     model.fit(tr, max_steps=0, progress_bar=False)
     paper_init(model, "uniform", seed=123 + job["seed"])
     return _fit_tabular(model, tr, va, te, cfg["maf_steps"], job["seed"], deadline, warm=True)
