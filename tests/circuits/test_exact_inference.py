@@ -420,3 +420,27 @@ def test_spline_leaf_integrals_by_quadrature():
         gc = layer.gram_cdf(t[::400].unsqueeze(0))[0].exp()[0].numpy()
         ref = integrate.cumulative_trapezoid(dn[:, :, None] * dn[:, None, :], tn, axis=0, initial=0)
         assert np.abs(gc - ref[::400]).max() < 1e-6
+
+
+def test_spline_moments_and_cdf_against_integration_of_the_marginals(kind):
+    """Mean, variance and CDF of each variable (signed spline leaves inside NPC²) against
+    the trapezoid rule over that variable's exact marginal density."""
+    x = torch.randn(60, 2, dtype=torch.float64)
+    model = fitted(kind, x, num_units=2, num_replicas=2, input="spline", spline_bases=6, seed=3)
+    post = model.posterior()
+    inp = model.module_.inputs
+    lo = min(inp.support(0)[0], inp.support(1)[0])
+    hi = max(inp.support(0)[1], inp.support(1)[1])
+    t = torch.linspace(lo, hi, 40001, dtype=torch.float64)
+    grid = torch.stack([t, t], -1)  # (N, 2): both variables at the same points
+    with torch.no_grad():
+        dens = post.marginal_log_prob(grid).exp().numpy()  # (N, 2)
+        tn = t.numpy()
+        mass = integrate.trapezoid(dens, tn, axis=0)
+        mean = integrate.trapezoid(tn[:, None] * dens, tn, axis=0)
+        var = integrate.trapezoid((tn[:, None] - mean) ** 2 * dens, tn, axis=0)
+        cdf = integrate.cumulative_trapezoid(dens, tn, axis=0, initial=0)
+        np.testing.assert_allclose(mass, 1.0, atol=1e-6)
+        np.testing.assert_allclose(post.mean.numpy(), mean, atol=1e-6)
+        np.testing.assert_allclose(post.variance.numpy(), var, rtol=1e-5)
+        np.testing.assert_allclose(post.cdf(grid[::1000]).numpy(), cdf[::1000], atol=1e-6)
