@@ -123,7 +123,12 @@ def _make_optimizer(
         raise ValueError(
             f"optimizer must be one of {sorted(choices)} or a callable; got {optimizer!r}"
         )
-    return choices[optimizer](params, lr=lr)
+    if optimizer == "sgd":
+        return torch.optim.SGD(params, lr=lr)
+    # the fused update is one kernel per device and dtype instead of several per tensor:
+    # a small model's training step on a GPU is bound by such launches
+    fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
+    return choices[optimizer](params, lr=lr, fused=fused or None)
 
 
 class _BatchStream:
@@ -264,6 +269,9 @@ def optimize(
     torch.manual_seed(seed + d.rank)
     data_gen = torch.Generator().manual_seed(seed)
     stream = _BatchStream(n, batch_size, data_gen, d) if tensors else None
+    whole = None
+    if tensors and batch_size is None and not d.active:
+        whole = tuple(t.to(device) for t in tensors)
 
     if d.active:  # identical starting point on every rank
         with torch.no_grad():
@@ -327,7 +335,9 @@ def optimize(
     try:
         while step < max_steps and not stop:
             opt.zero_grad(set_to_none=True)
-            if stream is not None:
+            if whole is not None:  # the full data every step: no per-step gather
+                batch, local = whole, float(n)
+            elif stream is not None:
                 idx = stream.next()
                 batch = tuple(t[idx].to(device) for t in tensors)
                 local = float(len(idx))

@@ -310,8 +310,10 @@ def test_loop_matches_hand_written_adam_on_the_batches_it_drew():
         loss.backward()
         opt.step()
         losses.append(loss.item())
-    assert result.losses == losses
-    _assert_same_params(_params(net), _params(ref))
+    # the loop uses torch's fused Adam kernel; the textbook update here agrees to rounding
+    torch.testing.assert_close(result.losses, losses, rtol=1e-12, atol=0)
+    for a, b in zip(_params(net).values(), _params(ref).values()):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
 
 
 def test_same_seed_same_fit_different_seed_different_order():
