@@ -23,7 +23,8 @@ __all__ = ["cp_layer", "cp_layer_positive_log", "signed_log", "signed_logsumexp"
 
 def _finite_or_zero(m: torch.Tensor) -> torch.Tensor:
     """Replace non-finite shifts (all inputs zero) by 0 so that ``-inf - m`` stays ``-inf``."""
-    return torch.nan_to_num(m.detach(), nan=0.0, posinf=0.0, neginf=0.0)
+    m = m if not m.requires_grad else m.detach()
+    return torch.nan_to_num(m, nan=0.0, posinf=0.0, neginf=0.0)
 
 
 def signed_log(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -31,15 +32,18 @@ def signed_log(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     zero (not NaN) gradient there."""
     zero = y == 0
     # torch.where, not masked_fill: the latter is several times slower on CPU
-    log = torch.where(zero, -torch.inf, torch.where(zero, 1.0, y).abs_().log_())
-    return log, torch.sign(y)
+    safe = torch.where(zero, 1.0, y)
+    # in place only without autograd: under autograd an in-place abs/log makes it copy
+    # the input it saves for the backward, one extra pass each
+    safe = safe.abs().log() if safe.requires_grad else safe.abs_().log_()
+    return torch.where(zero, -torch.inf, safe), torch.sign(y)
 
 
 def signed_logsumexp(
     log: torch.Tensor, sign: torch.Tensor, dim: int | tuple[int, ...]
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Signed log-sum-exp: ``(log|Σ v|, sign(Σ v))`` over ``dim`` of ``v = sign · e^log``."""
-    m = _finite_or_zero(log.amax(dim=dim, keepdim=True))
+    m = _finite_or_zero(log.detach().amax(dim=dim, keepdim=True))
     total = (sign * (log - m).exp()).sum(dim=dim, keepdim=True)
     out_log, out_sign = signed_log(total)
     out_log = out_log + m
@@ -165,7 +169,7 @@ def sq_layer(
 
         return sq_layer_triton(left_log, left_sign, right_log, right_sign, weight)
     x_log = left_log + right_log
-    m = _finite_or_zero(x_log.amax(dim=(-1, -2), keepdim=True))
+    m = _finite_or_zero(x_log.detach().amax(dim=(-1, -2), keepdim=True))
     x = (left_sign * right_sign) * (x_log - m).exp()
     w = weight.unsqueeze(1)  # (F, 1, K_out, K_in)
     y = torch.matmul(torch.matmul(w, x), w.transpose(-1, -2))

@@ -35,6 +35,8 @@ import triton
 import triton.language as tl
 from torch.autograd.function import once_differentiable
 
+from bayesfn.kernels.cp_layer import _finite_or_zero
+
 __all__ = ["sq_layer_triton"]
 
 _NEG_INF = tl.constexpr(float("-inf"))
@@ -254,10 +256,6 @@ def _sandwich(left_log, left_sign, right_log, right_sign, weight, method, blocks
     if method == "fused":
         return _sq_forward(left_log, left_sign, right_log, right_sign, weight, blocks)
     return _two_stage(left_log, left_sign, right_log, right_sign, weight, blocks)
-
-
-def _finite_or_zero(m: torch.Tensor) -> torch.Tensor:
-    return torch.where(torch.isfinite(m), m, torch.zeros_like(m))
 
 
 class _SQLayer(torch.autograd.Function):
