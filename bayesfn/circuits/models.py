@@ -430,8 +430,26 @@ class CircuitModel(Model, abc.ABC):
         return signed_logsumexp(rl, rs, dim=0)[0][0]
 
     def _log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        codes = torch.full((x.shape[1],), OBSERVE, dtype=torch.long, device=x.device)
-        return self._log_f(x, codes)[0] - self._log_partition()
+        """Differentiable ``log p(x)`` ``(B,)`` of complete data ``x`` ``(B, d)``: the
+        training objective, so it skips :meth:`_log_f`'s per-code dispatch (and its host
+        synchronisations) and, for an unsquared circuit, computes ``log Z`` in the same
+        pass as ``log f(x)``: integrating every leaf out gives leaf values of exactly 1,
+        so ``Z`` is one more batch row through the same layers. That halves the kernel
+        launches of a training step, which is what bounds it on a GPU at these sizes."""
+        m = self.module_
+        inp = m.inputs
+        xl = x[:, inp.variables].T  # (L, B)
+        if self._weights == "real":  # NPC²: signed weights (and leaves)
+            rl, _ = m.forward_vector(*inp.density(xl), signed=True)
+            return torch.logsumexp(2 * rl, dim=0) - self._log_partition()
+        log = inp.log_density(xl)  # (L, B, K); positive weights read no signs
+        if self.squared:
+            rl, _ = m.forward_vector(log, None, signed=False)
+            return torch.logsumexp(2 * rl, dim=0) - self._log_partition()
+        log = torch.cat((log, log.new_zeros(log.shape[0], 1, log.shape[2])), dim=1)
+        rl, _ = m.forward_vector(log, None, signed=False)  # (R, B + 1)
+        out = torch.logsumexp(rl, dim=0)
+        return out[:-1] - out[-1]
 
     def log_prob(self, x: Any) -> torch.Tensor:
         """Exact log density (or mass) ``log p(x)``: ``x`` is ``(n, d)``, the result ``(n,)``."""
