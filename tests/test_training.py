@@ -91,9 +91,22 @@ def killed_run(tmp_path_factory):
     """Run the helper fit in a subprocess that SIGKILLs itself at step 13."""
     ckpt = tmp_path_factory.mktemp("killed") / "ckpt"
     proc = subprocess.run(
-        [sys.executable, str(TESTS / "_resume_worker.py"), "--ckpt", str(ckpt),
-         "--max-steps", "30", "--kill-at", "13", "--threads", str(torch.get_num_threads())],
-        capture_output=True, text=True, timeout=240, env=_subprocess_env(),
+        [
+            sys.executable,
+            str(TESTS / "_resume_worker.py"),
+            "--ckpt",
+            str(ckpt),
+            "--max-steps",
+            "30",
+            "--kill-at",
+            "13",
+            "--threads",
+            str(torch.get_num_threads()),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=_subprocess_env(),
     )
     assert proc.returncode == -signal.SIGKILL, (proc.returncode, proc.stderr[-3000:])
     echoed = [line.split() for line in proc.stdout.splitlines() if line.strip()]
@@ -189,9 +202,17 @@ def test_checkpoint_of_tied_weights_round_trips(tmp_path):
         net = Tied().double()
         with torch.no_grad():
             net.enc.weight.copy_(torch.eye(3, dtype=D) * 0.5)
-        res = optimize(net, lambda b: ((net(b[0]) - b[0]) ** 2).mean(), data=(x,),
-                       batch_size=5, max_steps=max_steps, seed=0, checkpoint_dir=ckpt,
-                       checkpoint_every=2, progress_bar=False)
+        res = optimize(
+            net,
+            lambda b: ((net(b[0]) - b[0]) ** 2).mean(),
+            data=(x,),
+            batch_size=5,
+            max_steps=max_steps,
+            seed=0,
+            checkpoint_dir=ckpt,
+            checkpoint_every=2,
+            progress_bar=False,
+        )
         return net, res
 
     ref, ref_res = run(6, None)
@@ -220,10 +241,21 @@ def _scripted_fit(values, *, val_every, patience, restore_best=True, min_delta=0
     def record(info: StepInfo):
         recorded[info.step] = _params(info.module)
 
-    result = optimize(net, _mse(net), data=(x, y), batch_size=6, max_steps=1000, seed=0,
-                      val_fn=val_fn, val_every=val_every, patience=patience,
-                      min_delta=min_delta, restore_best=restore_best,
-                      callbacks=[record], progress_bar=False)
+    result = optimize(
+        net,
+        _mse(net),
+        data=(x, y),
+        batch_size=6,
+        max_steps=1000,
+        seed=0,
+        val_fn=val_fn,
+        val_every=val_every,
+        patience=patience,
+        min_delta=min_delta,
+        restore_best=restore_best,
+        callbacks=[record],
+        progress_bar=False,
+    )
     return net, result, recorded, modes
 
 
@@ -242,8 +274,7 @@ def test_early_stopping_restores_best_parameters():
 
 def test_early_stopping_without_restore_keeps_last_parameters():
     values = [2.0, 1.0, 1.5, 1.2]
-    net, result, recorded, _ = _scripted_fit(values, val_every=3, patience=2,
-                                             restore_best=False)
+    net, result, recorded, _ = _scripted_fit(values, val_every=3, patience=2, restore_best=False)
     assert result.stopped_early and result.num_steps == 12
     _assert_same_params(_params(net), recorded[12])
 
@@ -267,9 +298,18 @@ def test_callback_returning_true_stops_and_sees_step_numbers():
         infos.append(info)
         return info.step == 7
 
-    result = optimize(net, _mse(net), data=(x, y), batch_size=6, max_steps=50, seed=0,
-                      callbacks=[stopper, lambda info: other.append(info.step)],
-                      val_fn=lambda: 1.0, val_every=3, progress_bar=False)
+    result = optimize(
+        net,
+        _mse(net),
+        data=(x, y),
+        batch_size=6,
+        max_steps=50,
+        seed=0,
+        callbacks=[stopper, lambda info: other.append(info.step)],
+        val_fn=lambda: 1.0,
+        val_every=3,
+        progress_bar=False,
+    )
     assert result.num_steps == 7 and len(result.losses) == 7
     assert not result.stopped_early  # a callback stop is not early stopping
     assert [i.step for i in infos] == list(range(1, 8))
@@ -289,8 +329,9 @@ def test_loop_matches_hand_written_adam_on_the_batches_it_drew():
         drawn.append(batch[0].clone())
         return ((net(batch[0]) - batch[1]) ** 2).mean()
 
-    result = optimize(net, loss_fn, data=(x, y), batch_size=6, max_steps=9, lr=0.03,
-                      seed=5, progress_bar=False)
+    result = optimize(
+        net, loss_fn, data=(x, y), batch_size=6, max_steps=9, lr=0.03, seed=5, progress_bar=False
+    )
 
     # every epoch uses 3 disjoint batches of 6 (the ragged 2 are dropped), and every batch
     # is made of rows of x with matching y
@@ -312,7 +353,7 @@ def test_loop_matches_hand_written_adam_on_the_batches_it_drew():
         losses.append(loss.item())
     # the loop uses torch's fused Adam kernel; the textbook update here agrees to rounding
     torch.testing.assert_close(result.losses, losses, rtol=1e-12, atol=0)
-    for a, b in zip(_params(net).values(), _params(ref).values()):
+    for a, b in zip(_params(net).values(), _params(ref).values(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
 
 
@@ -328,8 +369,9 @@ def test_same_seed_same_fit_different_seed_different_order():
             firsts.append(batch[0].clone())
             return ((net(batch[0]) - batch[1]) ** 2).mean()
 
-        optimize(net, loss_fn, data=(x, y), batch_size=6, max_steps=8, seed=seed,
-                 progress_bar=False)
+        optimize(
+            net, loss_fn, data=(x, y), batch_size=6, max_steps=8, seed=seed, progress_bar=False
+        )
         return _params(net), firsts
 
     a, order_a = run(0, 1)
@@ -344,9 +386,14 @@ def test_same_seed_same_fit_different_seed_different_order():
 def test_seed_also_seeds_the_stochastic_loss():
     def run(seed):
         net = _mlp()
-        optimize(net, lambda b: ((net(b[0]) + torch.randn(()) - 1.0) ** 2).mean(),
-                 data=(torch.ones(4, 2, dtype=D),), max_steps=5, seed=seed,
-                 progress_bar=False)
+        optimize(
+            net,
+            lambda b: ((net(b[0]) + torch.randn(()) - 1.0) ** 2).mean(),
+            data=(torch.ones(4, 2, dtype=D),),
+            max_steps=5,
+            seed=seed,
+            progress_bar=False,
+        )
         return _params(net)
 
     _assert_same_params(run(3), run(3))
@@ -368,13 +415,24 @@ def test_non_finite_loss_names_the_step():
 
     seen = []
     with pytest.raises(FloatingPointError, match=r"nan at step 4\b"):
-        optimize(net, loss_fn, data=(torch.ones(5, 2, dtype=D),), max_steps=10, seed=0,
-                 callbacks=[lambda info: seen.append(info.step)], progress_bar=False)
+        optimize(
+            net,
+            loss_fn,
+            data=(torch.ones(5, 2, dtype=D),),
+            max_steps=10,
+            seed=0,
+            callbacks=[lambda info: seen.append(info.step)],
+            progress_bar=False,
+        )
     assert seen == [1, 2, 3]  # the step that failed is the 4th
 
     with pytest.raises(FloatingPointError, match=r"inf at step 1\b"):
-        optimize(net, lambda b: (net(torch.ones(1, 2, dtype=D)) * float("inf")).sum(),
-                 max_steps=3, progress_bar=False)
+        optimize(
+            net,
+            lambda b: (net(torch.ones(1, 2, dtype=D)) * float("inf")).sum(),
+            max_steps=3,
+            progress_bar=False,
+        )
 
 
 @pytest.mark.parametrize(
@@ -397,19 +455,16 @@ def test_non_finite_loss_names_the_step():
 def test_bad_arguments_raise_value_error(kwargs, match):
     net = _mlp()
     with pytest.raises(ValueError, match=match):
-        optimize(net, lambda b: net(torch.ones(1, 2, dtype=D)).sum(), progress_bar=False,
-                 **kwargs)
+        optimize(net, lambda b: net(torch.ones(1, 2, dtype=D)).sum(), progress_bar=False, **kwargs)
 
 
 def test_non_scalar_loss_and_no_parameters_raise():
     net = _mlp()
     with pytest.raises(ValueError, match=r"loss_fn must return a scalar; got shape \(3, 1\)"):
-        optimize(net, lambda b: net(torch.ones(3, 2, dtype=D)), max_steps=2,
-                 progress_bar=False)
+        optimize(net, lambda b: net(torch.ones(3, 2, dtype=D)), max_steps=2, progress_bar=False)
     frozen = _mlp().requires_grad_(False)
     with pytest.raises(ValueError, match="no trainable parameters"):
-        optimize(frozen, lambda b: frozen(torch.ones(1, 2, dtype=D)).sum(),
-                 progress_bar=False)
+        optimize(frozen, lambda b: frozen(torch.ones(1, 2, dtype=D)).sum(), progress_bar=False)
 
 
 # --------------------------------------------------------------------------- closed form
@@ -435,8 +490,17 @@ def test_full_batch_gradient_descent_reaches_lstsq():
         assert torch.equal(batch[0], x) and torch.equal(batch[1], y)  # the full data, as is
         return ((lin(batch[0]) - batch[1]) ** 2).mean()
 
-    result = optimize(lin, loss_fn, data=(x, y), batch_size=None, optimizer="sgd",
-                      lr=1.0 / lipschitz, max_steps=400, seed=0, progress_bar=False)
+    result = optimize(
+        lin,
+        loss_fn,
+        data=(x, y),
+        batch_size=None,
+        optimizer="sgd",
+        lr=1.0 / lipschitz,
+        max_steps=400,
+        seed=0,
+        progress_bar=False,
+    )
     got = np.concatenate([lin.weight.detach().numpy().ravel(), lin.bias.detach().numpy()])
     np.testing.assert_allclose(got, coef, rtol=0, atol=1e-6)
     steps = zip(result.losses, result.losses[1:], strict=False)
@@ -450,8 +514,15 @@ def test_grad_clip_matches_clipped_sgd_by_hand():
     w = torch.nn.Parameter(w0.clone())
     holder = torch.nn.Module()
     holder.w = w
-    optimize(holder, lambda b: (holder.w**2).sum(), optimizer="sgd", lr=0.1, grad_clip=1.0,
-             max_steps=1, progress_bar=False)
+    optimize(
+        holder,
+        lambda b: (holder.w**2).sum(),
+        optimizer="sgd",
+        lr=0.1,
+        grad_clip=1.0,
+        max_steps=1,
+        progress_bar=False,
+    )
     expected = w0 - 0.1 * (2 * w0) / torch.linalg.norm(2 * w0)
     # clip_grad_norm_ divides by (norm + 1e-6), hence the tolerance
     torch.testing.assert_close(w.detach(), expected, rtol=1e-6, atol=0)
@@ -459,16 +530,26 @@ def test_grad_clip_matches_clipped_sgd_by_hand():
 
 def test_progress_bar_runs_cleanly(capsys):
     net = _mlp()
-    optimize(net, lambda b: net(torch.ones(1, 2, dtype=D)).pow(2).sum(), max_steps=12,
-             progress_bar=True, desc="bar-test")
+    optimize(
+        net,
+        lambda b: net(torch.ones(1, 2, dtype=D)).pow(2).sum(),
+        max_steps=12,
+        progress_bar=True,
+        desc="bar-test",
+    )
     assert "bar-test" in capsys.readouterr().err
 
 
 def test_result_extends_given_fit_result():
     net = _mlp()
     prior = FitResult(diagnostics={"note": 1})
-    out = optimize(net, lambda b: net(torch.ones(1, 2, dtype=D)).pow(2).sum(), max_steps=3,
-                   result=prior, progress_bar=False)
+    out = optimize(
+        net,
+        lambda b: net(torch.ones(1, 2, dtype=D)).pow(2).sum(),
+        max_steps=3,
+        result=prior,
+        progress_bar=False,
+    )
     assert out is prior and out.diagnostics == {"note": 1} and out.num_steps == 3
 
 
@@ -478,8 +559,14 @@ def test_result_extends_given_fit_result():
 def test_data_parallel_two_gloo_ranks_match_single_process(tmp_path):
     out = tmp_path / "ddp"
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-        str(TESTS / "_ddp_worker.py"), "--out", str(out),
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        str(TESTS / "_ddp_worker.py"),
+        "--out",
+        str(out),
     ]
     env = _subprocess_env(OMP_NUM_THREADS="1", MASTER_ADDR="127.0.0.1")
     if Path("/sys/class/net/lo").exists():  # keep gloo on loopback, whatever the hostname says
@@ -514,8 +601,17 @@ def test_io_is_what_checkpoints_use(tmp_path):
     """optimize's checkpoint can be read back by bayesfn.io alone."""
     x, y = _regression(n=8)
     net = _mlp()
-    optimize(net, _mse(net), data=(x, y), batch_size=4, max_steps=3, seed=0,
-             checkpoint_dir=tmp_path, checkpoint_every=2, progress_bar=False)
+    optimize(
+        net,
+        _mse(net),
+        data=(x, y),
+        batch_size=4,
+        max_steps=3,
+        seed=0,
+        checkpoint_dir=tmp_path,
+        checkpoint_every=2,
+        progress_bar=False,
+    )
     header, state = io.read_state(tmp_path / "latest")
     assert header == {"format": "bayesfn-checkpoint"}
     assert state["step"] == 3

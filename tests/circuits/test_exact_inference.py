@@ -54,7 +54,7 @@ def test_normalisation_by_enumeration(kind, input, states, kwargs):
     torch.testing.assert_close(got, want, rtol=0, atol=1e-10)
     g_got = torch.autograd.grad(got.mean(), params)
     g_want = torch.autograd.grad(want.mean(), params)
-    for a, b in zip(g_got, g_want):
+    for a, b in zip(g_got, g_want, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-10)
 
 
