@@ -171,6 +171,59 @@ def _average_gradients(params: list[torch.nn.Parameter], weight: float, total: f
         p.grad.div_(total)
 
 
+def _check_scalar(loss: torch.Tensor) -> None:
+    if loss.ndim != 0:
+        raise ValueError(f"loss_fn must return a scalar; got shape {tuple(loss.shape)}")
+
+
+def _forward_backward(loss_fn, batch, side: torch.cuda.Stream | None) -> torch.Tensor:
+    """``loss_fn(batch)`` and its backward, on the CUDA stream ``side`` when given (the
+    warm-up before a CUDA graph recording, which must not run on the current stream);
+    the current stream then waits for it."""
+    if side is None:
+        loss = loss_fn(batch)
+        _check_scalar(loss)
+        loss.backward()
+        return loss
+    current = torch.cuda.current_stream(side.device)
+    side.wait_stream(current)
+    with torch.cuda.stream(side):
+        loss = loss_fn(batch)
+        _check_scalar(loss)
+        loss.backward()
+    current.wait_stream(side)
+    return loss
+
+
+class _GraphedStep:
+    """The forward and backward of ``loss_fn`` on one batch shape, recorded once as a
+    CUDA graph. The graph owns static copies of the batch, the loss and (allocated
+    during the recording, because they are ``None`` then) the parameters' ``.grad``
+    tensors; :meth:`replay` copies a new batch in and reruns every recorded kernel,
+    overwriting those same tensors."""
+
+    def __init__(self, loss_fn, batch: tuple[torch.Tensor, ...]):
+        self.batch = tuple(t.clone() for t in batch)
+        self.graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(self.graph):
+                self.loss = loss_fn(self.batch)
+                _check_scalar(self.loss)
+                self.loss.backward()
+        except RuntimeError as err:
+            raise RuntimeError(
+                "cuda_graph=True: recording the training step failed; its loss_fn must not "
+                f"synchronise with the host or change shapes between steps ({err})"
+            ) from err
+
+    def replay(self, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        for static, new in zip(self.batch, batch, strict=True):
+            if new is not static:
+                static.copy_(new)
+        self.graph.replay()
+        return self.loss
+
+
 def optimize(
     module: torch.nn.Module,
     loss_fn: Callable[[tuple[torch.Tensor, ...]], torch.Tensor],
@@ -194,6 +247,8 @@ def optimize(
     progress_bar: bool = True,
     desc: str = "fit",
     result: FitResult | None = None,
+    on_nonfinite: Callable[[tuple[torch.Tensor, ...], torch.Tensor], None] | None = None,
+    cuda_graph: bool = False,
 ) -> FitResult:
     """Minimise ``loss_fn`` over ``module``'s trainable parameters.
 
@@ -223,6 +278,17 @@ def optimize(
             the end; if one exists, resume from it exactly.
         progress_bar: show a ``tqdm`` bar (rank 0 only).
         result: an existing :class:`FitResult` to extend (its ``diagnostics`` are kept).
+        on_nonfinite: called with ``(batch, loss)`` when the loss is not finite, before
+            the generic ``FloatingPointError``; a model raises a more precise error from
+            it (which layer or parameter went bad). It lets ``loss_fn`` itself stay free
+            of host synchronisations.
+        cuda_graph: after two eager warm-up steps, record the forward and backward of a
+            step as a CUDA graph and replay it at every later step (the optimiser update
+            stays eager). A small model's step on a GPU is bound by kernel launches; a
+            replay launches them all at once. Needs CUDA parameters, a single process,
+            and a ``loss_fn`` that never synchronises with the host (no ``.item()``, no
+            Python branch on a tensor value); each step still reads the loss once, to
+            stop on a non-finite value before the update.
 
     Returns:
         The :class:`FitResult`; the module holds the final (or best) parameters.
@@ -240,6 +306,11 @@ def optimize(
     if not params:
         raise ValueError("module has no trainable parameters")
     device = params[0].device
+    if cuda_graph:
+        if not all(p.device.type == "cuda" for p in params):
+            raise ValueError(f"cuda_graph=True needs CUDA parameters; they are on {device}")
+        if d.active:
+            raise ValueError("cuda_graph=True does not support data-parallel (torchrun) runs")
 
     tensors: tuple[torch.Tensor, ...] = tuple(data) if data is not None else ()
     n = tensors[0].shape[0] if tensors else 0
@@ -332,9 +403,10 @@ def optimize(
         leave=False,
     )
     stop = result.stopped_early
+    graphed: _GraphedStep | None = None
+    side = torch.cuda.Stream(device) if cuda_graph else None
     try:
         while step < max_steps and not stop:
-            opt.zero_grad(set_to_none=True)
             if whole is not None:  # the full data every step: no per-step gather
                 batch, local = whole, float(n)
             elif stream is not None:
@@ -343,16 +415,23 @@ def optimize(
                 local = float(len(idx))
             else:
                 batch, local = (), 1.0
-            loss = loss_fn(batch)
-            if loss.ndim != 0:
-                raise ValueError(f"loss_fn must return a scalar; got shape {tuple(loss.shape)}")
-            if not torch.isfinite(loss):
+            if side is not None and step - (result.resumed_from or 0) >= 2:
+                opt.zero_grad(set_to_none=True)  # the recording allocates static grads
+                graphed, side = _GraphedStep(loss_fn, batch), None
+            if graphed is not None:
+                loss = graphed.replay(batch)  # forward and backward; grads in place
+            else:
+                opt.zero_grad(set_to_none=True)
+                loss = _forward_backward(loss_fn, batch, side)
+            loss_value = loss.detach()
+            value = float(loss_value)  # the step's one host synchronisation
+            if not math.isfinite(value):
+                if on_nonfinite is not None:
+                    on_nonfinite(batch, loss)
                 raise FloatingPointError(
-                    f"{desc}: the loss became {loss.item()} at step {step + 1}; lower lr= or check "
+                    f"{desc}: the loss became {value} at step {step + 1}; lower lr= or check "
                     "the data and initialisation"
                 )
-            loss.backward()
-            loss_value = loss.detach()
             if d.active:
                 total = float(global_batch) if stream is not None else float(d.world_size)
                 _average_gradients(params, local, total)
@@ -365,7 +444,9 @@ def optimize(
             if sched is not None:
                 sched.step()
             step += 1
-            result.losses.append(float(loss_value))
+            if d.active:
+                value = float(loss_value)
+            result.losses.append(value)
             result.num_steps = step
 
             val = None
@@ -384,11 +465,11 @@ def optimize(
                     if patience is not None and best["bad"] >= patience:
                         stop = result.stopped_early = True
             for cb in callbacks:
-                if cb(StepInfo(step, float(loss_value), module, val, result)):
+                if cb(StepInfo(step, value, module, val, result)):
                     stop = True
             bar.update(1)
             if step % 10 == 0 or step == max_steps:
-                bar.set_postfix(loss=f"{float(loss_value):.4g}")
+                bar.set_postfix(loss=f"{value:.4g}")
             if ckpt_path is not None and (
                 step % checkpoint_every == 0 or step == max_steps or stop
             ):
