@@ -605,6 +605,7 @@ class CircuitModel(Model, abc.ABC):
         progress_bar: bool = True,
         checkpoint_dir=None,
         warm_start: bool = False,
+        cuda_graph: bool = False,
     ) -> CircuitModel:
         """Maximum likelihood by Adam on the exact NLL, ``Z`` recomputed every step.
 
@@ -620,6 +621,10 @@ class CircuitModel(Model, abc.ABC):
             warm_start: continue from the current parameters of an already fitted
                 model (same number of variables) instead of building and initialising
                 a new circuit, e.g. after setting parameters by hand.
+            cuda_graph: on a CUDA device, replay each training step's kernels as one
+                recorded CUDA graph (:func:`bayesfn.training.optimize`); this removes the
+                per-kernel launch cost that bounds small circuits on a GPU. Untimed so
+                far: ``benchmarks/kernels_circuit_bench.py`` measures it.
 
         Returns:
             ``self``; ``fit_result_.diagnostics`` holds ``train_log_likelihood`` and, with
@@ -647,10 +652,7 @@ class CircuitModel(Model, abc.ABC):
         module = self.module_
 
         def loss_fn(batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
-            loss = -self._log_prob(batch[0]).mean()
-            if not torch.isfinite(loss):
-                self._explain_nonfinite(batch[0], loss)
-            return loss
+            return -self._log_prob(batch[0]).mean()  # no host sync: CUDA-graph safe
 
         def val_fn() -> float:
             return float(-self._log_prob(xv).mean())
@@ -670,6 +672,8 @@ class CircuitModel(Model, abc.ABC):
             progress_bar=progress_bar,
             checkpoint_dir=checkpoint_dir,
             desc=type(self).__name__,
+            on_nonfinite=lambda batch, loss: self._explain_nonfinite(batch[0], loss),
+            cuda_graph=cuda_graph,
         )
         with torch.no_grad():
             result.diagnostics["train_log_likelihood"] = float(self._log_prob(x).mean())

@@ -231,3 +231,50 @@ def test_impute_one_call():
     mean = model.impute(holes)
     post = model.posterior(holes[0], mask=torch.tensor([True, False, True, True]))
     torch.testing.assert_close(mean[0, 1], post.mean[0])
+
+
+_HOST_SYNCS = {"_local_scalar_dense", "nonzero", "masked_select", "unique_dim", "_unique2"}
+
+
+@pytest.mark.parametrize("input", ["categorical", "gaussian", "spline"])
+def test_training_step_never_synchronises_with_the_host(kind, input):
+    """A CUDA graph can record the training step only if nothing in it waits for a value
+    (``.item()``, a Python branch on a tensor, a boolean-mask index, ``nonzero``). On CPU
+    the same operations still pass through the dispatcher, so catch them there."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Recorder(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.syncs: list[str] = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            name = func.overloadpacket.__name__
+            bool_index = name == "index" and any(
+                isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in args[1]
+            )
+            if name in _HOST_SYNCS or bool_index:
+                self.syncs.append(name)
+            return func(*args, **(kwargs or {}))
+
+    if input == "categorical":
+        x = torch.randint(0, 3, (20, 4)).double()
+        kw = {"num_states": 3}
+    else:
+        x = torch.randn(20, 4, dtype=torch.float64)
+        kw = {}
+    model = fitted(kind, x, num_units=3, num_replicas=2, input=input, **kw)
+    with Recorder() as rec:
+        loss = -model._log_prob(x).mean()
+        loss.backward()
+    assert rec.syncs == []
+    # the recorder sees what it must: a Python branch on a tensor
+    with Recorder() as rec:
+        bool(loss > 0)
+    assert rec.syncs == ["_local_scalar_dense"]
+
+
+def test_cuda_graph_needs_cuda_parameters():
+    x = torch.randn(20, 3, dtype=torch.float64)
+    with pytest.raises(ValueError, match="cuda_graph=True needs CUDA parameters"):
+        MonotonicCircuit(3).fit(x, max_steps=3, progress_bar=False, cuda_graph=True)
