@@ -107,3 +107,29 @@ def test_zero_output_has_finite_gradient():
     ol, _ = cp_layer(left, sign, left, sign, w, signed=True)
     ol[..., 1].sum().backward()
     assert torch.isfinite(left.grad).all() and torch.isfinite(w.grad).all()
+
+
+def test_signed_log_values_and_gradient_with_exact_zeros():
+    """Closed forms: log|y|, sign y and d log|y| / dy = 1/y, with (-inf, 0) and a zero
+    (not NaN) gradient at y = 0; the same values without autograd."""
+    y = torch.tensor([-2.5, -1e-300, 0.0, 3.0, 0.0, 7e200], dtype=torch.float64)
+    ref_log = torch.tensor([2.5, 1e-300, 1.0, 3.0, 1.0, 7e200], dtype=torch.float64).log()
+    ref_log[[2, 4]] = -torch.inf
+    ref_sign = torch.tensor([-1.0, -1.0, 0.0, 1.0, 0.0, 1.0], dtype=torch.float64)
+    with torch.no_grad():
+        log, sign = signed_log(y)
+    torch.testing.assert_close(log, ref_log, rtol=1e-15, atol=0)
+    assert torch.equal(sign, ref_sign)
+    yg = y.clone().requires_grad_(True)
+    log, sign = signed_log(yg)
+    torch.testing.assert_close(log, ref_log, rtol=1e-15, atol=0)
+    assert torch.equal(sign, ref_sign) and not sign.requires_grad
+    upstream = torch.tensor([1.0, 2.0, 3.0, -1.0, 0.0, 0.5], dtype=torch.float64)
+    (grad,) = torch.autograd.grad(log, yg, upstream)
+    ref_grad = torch.where(y == 0, 0.0, upstream / y)
+    torch.testing.assert_close(grad, ref_grad, rtol=1e-15, atol=0)
+    assert torch.isfinite(grad).all()
+    # away from zero the gradient and its derivative agree with finite differences
+    away = torch.tensor([-2.0, 0.3, 5.0], dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: signed_log(t)[0], (away,))
+    assert torch.autograd.gradgradcheck(lambda t: signed_log(t)[0], (away,))
