@@ -417,7 +417,7 @@ class BinomialInput(_DiscreteInput):
         n = self.total_count
         s = torch.arange(n + 1, dtype=self.logit.dtype, device=self.logit.device)
         log_comb = (
-            torch.lgamma(torch.tensor(n + 1.0, dtype=s.dtype))
+            math.lgamma(n + 1.0)  # a Python float: no host tensor to upload each step
             - torch.lgamma(s + 1)
             - torch.lgamma(n - s + 1)
         )

@@ -714,7 +714,10 @@ class _SplitReader:
         got = [pieces[b][k] for b, k in parts]
         out = got[0] if len(got) == 1 else torch.cat(got)
         if perm is not None:
-            out = out[perm.to(out.device)]
+            if perm.device != out.device:  # upload once: a recorded CUDA graph cannot
+                perm = perm.to(out.device)
+                self.plan[(layer, side)] = (parts, perm)
+            out = out[perm]
         if out.device.type != "cpu":
             out = out.contiguous()  # the Triton kernels want dense rows
         return out

@@ -233,10 +233,19 @@ def test_impute_one_call():
     torch.testing.assert_close(mean[0, 1], post.mean[0])
 
 
-_HOST_SYNCS = {"_local_scalar_dense", "nonzero", "masked_select", "unique_dim", "_unique2"}
+# what waits for the device, and (lift_fresh) tensors built from host data, which on a
+# GPU are uploads from pageable memory: neither can be recorded in a CUDA graph
+_HOST_SYNCS = {
+    "_local_scalar_dense",
+    "nonzero",
+    "masked_select",
+    "unique_dim",
+    "_unique2",
+    "lift_fresh",
+}
 
 
-@pytest.mark.parametrize("input", ["categorical", "gaussian", "spline"])
+@pytest.mark.parametrize("input", ["categorical", "binomial", "bernoulli", "gaussian", "spline"])
 def test_training_step_never_synchronises_with_the_host(kind, input):
     """A CUDA graph can record the training step only if nothing in it waits for a value
     (``.item()``, a Python branch on a tensor, a boolean-mask index, ``nonzero``). On CPU
@@ -257,9 +266,10 @@ def test_training_step_never_synchronises_with_the_host(kind, input):
                 self.syncs.append(name)
             return func(*args, **(kwargs or {}))
 
-    if input == "categorical":
-        x = torch.randint(0, 3, (20, 4)).double()
-        kw = {"num_states": 3}
+    if input in ("categorical", "binomial", "bernoulli"):
+        states = 2 if input == "bernoulli" else 3
+        x = torch.randint(0, states, (20, 4)).double()
+        kw = {"num_states": states}
     else:
         x = torch.randn(20, 4, dtype=torch.float64)
         kw = {}
