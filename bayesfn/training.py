@@ -405,6 +405,7 @@ def optimize(
     stop = result.stopped_early
     graphed: _GraphedStep | None = None
     side = torch.cuda.Stream(device) if cuda_graph else None
+    first_step = step  # two eager steps of this call, then the recording
     try:
         while step < max_steps and not stop:
             if whole is not None:  # the full data every step: no per-step gather
@@ -415,7 +416,7 @@ def optimize(
                 local = float(len(idx))
             else:
                 batch, local = (), 1.0
-            if side is not None and step - (result.resumed_from or 0) >= 2:
+            if side is not None and step - first_step >= 2:
                 opt.zero_grad(set_to_none=True)  # the recording allocates static grads
                 graphed, side = _GraphedStep(loss_fn, batch), None
             if graphed is not None:
