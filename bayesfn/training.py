@@ -4,8 +4,10 @@
 closure and gives every model the same behaviour: a ``tqdm`` progress bar,
 callbacks, early stopping on a validation metric with restoration of the best
 parameters, seeding, checkpoints every ``N`` steps with exact resume (parameters,
-optimiser, scheduler, data order and RNG states), and data-parallel training when
-launched under ``torchrun``.
+optimiser, scheduler, data order and RNG states), data-parallel training when
+launched under ``torchrun``, and on one GPU an optional replay of each step's forward and
+backward as a recorded CUDA graph (``cuda_graph=True``), for models whose step is bound
+by kernel launches.
 """
 
 from __future__ import annotations
