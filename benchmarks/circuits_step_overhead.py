@@ -15,7 +15,9 @@ backward, Adam), measured through the public API: ops per step are the ops of
 ``fit(max_steps=1 + n)`` minus those of ``fit(max_steps=1)``, divided by ``n``; CPU time
 is the wall clock between a callback after the first step and one after the last.
 Setup as ``kernels_circuit_bench.py``: random binary tree, d = 32, R = 2, categorical
-leaves with 4 states, batch 512, float32, torch backend, 1 thread.
+leaves with 4 states, batch 512, float32, torch backend, 1 thread. ``--ks 2 --batch 2``
+leaves almost no arithmetic: its CPU time is the step's per-operator floor, the part a GPU
+cannot take over.
 
     python benchmarks/circuits_step_overhead.py --against 330ab22 --out overhead.md
 
@@ -38,7 +40,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def measure(ks: list[int], steps: int) -> list[dict]:
+def measure(ks: list[int], steps: int, batch: int = 512) -> list[dict]:
     """Per (model, K): dispatched ops and host syncs per step, and CPU ms per step."""
     import collections
 
@@ -60,7 +62,7 @@ def measure(ks: list[int], steps: int) -> list[dict]:
             return func(*args, **(kwargs or {}))
 
     graph = random_binary_tree(32, num_replicas=2, seed=0)
-    x = torch.randint(0, 4, (512, 32), generator=torch.Generator().manual_seed(0)).float()
+    x = torch.randint(0, 4, (batch, 32), generator=torch.Generator().manual_seed(0)).float()
     rows = []
     for name, cls in (("MonotonicCircuit", MonotonicCircuit), ("SquaredCircuit", SquaredCircuit)):
         for k in ks:
@@ -93,10 +95,10 @@ def measure(ks: list[int], steps: int) -> list[dict]:
     return rows
 
 
-def _run(checkout: Path, ks: str, steps: int) -> list[dict]:
+def _run(checkout: Path, ks: str, steps: int, batch: int) -> list[dict]:
     env = {**os.environ, "PYTHONPATH": str(checkout)}
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", "--ks", ks]
-    cmd += ["--steps", str(steps)]
+    cmd += ["--steps", str(steps), "--batch", str(batch)]
     out = subprocess.run(cmd, env=env, cwd=checkout, capture_output=True, text=True, check=True)
     reply = json.loads(out.stdout.strip().splitlines()[-1])
     if Path(reply["package"]).resolve().parents[1] != checkout.resolve():
@@ -109,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--against", help="git revision to compare with (e.g. a commit)")
     parser.add_argument("--ks", default="16,64", help="comma-separated K values")
     parser.add_argument("--steps", type=int, default=10, help="steps per measurement")
+    parser.add_argument(
+        "--batch", type=int, default=512, help="batch size (2 with K=2: the per-step floor)"
+    )
     parser.add_argument("--rounds", type=int, default=3, help="alternating runs per side")
     parser.add_argument("--out", help="markdown file for the table")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -116,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         import bayesfn
 
-        rows = measure([int(k) for k in args.ks.split(",")], args.steps)
+        rows = measure([int(k) for k in args.ks.split(",")], args.steps, args.batch)
         print(json.dumps({"package": bayesfn.__file__, "rows": rows}))
         return 0
 
@@ -134,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
             runs: dict[str, list[list[dict]]] = {s: [] for s in sides}
             for _ in range(args.rounds):
                 for side, path in sides.items():
-                    runs[side].append(_run(path, args.ks, args.steps))
+                    runs[side].append(_run(path, args.ks, args.steps, args.batch))
         finally:
             if args.against:
                 subprocess.run(
