@@ -255,12 +255,15 @@ def main(argv: list[str] | None = None) -> int:
                     ms[backend] = 1e3 * _fit_step_time(model, x, steps, device)
             ms["graph"] = math.nan
             if cuda:
-                with use_backend("auto"):
-                    bad = _graph_mismatch(model, x)
-                    if bad is None:
-                        ms["graph"] = 1e3 * _fit_step_time(model, x, steps, device, True)
-                    else:
-                        failures.append(f"{name} K={k}: cuda_graph training: {bad}")
+                try:  # a failed recording must not cost the remaining rows
+                    with use_backend("auto"):
+                        bad = _graph_mismatch(model, x)
+                        if bad is None:
+                            ms["graph"] = 1e3 * _fit_step_time(model, x, steps, device, True)
+                except RuntimeError as err:
+                    bad = f"{type(err).__name__}: {str(err)[:300]}"
+                if bad is not None:
+                    failures.append(f"{name} K={k}: cuda_graph training: {bad}")
             n_par = sum(p.numel() for p in model.module_.parameters())
             if cls is MonotonicCircuit:
                 mono_ms[k] = ms
