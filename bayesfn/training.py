@@ -125,12 +125,13 @@ def _make_optimizer(
         raise ValueError(
             f"optimizer must be one of {sorted(choices)} or a callable; got {optimizer!r}"
         )
-    if optimizer == "sgd":
-        return torch.optim.SGD(params, lr=lr)
-    # the fused update is one kernel per device and dtype instead of several per tensor:
-    # a small model's training step on a GPU is bound by such launches
-    fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
-    return choices[optimizer](params, lr=lr, fused=fused or None)
+    extra = {}
+    if optimizer != "sgd":
+        # the fused update is one kernel per device and dtype instead of several per
+        # tensor: a small model's training step on a GPU is bound by such launches
+        fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
+        extra["fused"] = fused or None
+    return choices[optimizer](params, lr=lr, **extra)
 
 
 class _BatchStream:
@@ -173,26 +174,25 @@ def _average_gradients(params: list[torch.nn.Parameter], weight: float, total: f
         p.grad.div_(total)
 
 
-def _check_scalar(loss: torch.Tensor) -> None:
+def _loss_and_grad(loss_fn, batch) -> torch.Tensor:
+    """``loss_fn(batch)``, checked to be a scalar, and its backward."""
+    loss = loss_fn(batch)
     if loss.ndim != 0:
         raise ValueError(f"loss_fn must return a scalar; got shape {tuple(loss.shape)}")
+    loss.backward()
+    return loss
 
 
 def _forward_backward(loss_fn, batch, side: torch.cuda.Stream | None) -> torch.Tensor:
-    """``loss_fn(batch)`` and its backward, on the CUDA stream ``side`` when given (the
-    warm-up before a CUDA graph recording, which must not run on the current stream);
-    the current stream then waits for it."""
+    """:func:`_loss_and_grad`, on the CUDA stream ``side`` when given (the warm-up before
+    a CUDA graph recording, which must not run on the current stream); the current
+    stream then waits for it."""
     if side is None:
-        loss = loss_fn(batch)
-        _check_scalar(loss)
-        loss.backward()
-        return loss
+        return _loss_and_grad(loss_fn, batch)
     current = torch.cuda.current_stream(side.device)
     side.wait_stream(current)
     with torch.cuda.stream(side):
-        loss = loss_fn(batch)
-        _check_scalar(loss)
-        loss.backward()
+        loss = _loss_and_grad(loss_fn, batch)
     current.wait_stream(side)
     return loss
 
@@ -209,9 +209,7 @@ class _GraphedStep:
         self.graph = torch.cuda.CUDAGraph()
         try:
             with torch.cuda.graph(self.graph):
-                self.loss = loss_fn(self.batch)
-                _check_scalar(self.loss)
-                self.loss.backward()
+                self.loss = _loss_and_grad(loss_fn, self.batch)
         except RuntimeError as err:
             raise RuntimeError(
                 "cuda_graph=True: recording the training step failed; its loss_fn must not "

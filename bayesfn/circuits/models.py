@@ -441,15 +441,14 @@ class CircuitModel(Model, abc.ABC):
         xl = x[:, inp.variables].T  # (L, B)
         if self._weights == "real":  # NPC²: signed weights (and leaves)
             rl, _ = m.forward_vector(*inp.density(xl), signed=True)
-            return torch.logsumexp(2 * rl, dim=0) - self._log_partition()
-        log = inp.log_density(xl)  # (L, B, K); positive weights read no signs
-        if self.squared:
+        else:
+            log = inp.log_density(xl)  # (L, B, K); positive weights read no signs
+            if not self.squared:
+                log = torch.cat((log, log.new_zeros(log.shape[0], 1, log.shape[2])), dim=1)
+                out = torch.logsumexp(m.forward_vector(log, None, signed=False)[0], dim=0)
+                return out[:-1] - out[-1]  # row B is log Z
             rl, _ = m.forward_vector(log, None, signed=False)
-            return torch.logsumexp(2 * rl, dim=0) - self._log_partition()
-        log = torch.cat((log, log.new_zeros(log.shape[0], 1, log.shape[2])), dim=1)
-        rl, _ = m.forward_vector(log, None, signed=False)  # (R, B + 1)
-        out = torch.logsumexp(rl, dim=0)
-        return out[:-1] - out[-1]
+        return torch.logsumexp(2 * rl, dim=0) - self._log_partition()
 
     def log_prob(self, x: Any) -> torch.Tensor:
         """Exact log density (or mass) ``log p(x)``: ``x`` is ``(n, d)``, the result ``(n,)``."""
