@@ -33,6 +33,18 @@ __all__ = [
 _FORMAT = "bayesfn-model"
 _FORMAT_VERSION = 1
 _REGISTRY: dict[str, type[Model]] = {}
+# classes whose module moved: saved files name the old path
+_MOVED = {
+    "bayesfn.bayesnn.scale_mixture.ScaleMixtureNNGP": (
+        "bayesfn.bayesnn.nngp.scale_mixture.ScaleMixtureNNGP"
+    ),
+    "bayesfn.bayesnn.classification.OneHotNNGPClassifier": (
+        "bayesfn.bayesnn.nngp.classification.OneHotNNGPClassifier"
+    ),
+    "bayesfn.bayesnn.classification.SVTPClassifier": (
+        "bayesfn.bayesnn.nngp.classification.SVTPClassifier"
+    ),
+}
 
 M = TypeVar("M", bound="Model")
 
@@ -252,7 +264,7 @@ class Model(abc.ABC):
             raise ValueError(
                 f"{path} was saved by a newer bayesfn (format {header['format_version']})"
             )
-        name = header["class"]
+        name = _MOVED.get(header["class"], header["class"])
         if name not in _REGISTRY:
             # importing the defining module registers the class; only bayesfn's own modules
             module = name.rsplit(".", 1)[0]

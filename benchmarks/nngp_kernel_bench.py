@@ -78,7 +78,7 @@ def time_ours(n: int, dtype: str, repeats: int, arch: str = "fc") -> float:
     import torch
 
     from bayesfn.bayesnn import nngp_kernel
-    from bayesfn.bayesnn.cnn import cnn_kernel
+    from bayesfn.bayesnn.nngp.cnn import cnn_kernel
 
     g = torch.Generator().manual_seed(0)
     kw = dict(activation="relu", w_std=1.5, b_std=0.05, w_std_last=1.5, b_std_last=0.05)

@@ -1,5 +1,7 @@
 """Weight-space and infinite-width Bayesian neural networks.
 
+Infinite width (:mod:`bayesfn.bayesnn.nngp`):
+
 * :class:`NNGPKernel` / :func:`nngp_kernel`: NNGP and NTK kernels of fully connected
   networks in neural-tangents' ``stax`` conventions.
 * :class:`ScaleMixtureNNGP`: NNGP regression with a prior on the last-layer variance
@@ -8,10 +10,15 @@
   gradient flow (Lee et al., NeurIPS 2019).
 """
 
-from bayesfn.bayesnn.classification import OneHotNNGPClassifier, SVTPClassifier
-from bayesfn.bayesnn.gradient_flow import trained_network_predictive
-from bayesfn.bayesnn.nngp import NNGPKernel, nngp_kernel
-from bayesfn.bayesnn.scale_mixture import QuadratureWarning, ScaleMixtureNNGP
+from bayesfn.bayesnn.nngp import (
+    NNGPKernel,
+    OneHotNNGPClassifier,
+    QuadratureWarning,
+    ScaleMixtureNNGP,
+    SVTPClassifier,
+    nngp_kernel,
+    trained_network_predictive,
+)
 
 __all__ = [
     "NNGPKernel",

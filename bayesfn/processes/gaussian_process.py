@@ -13,6 +13,7 @@ import gpytorch
 import torch
 
 from bayesfn._linalg import gaussian_log_likelihood, safe_cholesky
+from bayesfn.covariance import build_kernel
 from bayesfn.model import (
     Model,
     check_inputs,
@@ -23,49 +24,7 @@ from bayesfn.model import (
 from bayesfn.posterior import GaussianPosterior
 from bayesfn.training import FitResult, optimize
 
-__all__ = ["GaussianProcess", "build_kernel"]
-
-_BASE_KERNELS = {
-    "rbf": lambda d, b: gpytorch.kernels.RBFKernel(ard_num_dims=d, batch_shape=b),
-    "matern12": lambda d, b: gpytorch.kernels.MaternKernel(0.5, ard_num_dims=d, batch_shape=b),
-    "matern32": lambda d, b: gpytorch.kernels.MaternKernel(1.5, ard_num_dims=d, batch_shape=b),
-    "matern52": lambda d, b: gpytorch.kernels.MaternKernel(2.5, ard_num_dims=d, batch_shape=b),
-    "periodic": lambda d, b: gpytorch.kernels.PeriodicKernel(ard_num_dims=d, batch_shape=b),
-    "rq": lambda d, b: gpytorch.kernels.RQKernel(ard_num_dims=d, batch_shape=b),
-    "linear": lambda d, b: gpytorch.kernels.LinearKernel(ard_num_dims=d, batch_shape=b),
-}
-_ALIASES = {"se": "rbf", "exponential": "matern12"}
-
-
-def build_kernel(spec: str, num_features: int, batch_shape: torch.Size | None = None):
-    """Build a GPyTorch kernel from a formula such as ``"rbf"`` or ``"rbf*periodic + linear"``.
-
-    Each product term gets its own output scale; terms are summed. Base names:
-    ``rbf`` (``se``), ``matern12`` / ``matern32`` / ``matern52``, ``periodic``, ``rq``,
-    ``linear``. Every base kernel has one lengthscale per input dimension (ARD).
-    """
-    batch_shape = torch.Size() if batch_shape is None else torch.Size(batch_shape)
-    if not isinstance(spec, str) or not spec.strip():
-        raise ValueError(f"kernel must be a non-empty formula string; got {spec!r}")
-    terms = []
-    for term in spec.replace(" ", "").lower().split("+"):
-        factors = []
-        for name in term.split("*"):
-            name = _ALIASES.get(name, name)
-            if name not in _BASE_KERNELS:
-                raise ValueError(
-                    f"unknown kernel {name!r} in {spec!r}; choose from "
-                    f"{sorted(_BASE_KERNELS) + sorted(_ALIASES)} joined by '+' and '*'"
-                )
-            factors.append(_BASE_KERNELS[name](num_features, batch_shape))
-        product = factors[0]
-        for f in factors[1:]:
-            product = product * f
-        terms.append(gpytorch.kernels.ScaleKernel(product, batch_shape=batch_shape))
-    kernel = terms[0]
-    for t in terms[1:]:
-        kernel = kernel + t
-    return kernel
+__all__ = ["GaussianProcess"]
 
 
 class _ExactGPModule(gpytorch.models.ExactGP):
@@ -89,7 +48,7 @@ class GaussianProcess(Model):
 
     Args:
         kernel: kernel formula, e.g. ``"rbf"``, ``"matern52"``, ``"rbf*periodic+linear"``
-            (see :func:`build_kernel`).
+            (see :func:`bayesfn.covariance.build_kernel`).
         mean: ``"constant"`` (learned) or ``"zero"``.
         noise: fixed observation-noise variance, or ``None`` to learn it.
         dtype: float64 by default (GP algebra decides correctness).

@@ -17,7 +17,7 @@ the paper's exact target coding and noise convention are unknown, and the absolu
 of the numbers is not comparable; the ordering NNGP ≫ heavy-tailed is the claim under
 test. We also report the categorical NLL of the class probabilities
 ``P(argmax_c f_c = c)`` (Monte Carlo over the joint predictive, see
-:class:`~bayesfn.bayesnn.classification.OneHotNNGPClassifier`).
+:class:`~bayesfn.bayesnn.nngp.classification.OneHotNNGPClassifier`).
 
 Protocol (ours). Images are scaled to [0, 1], corrupted where asked, then standardised
 per image (zero mean, unit variance over the 784 pixels). Kernel: 2-hidden-layer ReLU
@@ -203,7 +203,7 @@ def _fit_models(
     device: str,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The three one-hot classifiers on ``(x, y)``; hyperparameters from a subset."""
-    from bayesfn.bayesnn.classification import OneHotNNGPClassifier
+    from bayesfn.bayesnn.nngp.classification import OneHotNNGPClassifier
 
     g = torch.Generator().manual_seed(seed + 17)
     sub = torch.randperm(x.shape[0], generator=g)[: cfg["n_hyper"]]
@@ -280,7 +280,7 @@ PARTS = ("one_hot", "held_out", "sparse")
 
 def _fit_sparse(x, y, cfg, seed, device) -> tuple[dict[str, Any], dict[str, Any]]:
     """SVGP (σ² ≡ 1) and SVTP (σ² ~ IG(2, 2)) with the softmax likelihood."""
-    from bayesfn.bayesnn.classification import SVTPClassifier
+    from bayesfn.bayesnn.nngp.classification import SVTPClassifier
 
     models, info = {}, {}
     for name, prior in (("svgp", None), ("svtp", (2.0, 2.0))):

@@ -24,7 +24,7 @@ output, the ``e^{−ηΘt/n}`` of the paper with its ``1/n``-averaged loss).
 Which parameters train:
 
 * ``training="all"``: every layer; ``Θ`` is the NTK (``kind="ntk"`` of
-  :func:`~bayesfn.bayesnn.nngp.nngp_kernel`).
+  :func:`~bayesfn.bayesnn.nngp.kernel.nngp_kernel`).
 * ``training="last_layer"``: only the readout weights and bias. Their tangent kernel is
   the NNGP kernel in the NTK parameterisation (``Θ = K``), so at ``t = ∞`` the predictive
   is the noise-free NNGP posterior. In the standard parameterisation it is
@@ -46,7 +46,7 @@ from typing import Any
 import torch
 
 from bayesfn._linalg import safe_cholesky
-from bayesfn.bayesnn.nngp import activation_slopes, check_architecture, nngp_kernel
+from bayesfn.bayesnn.nngp.kernel import activation_slopes, check_architecture, nngp_kernel
 from bayesfn.model import check_inputs, check_targets, resolve_dtype
 from bayesfn.posterior import GaussianPosterior
 
@@ -108,7 +108,7 @@ def trained_network_predictive(
 ) -> GaussianPosterior:
     """Outputs at ``x_test`` of an infinitely wide network trained by gradient flow.
 
-    The network is that of :class:`~bayesfn.bayesnn.nngp.NNGPKernel`: ``depth`` hidden
+    The network is that of :class:`~bayesfn.bayesnn.nngp.kernel.NNGPKernel`: ``depth`` hidden
     ``Dense(w_std, b_std) → activation`` blocks and a ``Dense(w_std_last, b_std_last)``
     readout, initialised at random and trained on ``(x_train, y_train)`` by gradient
     flow on the mean squared error; see the module docstring for the formulas and the
@@ -119,7 +119,7 @@ def trained_network_predictive(
         y_train: ``(n,)`` or ``(n, m)`` training targets.
         x_test: ``(n*, d)`` test inputs.
         depth: number of hidden layers (``0``: a linear model).
-        activation: as in :func:`~bayesfn.bayesnn.nngp.nngp_kernel` (``relu``,
+        activation: as in :func:`~bayesfn.bayesnn.nngp.kernel.nngp_kernel` (``relu``,
             ``leaky_relu``, ``abs``, ``ab_relu``, ``erf``, ``gelu``).
         w_std, b_std: hidden-layer weight / bias standard deviations.
         w_std_last, b_std_last: the readout's (default: ``w_std`` and ``b_std``).

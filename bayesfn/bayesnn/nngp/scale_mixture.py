@@ -5,7 +5,7 @@ variance scaled by ``σ²``, with observation noise scaled along with it::
 
     σ² ~ p(σ²),   f | σ² ~ GP(0, σ² K̄),   y | f, σ² ~ N(f, σ² τ² I)
 
-``K̄`` is the NNGP kernel (:func:`~bayesfn.bayesnn.nngp.nngp_kernel`) with readout
+``K̄`` is the NNGP kernel (:func:`~bayesfn.bayesnn.nngp.kernel.nngp_kernel`) with readout
 ``(w_std_last, b_std_last)`` and ``τ² = noise``. Noise convention: the observation noise
 is scaled by ``σ²`` along with the kernel. The paper's closed form (predictive df
 ``2a + N``, scale factor ``(b + q/2)/(a + N/2)`` with ``q = yᵀ(K̄ + τ²I)⁻¹y``) is exact
@@ -43,8 +43,8 @@ import numpy as np
 import torch
 
 from bayesfn._linalg import safe_cholesky
-from bayesfn.bayesnn._scale_priors import LEARNABLE, PRIORS, check_prior, prior_log_density
-from bayesfn.bayesnn.nngp import activation_slopes, check_architecture, nngp_kernel
+from bayesfn.bayesnn.nngp._scale_priors import LEARNABLE, PRIORS, check_prior, prior_log_density
+from bayesfn.bayesnn.nngp.kernel import activation_slopes, check_architecture, nngp_kernel
 from bayesfn.model import Model, check_inputs, check_targets, resolve_device, resolve_dtype
 from bayesfn.posterior import GaussianPosterior, MixturePosterior, Posterior, StudentTPosterior
 from bayesfn.training import FitResult, optimize
@@ -127,7 +127,7 @@ class ScaleMixtureNNGP(Model):
             ``"half_cauchy"`` (on σ), ``"lognormal"``, ``"point_mass"`` (plain NNGP), or a
             scalar ``torch.distributions.Distribution`` over ``σ² > 0`` (such a model
             cannot be saved, its prior not being JSON).
-        prior_params: the prior's parameters (see :mod:`bayesfn.bayesnn._scale_priors`):
+        prior_params: the prior's parameters (see :mod:`bayesfn.bayesnn.nngp._scale_priors`):
             ``a, b`` / ``c, d`` / ``scale`` / ``loc, scale`` / ``value``.
         w_std, b_std: hidden-layer weight and bias standard deviations (stax convention).
         w_std_last, b_std_last: readout-layer standard deviations before the ``σ²`` scaling.

@@ -8,7 +8,7 @@ so for every pair of images the state is one ``H x W`` map per layer:
 * inputs: ``K⁰[p] = x[p]·x'[p] / C`` (mean over channels at pixel ``p``);
 * ``Conv``: ``K ← W_std² box(K) + b_std²`` where ``box`` is the mean over the ``f x f``
   window with SAME zero padding (``Θ ← K_new + W_std² box(Θ)``);
-* ``φ``: the closed-form maps of :mod:`bayesfn.bayesnn._activations`, pixel by pixel;
+* ``φ``: the closed-form maps of :mod:`bayesfn.bayesnn.nngp._activations`, pixel by pixel;
 * ``Flatten → Dense``: ``K ← W_last² mean_p K[p] + b_last²``, ``Θ ← K_new + W_last² mean_p Θ[p]``.
 """
 
@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from bayesfn.bayesnn._activations import ab_relu_inplace, diag_map, layer_map
+from bayesfn.bayesnn.nngp._activations import ab_relu_inplace, diag_map, layer_map
 
 __all__ = ["cnn_kernel"]
 
@@ -151,7 +151,7 @@ def cnn_kernel(
         x2: ``m x H x W x C`` images, or ``None`` for ``x1``.
         depth: number of ``Conv → φ`` blocks.
         activation, kind, w_std, b_std, w_std_last, b_std_last, slopes: as in
-            :func:`~bayesfn.bayesnn.nngp.nngp_kernel` (scalars or 0-d tensors).
+            :func:`~bayesfn.bayesnn.nngp.kernel.nngp_kernel` (scalars or 0-d tensors).
         filter_size: side ``f`` of the square filters.
         chunk_elements: with autograd on, rows of ``x1`` are processed in chunks so that
             the per-pixel state holds at most about this many elements.

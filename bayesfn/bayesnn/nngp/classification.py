@@ -40,8 +40,8 @@ import torch
 
 from bayesfn._linalg import safe_cholesky
 from bayesfn._random import standard_gamma
-from bayesfn.bayesnn.nngp import activation_slopes, check_architecture, nngp_kernel
-from bayesfn.bayesnn.scale_mixture import ScaleMixtureNNGP, _softplus_inverse
+from bayesfn.bayesnn.nngp.kernel import activation_slopes, check_architecture, nngp_kernel
+from bayesfn.bayesnn.nngp.scale_mixture import ScaleMixtureNNGP, _softplus_inverse
 from bayesfn.model import Model, check_inputs, check_labels, resolve_device, resolve_dtype
 from bayesfn.posterior import (
     CategoricalPosterior,

@@ -573,3 +573,17 @@ def test_burr_c_d_by_marginal_likelihood_match_scipy_evidence_and_gradient():
     assert end > scipy_lml(c0, d0) + 0.05
     supremum = const - 0.5 * n * np.log(q / n) - 0.5 * n
     assert end < supremum
+
+
+def test_a_model_saved_under_the_old_module_path_still_loads(tmp_path):
+    import json
+
+    x = torch.linspace(-1, 1, 12, dtype=torch.float64)[:, None]
+    model = ScaleMixtureNNGP(depth=1).fit(x, torch.sin(3 * x), max_steps=2, progress_bar=False)
+    model.save(tmp_path / "m")
+    config = tmp_path / "m" / "config.json"
+    header = json.loads(config.read_text())
+    header["class"] = "bayesfn.bayesnn.scale_mixture.ScaleMixtureNNGP"  # before the move
+    config.write_text(json.dumps(header))
+    loaded = ScaleMixtureNNGP.load(tmp_path / "m")
+    assert torch.equal(loaded.posterior(x).mean, model.posterior(x).mean)

@@ -11,7 +11,7 @@ from scipy import integrate, special, stats
 
 from bayesfn import CategoricalPosterior, GaussianPosterior, Model, StudentTPosterior
 from bayesfn.bayesnn import nngp_kernel
-from bayesfn.bayesnn.classification import (
+from bayesfn.bayesnn.nngp.classification import (
     OneHotNNGPClassifier,
     SVTPClassifier,
     inverse_gamma_kl,

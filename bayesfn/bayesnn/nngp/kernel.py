@@ -9,7 +9,7 @@ Kernels follow ``stax`` exactly, so numbers compare with the literature:
   ``Θ ← K_new + W_std² Θ``; standard parameterisation
   ``Θ ← N_in K_old + W_std² Θ + 1`` with ``N_in`` the layer's input width;
 * activation ``φ``: ``K ← E[φ(u) φ(v)]``, ``Θ ← Θ · E[φ'(u) φ'(v)]`` with
-  ``(u, v) ~ N(0, K)``, in closed form (see :mod:`bayesfn.bayesnn._activations`).
+  ``(u, v) ~ N(0, K)``, in closed form (see :mod:`bayesfn.bayesnn.nngp._activations`).
 
 Everything is vectorised over points and batches: no Python loop touches a data point.
 """
@@ -22,8 +22,8 @@ from typing import Any
 import gpytorch
 import torch
 
-from bayesfn.bayesnn._activations import ACTIVATIONS, ab_relu_inplace, diag_map, layer_map
-from bayesfn.bayesnn.cnn import cnn_kernel
+from bayesfn.bayesnn.nngp._activations import ACTIVATIONS, ab_relu_inplace, diag_map, layer_map
+from bayesfn.bayesnn.nngp.cnn import cnn_kernel
 
 __all__ = ["NNGPKernel", "activation_slopes", "nngp_kernel"]
 
@@ -226,7 +226,7 @@ class NNGPKernel(gpytorch.kernels.Kernel):
         width: hidden width, needed only by the standard-parameterisation NTK.
         image_shape: ``(H, W, C)`` to use the convolutional network instead: ``depth``
             SAME-padded ``filter_size x filter_size`` convolutions with a Flatten readout
-            (:func:`~bayesfn.bayesnn.cnn.cnn_kernel`, NTK parameterisation); inputs are
+            (:func:`~bayesfn.bayesnn.nngp.cnn.cnn_kernel`, NTK parameterisation); inputs are
             then images flattened in NHWC order, ``n x (H·W·C)``, without batch dims.
         filter_size: the convolutions' filter side.
         dtype: parameter dtype (float64).

@@ -15,8 +15,8 @@ import torch
 from scipy import integrate, special
 
 from bayesfn.bayesnn import NNGPKernel, nngp_kernel
-from bayesfn.bayesnn._activations import diag_map, layer_map
-from bayesfn.bayesnn.nngp import activation_slopes
+from bayesfn.bayesnn.nngp._activations import diag_map, layer_map
+from bayesfn.bayesnn.nngp.kernel import activation_slopes
 
 REFERENCE = json.loads((Path(__file__).parent / "data" / "nngp_reference.json").read_text())
 ACTS = ["relu", "leaky_relu", "abs", "ab_relu", "erf", "gelu"]
@@ -419,7 +419,7 @@ def test_cnn_matches_stored_neural_tangents_values(i, kind):
 def test_cnn_on_single_pixel_images_is_the_fully_connected_kernel(kind):
     """A 1 x 1 image with 1 x 1 filters is a dense layer: the CNN kernel must equal the
     fully connected one, and small chunks must not change anything."""
-    from bayesfn.bayesnn.cnn import cnn_kernel
+    from bayesfn.bayesnn.nngp.cnn import cnn_kernel
 
     g = torch.Generator().manual_seed(6)
     x = torch.randn(7, 5, generator=g, dtype=torch.float64)
@@ -459,7 +459,7 @@ def test_cnn_tiled_inference_path_equals_the_autograd_path(act, kind):
     """Without autograd the kernel is tiled (square tiles of image pairs, only those on
     and above the diagonal when x2 is x1) and updated in place; with autograd it is the
     out-of-place chunked recursion. Every tiling must give the same matrix."""
-    from bayesfn.bayesnn.cnn import cnn_kernel
+    from bayesfn.bayesnn.nngp.cnn import cnn_kernel
 
     x, y = _cnn_inputs(2)
     kw = dict(depth=3, activation=act, kind=kind, b_std=0.1, w_std_last=1.1, b_std_last=0.2)
@@ -484,7 +484,7 @@ def test_cnn_tiled_inference_path_equals_the_autograd_path(act, kind):
 def test_cnn_box_sum_against_explicit_zero_padded_windows():
     """The separable in-place box sum equals the mean over explicitly padded windows,
     for odd and even filters (XLA SAME: the extra row/column goes after), in place too."""
-    from bayesfn.bayesnn.cnn import _box, _box_into
+    from bayesfn.bayesnn.nngp.cnn import _box, _box_into
 
     g = torch.Generator().manual_seed(9)
     t = torch.randn(3, 2, 5, 4, generator=g, dtype=torch.float64)
@@ -502,7 +502,7 @@ def test_cnn_box_sum_against_explicit_zero_padded_windows():
 
 
 def test_cnn_bad_block_sizes_name_themselves():
-    from bayesfn.bayesnn.cnn import cnn_kernel
+    from bayesfn.bayesnn.nngp.cnn import cnn_kernel
 
     x = torch.zeros(2, 3, 3, 1, dtype=torch.float64)
     with pytest.raises(ValueError, match="block_elements"):
@@ -514,7 +514,7 @@ def test_cnn_bad_block_sizes_name_themselves():
 
 
 def test_cnn_tile_threads_keep_values_and_restore_torch_threads():
-    from bayesfn.bayesnn.cnn import cnn_kernel
+    from bayesfn.bayesnn.nngp.cnn import cnn_kernel
 
     x, _ = _cnn_inputs(1)
     before = torch.get_num_threads()
