@@ -20,12 +20,14 @@ from bayesfn import io
 from bayesfn.posterior import Posterior
 
 __all__ = [
+    "Component",
     "Model",
     "NotFittedError",
     "as_tensor",
     "check_inputs",
     "check_labels",
     "check_targets",
+    "component_from",
     "resolve_device",
     "resolve_dtype",
 ]
@@ -183,6 +185,80 @@ def check_labels(
     return labels, num_classes
 
 
+def _init_settings(obj: Any) -> dict[str, Any]:
+    """``obj``'s ``__init__`` arguments, read back from attributes of the same names."""
+    config = {}
+    for name, param in inspect.signature(type(obj).__init__).parameters.items():
+        if name == "self" or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        if not hasattr(obj, name):
+            raise AttributeError(
+                f"{type(obj).__name__}.__init__ must store argument {name!r} as "
+                f"self.{name} so that get_config() can read it"
+            )
+        config[name] = _jsonable(getattr(obj, name), name)
+    return config
+
+
+class Component:
+    """A settings object that a model takes as a setting: a network architecture, a
+    prior, a likelihood, an inference algorithm.
+
+    Like a model, its ``__init__`` stores its arguments under the same names; it is
+    saved inside the model's JSON config as ``{"component": "<module.Class>",
+    "config": {...}}`` and rebuilt from that by :func:`component_from`. Tensors it
+    learns (a fitted prior's scales) are the owning model's state, not its config.
+    """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _COMPONENTS[f"{cls.__module__}.{cls.__qualname__}"] = cls
+
+    def get_config(self) -> dict[str, Any]:
+        """The ``__init__`` settings as a JSON-serialisable dict."""
+        return _init_settings(self)
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"component": "<module.Class>", "config": get_config()}``."""
+        return {
+            "component": f"{type(self).__module__}.{type(self).__qualname__}",
+            "config": self.get_config(),
+        }
+
+    def __repr__(self) -> str:
+        try:
+            args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        except AttributeError:
+            args = "..."
+        return f"{type(self).__name__}({args})"
+
+
+_COMPONENTS: dict[str, type[Component]] = {}
+
+C = TypeVar("C", bound=Component)
+
+
+def component_from(value: Any, base: type[C], name: str) -> C:
+    """Accept a ``base`` instance or its JSON form (:meth:`Component.to_json`).
+
+    Raises ``TypeError`` naming ``name`` for anything else, and ``ValueError`` for JSON
+    naming an unknown class or one that is not a ``base``.
+    """
+    if isinstance(value, base):
+        return value
+    if isinstance(value, dict) and set(value) == {"component", "config"}:
+        qualname = value["component"]
+        if qualname not in _COMPONENTS and str(qualname).split(".")[0] == "bayesfn":
+            __import__(str(qualname).rsplit(".", 1)[0])
+        klass = _COMPONENTS.get(qualname)
+        if klass is None:
+            raise ValueError(f"{name} names {qualname!r}, which is not a known bayesfn component")
+        if not issubclass(klass, base):
+            raise TypeError(f"{name} must be a {base.__name__}; {qualname} is not one")
+        return klass(**value["config"])
+    raise TypeError(f"{name} must be a {base.__name__}; got {type(value).__name__}")
+
+
 class Model(abc.ABC):
     """Base of every bayesfn model.
 
@@ -227,17 +303,7 @@ class Model(abc.ABC):
 
     def get_config(self) -> dict[str, Any]:
         """The ``__init__`` settings as a JSON-serialisable dict."""
-        config = {}
-        for name, param in inspect.signature(type(self).__init__).parameters.items():
-            if name == "self" or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
-                continue
-            if not hasattr(self, name):
-                raise AttributeError(
-                    f"{type(self).__name__}.__init__ must store argument {name!r} as "
-                    f"self.{name} so that get_config() can read it"
-                )
-            config[name] = _jsonable(getattr(self, name), name)
-        return config
+        return _init_settings(self)
 
     def save(self, path: str | os.PathLike) -> None:
         """Save settings (``config.json``) and fitted state (``weights.safetensors``)
@@ -297,6 +363,8 @@ def _fit_result_from(data: Any) -> Any:
 
 
 def _jsonable(value: Any, name: str) -> Any:
+    if isinstance(value, Component):
+        return value.to_json()
     if isinstance(value, torch.dtype):
         return str(value).removeprefix("torch.")
     if isinstance(value, torch.device):

@@ -1,5 +1,13 @@
 """Weight-space and infinite-width Bayesian neural networks.
 
+Weight space:
+
+* :class:`BNN`: ``BNN(net, prior, likelihood, inference)``, one model for every
+  weight-space method; architectures :class:`MLP` and :class:`CNN`
+  (``sqrt(fan_in)``-scaled layers), priors in :mod:`bayesfn.bayesnn.priors`,
+  likelihoods in :mod:`bayesfn.bayesnn.likelihoods`, inferences in
+  :mod:`bayesfn.bayesnn.inference`.
+
 Infinite width (:mod:`bayesfn.bayesnn.nngp`):
 
 * :class:`NNGPKernel` / :func:`nngp_kernel`: NNGP and NTK kernels of fully connected
@@ -10,6 +18,10 @@ Infinite width (:mod:`bayesfn.bayesnn.nngp`):
   gradient flow (Lee et al., NeurIPS 2019).
 """
 
+from bayesfn.bayesnn.bnn import BNN
+from bayesfn.bayesnn.inference import MAP, Inference
+from bayesfn.bayesnn.likelihoods import CategoricalLikelihood, GaussianLikelihood
+from bayesfn.bayesnn.nets import CNN, MLP
 from bayesfn.bayesnn.nngp import (
     NNGPKernel,
     OneHotNNGPClassifier,
@@ -19,8 +31,18 @@ from bayesfn.bayesnn.nngp import (
     nngp_kernel,
     trained_network_predictive,
 )
+from bayesfn.bayesnn.priors import GaussianPrior, HierarchicalPrior
 
 __all__ = [
+    "BNN",
+    "CNN",
+    "MAP",
+    "MLP",
+    "CategoricalLikelihood",
+    "GaussianLikelihood",
+    "GaussianPrior",
+    "HierarchicalPrior",
+    "Inference",
     "NNGPKernel",
     "OneHotNNGPClassifier",
     "QuadratureWarning",

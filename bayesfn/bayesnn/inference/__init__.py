@@ -1,0 +1,14 @@
+"""Inference algorithms for :class:`~bayesfn.bayesnn.BNN`, one file each.
+
+``INFERENCES`` maps the short names that ``BNN(inference="...")`` accepts to their
+classes (built with default settings).
+"""
+
+from bayesfn.bayesnn.inference.base import BNNTarget, Inference
+from bayesfn.bayesnn.inference.map import MAP
+
+INFERENCES: dict[str, type[Inference]] = {
+    "map": MAP,
+}
+
+__all__ = ["INFERENCES", "MAP", "BNNTarget", "Inference"]
