@@ -57,6 +57,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _CKPT_FORMAT = "bayesfn-sampler-checkpoint"
+_FLAT = "params"  # the one entry of the dicts the loop hands a kernel
 Params = dict[str, torch.Tensor]
 
 # the independent random streams of one chain (see chain_seed)
@@ -93,7 +94,12 @@ class StepKernel(abc.ABC):
 
     Subclasses implement :meth:`init_state` and :meth:`step` with pure tensor
     operations (no host synchronisation, no randomness of their own: the loop hands in
-    the standard normal noise, drawn from each chain's generator)."""
+    the standard normal noise, drawn from each chain's generator).
+
+    A kernel works on any ``{name: (C, *shape)}`` dict; :func:`sample` hands it one
+    entry, ``{"params": (C, P)}``, all of a chain's parameters concatenated, which
+    leaves elementwise rules and per-chain norms unchanged and costs a few tensor
+    operations per step instead of a few per parameter."""
 
     @abc.abstractmethod
     def init_state(self, params: Params) -> dict[str, Any]:
@@ -446,25 +452,42 @@ class _ChainBatches:
             g.set_state(s)
 
 
+class _Layout:
+    """The stacked parameter dict as one ``(C, P)`` tensor and back. The loop steps the
+    flat tensor: an elementwise step rule and a per-chain norm are the same on it, and
+    one tensor costs a few operations per step instead of a few per parameter."""
+
+    def __init__(self, params: Mapping[str, torch.Tensor]):
+        self.shapes = {k: tuple(v.shape[1:]) for k, v in params.items()}
+        self.sizes = {k: math.prod(s) for k, s in self.shapes.items()}
+        self.size = sum(self.sizes.values())
+
+    def flatten(self, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """``{name: (C, *shape)}`` -> ``(C, P)``."""
+        return torch.cat([params[k].reshape(params[k].shape[0], -1) for k in self.shapes], 1)
+
+    def views(self, flat: torch.Tensor) -> Params:
+        """``(..., P)`` -> ``{name: (..., *shape)}``, views sharing ``flat``'s memory."""
+        out, offset = {}, 0
+        lead = flat.shape[:-1]
+        for k, shape in self.shapes.items():
+            out[k] = flat[..., offset : offset + self.sizes[k]].view(lead + shape)
+            offset += self.sizes[k]
+        return out
+
+
 class _Noise:
     """Standard normal noise for every chain from its own generator, written into one
-    preallocated ``(C, P)`` buffer that the per-parameter views share."""
+    preallocated ``(C, P)`` buffer."""
 
-    def __init__(self, params: Params, generators: list[torch.Generator]):
-        ref = next(iter(params.values()))
-        sizes = [v[0].numel() for v in params.values()]
+    def __init__(self, like: torch.Tensor, generators: list[torch.Generator]):
         self.generators = generators
-        self.buf = torch.empty(len(generators), sum(sizes), dtype=ref.dtype, device=ref.device)
-        self.views: Params = {}
-        offset = 0
-        for (k, v), size in zip(params.items(), sizes, strict=True):
-            self.views[k] = self.buf[:, offset : offset + size].view(v.shape)
-            offset += size
+        self.buf = torch.empty_like(like)
 
-    def draw(self) -> Params:
+    def draw(self) -> torch.Tensor:
         for row, g in zip(self.buf, self.generators, strict=True):
             torch.randn(row.shape, generator=g, dtype=row.dtype, device=row.device, out=row)
-        return self.views
+        return self.buf
 
 
 def sample(
@@ -580,7 +603,8 @@ def sample(
     lo, hi = _chain_share(num_chains, d)
     local = hi - lo
     device = _device(dict(init))
-    params: Params = {k: v[lo:hi].detach().clone() for k, v in init.items()}
+    layout = _Layout(init)
+    flat = layout.flatten({k: v[lo:hi].detach() for k, v in init.items()}).clone()  # (C_l, P)
     extra: Params = {k: v[lo:hi].detach().clone() for k, v in (hook_init or {}).items()}
     noise_gens = [
         torch.Generator(device).manual_seed(chain_seed(seed, first_chain + c, _NOISE))
@@ -601,10 +625,10 @@ def sample(
     if tensors and batch_size is None:  # the full data every step: one view per chain
         whole = tuple(t.to(device).expand((local,) + t.shape) for t in tensors)
 
-    kstate = kernel.init_state(params)
-    noise = _Noise(params, noise_gens)
+    kstate = kernel.init_state({_FLAT: flat})
+    noise = _Noise(flat, noise_gens)
     total = num_burn_in + num_draws * thin
-    draws = {k: v.new_zeros((local, num_draws) + v.shape[1:]) for k, v in params.items()}
+    draws = flat.new_zeros((local, num_draws, layout.size))
     extra_draws = {k: v.new_zeros((local, num_draws) + v.shape[1:]) for k, v in extra.items()}
     potentials = torch.full((total, local), math.nan, dtype=noise.buf.dtype, device=device)
     record = FitResult()
@@ -618,7 +642,7 @@ def sample(
         "first_chain": first_chain,
         "batch_size": batch_size,
         "n": n,
-        "params": {k: list(v.shape) for k, v in params.items()},
+        "params": {k: list(s) for k, s in layout.shapes.items()},
         "extra": {k: list(v.shape) for k, v in extra.items()},
         "kernel": kernel.describe(),
     }
@@ -631,7 +655,7 @@ def sample(
     def save_checkpoint() -> None:
         state = {
             "step": step,
-            "params": params,
+            "params": flat,
             "kernel": kstate,
             "extra": extra,
             "noise_generators": [g.get_state() for g in noise_gens],
@@ -655,7 +679,7 @@ def sample(
                 f"this run is {fingerprint}: use another checkpoint_dir= or delete it"
             )
         to = {"device": device}
-        params = {k: v.to(**to) for k, v in state["params"].items()}
+        flat = state["params"].to(**to)
         kstate = _to_device(state["kernel"], device)
         extra = {k: v.to(**to) for k, v in state["extra"].items()}
         for g, s in zip(noise_gens, state["noise_generators"], strict=True):
@@ -665,7 +689,7 @@ def sample(
         if batches is not None:
             batches.load(state["batches"])
         torch.set_rng_state(state["torch_rng"])
-        draws = {k: v.to(**to) for k, v in state["draws"].items()}
+        draws = state["draws"].to(**to)
         extra_draws = {k: v.to(**to) for k, v in state["extra_draws"].items()}
         potentials = state["potentials"].to(**to)
         for k, v in state["record"].items():
@@ -694,37 +718,38 @@ def sample(
                 batch = tuple(t[idx].to(device) for t in tensors)
             else:
                 batch = ()
-            live = {k: v.requires_grad_() for k, v in params.items()}
-            log_p = log_prob_fn(live, batch, extra)
+            flat.requires_grad_(True)
+            log_p = log_prob_fn(layout.views(flat), batch, extra)
             if not isinstance(log_p, torch.Tensor) or log_p.shape != (local,):
                 got = tuple(log_p.shape) if isinstance(log_p, torch.Tensor) else type(log_p)
                 raise ValueError(
                     f"log_prob_fn must return one value per chain, shape ({local},); got {got}"
                 )
-            grads = torch.autograd.grad(-log_p.sum(), list(live.values()))
+            (grad,) = torch.autograd.grad(-log_p.sum(), flat)
             burn_in = step < num_burn_in
             with torch.no_grad():
-                params = {k: v.detach() for k, v in live.items()}
-                params, kstate = kernel.step(
-                    params,
-                    dict(zip(params, grads, strict=True)),
+                new, kstate = kernel.step(
+                    {_FLAT: flat.detach()},
+                    {_FLAT: grad},
                     kstate,
-                    noise.draw(),
+                    {_FLAT: noise.draw()},
                     burn_in=burn_in,
                 )
+                flat = new[_FLAT]
                 potentials[step] = -log_p.detach()
                 step += 1
                 if hook is not None and step % hook_every == 0:
-                    extra = dict(hook(params, extra, hook_gens))
+                    extra = dict(hook(layout.views(flat), extra, hook_gens))
                 kept = step - num_burn_in
                 if kept > 0 and kept % thin == 0:
                     j = kept // thin - 1
-                    for k, v in params.items():
-                        draws[k][:, j] = v
+                    draws[:, j] = flat
                     for k, v in extra.items():
                         extra_draws[k][:, j] = v
             if callbacks:
-                info = SampleStepInfo(step, burn_in, params, extra, potentials[step - 1])
+                info = SampleStepInfo(
+                    step, burn_in, layout.views(flat), extra, potentials[step - 1]
+                )
                 for cb in callbacks:
                     if cb(info):
                         stop = record.stopped_early = True
@@ -743,7 +768,7 @@ def sample(
     kstate_clipped = kstate.get("num_clipped") if isinstance(kstate, dict) else None
     potentials = potentials[:step].T.contiguous()  # (C_local, T)
     if d.active:
-        draws = {k: _gather_chains(v, num_chains, d) for k, v in draws.items()}
+        draws = _gather_chains(draws, num_chains, d)
         extra_draws = {k: _gather_chains(v, num_chains, d) for k, v in extra_draws.items()}
         potentials = _gather_chains(potentials, num_chains, d)
         if kstate_clipped is not None:
@@ -763,7 +788,7 @@ def sample(
     if kstate_clipped is not None:
         record.diagnostics["clipped_fraction"] = (kstate_clipped.double() / max(step, 1)).tolist()
     return SampleResult(
-        draws={k: v[:, :num_kept] for k, v in draws.items()},
+        draws={k: v.clone() for k, v in layout.views(draws[:, :num_kept]).items()},
         extra_draws={k: v[:, :num_kept] for k, v in extra_draws.items()},
         potentials=potentials,
         record=record,
