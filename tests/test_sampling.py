@@ -167,7 +167,7 @@ def _blr_problem(n=60, d=3, noise_sd=1.0, prior_sd=1.0):
     [
         # minibatch noise of variance V inflates the variance by about η V / (2 α): 1 %
         (SGHMCKernel(lr=5e-4, mdecay=0.1), 1000),
-        (AdaptiveSGHMCKernel(lr=0.05, mdecay=0.3), 2000),
+        (AdaptiveSGHMCKernel(lr=0.05, mdecay=0.3), 1000),
     ],
     ids=["sghmc", "adaptive"],
 )
@@ -181,8 +181,8 @@ def test_conjugate_linear_regression_with_minibatches(kernel, burn_in):
         data=data,
         batch_size=20,  # N/|B| = 3: a missing or wrong scaling triples the variances
         num_burn_in=burn_in,
-        num_draws=400,
-        thin=25,
+        num_draws=300,
+        thin=20,
         seed=1,
         progress_bar=False,
     )
