@@ -54,7 +54,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _reproduce(args: argparse.Namespace) -> int:
     from bayesfn import reproduce
-    from bayesfn.reproduce.results import write_results
+    from bayesfn.reproduce.results import format_table, write_results
 
     if args.list or args.paper is None:
         names = reproduce.available()
@@ -67,8 +67,8 @@ def _reproduce(args: argparse.Namespace) -> int:
     out = Path(args.out or Path("results") / args.paper)
     results = module.run(scale=args.scale, seeds=args.seed, device=args.device, out=out)
     path = write_results(results, out)
-    print(f"wrote {path}")
-    print(json.dumps(results["rows"], indent=1))
+    print(format_table(results))
+    print(f"wrote {path} and {path.parent / 'report.md'}")
     return 0
 
 

@@ -105,6 +105,7 @@ class MixRef:
         out = np.empty(q.shape + shape)
         for qi in np.ndindex(*q.shape):
             for ei in np.ndindex(*shape):
+
                 def f(x, qi=qi, ei=ei):
                     pairs = zip(self.w, self.refs, strict=True)
                     return sum(w * r.cdf(np.full(shape, x))[ei] for w, r in pairs) - q[qi]
