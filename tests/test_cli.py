@@ -104,3 +104,29 @@ def test_reproduce_passes_a_named_scale(monkeypatch, tmp_path):
     assert main(["reproduce", "nngp", "--scale", "cpu", "--seed", "2", "--out", str(tmp_path)]) == 0
     assert seen == {"scale": "cpu", "seeds": [2], "device": "cpu"}
     assert (tmp_path / "results.json").exists()
+
+
+def test_reproduce_merges_split_runs(monkeypatch, tmp_path):
+    class Fake:
+        PAPER = "fake paper"
+
+    monkeypatch.setattr(reproduce, "load", lambda name: Fake)
+    for name, seeds in (("a", [0]), ("b", [1, 2])):
+        rows = [result_row(f"set {name}", "NLL", 1.0 + len(seeds))]
+        write_results(make_results("fake paper", "cpu", seeds, rows, seconds=3.0), tmp_path / name)
+    out = tmp_path / "merged"
+    argv = ["reproduce", "fake", "--merge", str(tmp_path / "a"), str(tmp_path / "b")]
+    assert main([*argv, "--out", str(out)]) == 0
+    merged = json.loads((out / "results.json").read_text())
+    assert merged["scale"] == "cpu" and merged["seeds"] == [0, 1, 2]
+    assert [(r["setting"], r["ours"], r["seeds"]) for r in merged["rows"]] == [
+        ("set a", 2.0, [0]),
+        ("set b", 3.0, [1, 2]),
+    ]
+    assert [m["seconds"] for m in merged["merged_from"]] == [3.0, 3.0]
+    # the same row twice, or two presets, cannot merge
+    with pytest.raises(ValueError, match="appears in both"):
+        main([*argv[:3], str(tmp_path / "a"), str(tmp_path / "a"), "--out", str(out)])
+    write_results(make_results("fake paper", "full", [3], []), tmp_path / "c")
+    with pytest.raises(ValueError, match="only runs of one paper and preset merge"):
+        main([*argv[:3], str(tmp_path / "a"), str(tmp_path / "c"), "--out", str(out)])

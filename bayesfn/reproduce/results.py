@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["format_table", "make_results", "result_row", "write_results"]
+__all__ = ["format_table", "make_results", "merge_results", "result_row", "write_results"]
 
 _PRESET = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 
@@ -71,6 +71,38 @@ def make_results(
         )
     rows = [r if "seeds" in r else {**r, "seeds": list(seeds)} for r in rows]
     return {"paper": paper, "scale": scale, "seeds": list(seeds), "rows": rows, **extra}
+
+
+def merge_results(parts: Sequence[dict[str, Any]], sources: Sequence[str]) -> dict[str, Any]:
+    """Merge the ``results.json`` payloads of runs of one paper and preset that were
+    split (by data set or seed) over several processes or machines.
+
+    Rows are concatenated; a ``(setting, metric)`` pair may appear in only one part.
+    Extra keys of each part are kept under ``merged_from`` with its source, so that
+    nothing a part recorded is lost.
+    """
+    if not parts:
+        raise ValueError("nothing to merge")
+    if len(parts) != len(sources):
+        raise ValueError("give one source name per part")
+    paper, scale = parts[0]["paper"], parts[0]["scale"]
+    rows, seen, seeds, merged_from = [], {}, [], []
+    for part, source in zip(parts, sources, strict=True):
+        if (part["paper"], part["scale"]) != (paper, scale):
+            raise ValueError(
+                f"{source} holds {part['paper']!r} at scale {part['scale']!r}; the first part "
+                f"holds {paper!r} at scale {scale!r}: only runs of one paper and preset merge"
+            )
+        for row in part["rows"]:
+            key = (row["setting"], row["metric"])
+            if key in seen:
+                raise ValueError(f"row {key} appears in both {seen[key]} and {source}")
+            seen[key] = source
+            rows.append(row if "seeds" in row else {**row, "seeds": part["seeds"]})
+        seeds.extend(s for s in part["seeds"] if s not in seeds)
+        extra = {k: v for k, v in part.items() if k not in ("paper", "scale", "seeds", "rows")}
+        merged_from.append({"source": source, "seeds": part["seeds"], **extra})
+    return make_results(paper, scale, seeds, rows, merged_from=merged_from)
 
 
 def _num(value: float | None) -> str:
