@@ -6,9 +6,11 @@ classes (built with default settings).
 
 from bayesfn.bayesnn.inference.base import BNNTarget, Inference
 from bayesfn.bayesnn.inference.map import MAP
+from bayesfn.bayesnn.inference.mfvi import MeanFieldVI
 
 INFERENCES: dict[str, type[Inference]] = {
     "map": MAP,
+    "mfvi": MeanFieldVI,
 }
 
-__all__ = ["INFERENCES", "MAP", "BNNTarget", "Inference"]
+__all__ = ["INFERENCES", "MAP", "BNNTarget", "Inference", "MeanFieldVI"]
