@@ -19,7 +19,7 @@ Infinite width (:mod:`bayesfn.bayesnn.nngp`):
 """
 
 from bayesfn.bayesnn.bnn import BNN
-from bayesfn.bayesnn.inference import MAP, Inference, MeanFieldVI
+from bayesfn.bayesnn.inference import MAP, DeepEnsemble, Inference, MeanFieldVI
 from bayesfn.bayesnn.likelihoods import CategoricalLikelihood, GaussianLikelihood
 from bayesfn.bayesnn.nets import CNN, MLP
 from bayesfn.bayesnn.nngp import (
@@ -39,6 +39,7 @@ __all__ = [
     "MAP",
     "MLP",
     "CategoricalLikelihood",
+    "DeepEnsemble",
     "GaussianLikelihood",
     "GaussianPrior",
     "HierarchicalPrior",

@@ -5,12 +5,14 @@ classes (built with default settings).
 """
 
 from bayesfn.bayesnn.inference.base import BNNTarget, Inference
+from bayesfn.bayesnn.inference.ensemble import DeepEnsemble
 from bayesfn.bayesnn.inference.map import MAP
 from bayesfn.bayesnn.inference.mfvi import MeanFieldVI
 
 INFERENCES: dict[str, type[Inference]] = {
     "map": MAP,
+    "ensemble": DeepEnsemble,
     "mfvi": MeanFieldVI,
 }
 
-__all__ = ["INFERENCES", "MAP", "BNNTarget", "Inference", "MeanFieldVI"]
+__all__ = ["INFERENCES", "MAP", "BNNTarget", "DeepEnsemble", "Inference", "MeanFieldVI"]
