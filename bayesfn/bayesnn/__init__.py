@@ -19,7 +19,13 @@ Infinite width (:mod:`bayesfn.bayesnn.nngp`):
 """
 
 from bayesfn.bayesnn.bnn import BNN
-from bayesfn.bayesnn.inference import MAP, DeepEnsemble, Inference, MeanFieldVI
+from bayesfn.bayesnn.inference import (
+    MAP,
+    DeepEnsemble,
+    Inference,
+    LastLayerLaplace,
+    MeanFieldVI,
+)
 from bayesfn.bayesnn.likelihoods import CategoricalLikelihood, GaussianLikelihood
 from bayesfn.bayesnn.nets import CNN, MLP
 from bayesfn.bayesnn.nngp import (
@@ -44,6 +50,7 @@ __all__ = [
     "GaussianPrior",
     "HierarchicalPrior",
     "Inference",
+    "LastLayerLaplace",
     "MeanFieldVI",
     "NNGPKernel",
     "OneHotNNGPClassifier",

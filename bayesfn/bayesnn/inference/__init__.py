@@ -6,13 +6,23 @@ classes (built with default settings).
 
 from bayesfn.bayesnn.inference.base import BNNTarget, Inference
 from bayesfn.bayesnn.inference.ensemble import DeepEnsemble
+from bayesfn.bayesnn.inference.laplace import LastLayerLaplace
 from bayesfn.bayesnn.inference.map import MAP
 from bayesfn.bayesnn.inference.mfvi import MeanFieldVI
 
 INFERENCES: dict[str, type[Inference]] = {
     "map": MAP,
     "ensemble": DeepEnsemble,
+    "laplace": LastLayerLaplace,
     "mfvi": MeanFieldVI,
 }
 
-__all__ = ["INFERENCES", "MAP", "BNNTarget", "DeepEnsemble", "Inference", "MeanFieldVI"]
+__all__ = [
+    "INFERENCES",
+    "MAP",
+    "BNNTarget",
+    "DeepEnsemble",
+    "Inference",
+    "LastLayerLaplace",
+    "MeanFieldVI",
+]
