@@ -19,7 +19,14 @@ Infinite width (:mod:`bayesfn.bayesnn.nngp`):
 """
 
 from bayesfn.bayesnn.bnn import BNN
-from bayesfn.bayesnn.inference import MAP, SGHMC, Inference
+from bayesfn.bayesnn.inference import (
+    MAP,
+    SGHMC,
+    DeepEnsemble,
+    Inference,
+    LastLayerLaplace,
+    MeanFieldVI,
+)
 from bayesfn.bayesnn.likelihoods import CategoricalLikelihood, GaussianLikelihood
 from bayesfn.bayesnn.nets import CNN, MLP
 from bayesfn.bayesnn.nngp import (
@@ -40,10 +47,13 @@ __all__ = [
     "MLP",
     "SGHMC",
     "CategoricalLikelihood",
+    "DeepEnsemble",
     "GaussianLikelihood",
     "GaussianPrior",
     "HierarchicalPrior",
     "Inference",
+    "LastLayerLaplace",
+    "MeanFieldVI",
     "NNGPKernel",
     "OneHotNNGPClassifier",
     "QuadratureWarning",
