@@ -264,6 +264,8 @@ class Model(abc.ABC):
             raise ValueError(
                 f"{path} was saved by a newer bayesfn (format {header['format_version']})"
             )
+        if not isinstance(header.get("class"), str):
+            raise ValueError(f"{path}: {io.CONFIG_FILE} does not name the saved model's class")
         name = _MOVED.get(header["class"], header["class"])
         if name not in _REGISTRY:
             # importing the defining module registers the class; only bayesfn's own modules
@@ -275,8 +277,25 @@ class Model(abc.ABC):
             raise ValueError(f"{path} holds a {name}, which is not a known bayesfn model")
         if not issubclass(klass, cls):
             raise TypeError(f"{path} holds a {klass.__name__}, not a {cls.__name__}")
-        model = klass(**header["config"])
-        model._set_state(state)
+        config_file = os.path.join(str(path), io.CONFIG_FILE)
+        weights_file = os.path.join(str(path), io.WEIGHTS_FILE)
+        config = header.get("config")
+        if not isinstance(config, dict):
+            raise ValueError(f"{config_file} holds no 'config' dict of settings")
+        try:
+            model = klass(**config)
+        except (TypeError, ValueError) as err:
+            raise ValueError(
+                f"{config_file}: the saved settings do not build a {klass.__name__} ({err})"
+            ) from err
+        try:
+            model._set_state(state)
+        except (KeyError, IndexError, RuntimeError, TypeError, ValueError) as err:
+            what = f"missing entry {err}" if isinstance(err, KeyError) else str(err)
+            raise ValueError(
+                f"{weights_file}: the saved state does not fit a {klass.__name__} with the "
+                f"settings in {config_file} ({what}); the folder was changed or is corrupt"
+            ) from err
         model.fit_result_ = _fit_result_from(header.get("fit_result"))
         return model
 
