@@ -6,11 +6,60 @@ import math
 
 import torch
 
-__all__ = ["CholeskyError", "gaussian_log_likelihood", "safe_cholesky"]
+__all__ = [
+    "CholeskyError",
+    "available_memory",
+    "check_allocation",
+    "gaussian_log_likelihood",
+    "safe_cholesky",
+]
 
 
 class CholeskyError(RuntimeError):
     """Raised when a matrix stays non positive-definite after every jitter level."""
+
+
+def available_memory(device: torch.device | str) -> int | None:
+    """Bytes that can still be allocated on ``device`` (``None`` where unknown): free GPU
+    memory on CUDA, ``MemAvailable`` of ``/proc/meminfo`` on a Linux CPU."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
+    if device.type == "cpu":
+        try:
+            with open("/proc/meminfo") as f:
+                for line in f:
+                    if line.startswith("MemAvailable:"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            return None
+    return None
+
+
+def check_allocation(
+    shape: tuple[int, ...],
+    *,
+    dtype: torch.dtype,
+    device: torch.device | str,
+    what: str,
+    way_out: str,
+    copies: int = 1,
+) -> None:
+    """Raise a ``MemoryError`` naming ``what``, its size and ``way_out`` when ``copies``
+    tensors of ``shape`` cannot fit in the memory ``device`` has left.
+
+    A clear message before the allocation replaces the allocator's raw error after it
+    (or the swapping that precedes it on a CPU).
+    """
+    nbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size() * copies
+    free = available_memory(device)
+    if free is not None and nbytes > free:
+        raise MemoryError(
+            f"{what} of shape {tuple(shape)} needs {nbytes / 2**30:.1f} GiB "
+            f"({copies} cop{'y' if copies == 1 else 'ies'} in {str(dtype).removeprefix('torch.')})"
+            f" but {torch.device(device)} has {free / 2**30:.1f} GiB available; {way_out}"
+        )
 
 
 def safe_cholesky(

@@ -69,7 +69,19 @@ def resolve_dtype(dtype: torch.dtype | str | None, default: torch.dtype) -> torc
 
 def resolve_device(device: torch.device | str | None) -> torch.device:
     """Accept a device, its name, or ``None`` (→ CPU)."""
-    return torch.device("cpu") if device is None else torch.device(device)
+    if device is None:
+        return torch.device("cpu")
+    if not isinstance(device, torch.device | str | int) or isinstance(device, bool):
+        raise TypeError(
+            f"device must be a torch.device, a name such as 'cpu' or 'cuda:0', or None; "
+            f"got {type(device).__name__}"
+        )
+    try:
+        return torch.device(device)
+    except (RuntimeError, ValueError) as err:
+        raise ValueError(
+            f"device {device!r} is not a torch device name such as 'cpu' or 'cuda:0' ({err})"
+        ) from None
 
 
 def as_tensor(
