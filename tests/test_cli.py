@@ -1,6 +1,7 @@
 """The `bayesfn` command: tour end to end at a tiny size, and the reproduce registry."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -16,6 +17,10 @@ def test_tour_writes_a_report(tmp_path):
     assert main(["tour", "--smoke", "--out", str(out)]) == 0
     report = (out / "report.md").read_text()
     assert "GaussianProcess" in report and "test NLL" in report
+    # every table row has the header's six cells: a '|' inside a cell is escaped
+    rows = [line for line in report.splitlines() if line.startswith("|")]
+    assert rows and all(len(re.split(r"(?<!\\)\|", row)) == 8 for row in rows)
+    assert "'point_mass' \\| 'inverse_gamma'" in report
     results = json.loads((out / "results.json").read_text())
     assert all(step["status"] == "ok" for step in results["steps"])
     for step in results["steps"]:
