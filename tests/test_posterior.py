@@ -105,6 +105,7 @@ class MixRef:
         out = np.empty(q.shape + shape)
         for qi in np.ndindex(*q.shape):
             for ei in np.ndindex(*shape):
+
                 def f(x, qi=qi, ei=ei):
                     pairs = zip(self.w, self.refs, strict=True)
                     return sum(w * r.cdf(np.full(shape, x))[ei] for w, r in pairs) - q[qi]
@@ -369,3 +370,26 @@ def test_categorical_posterior():
         post.quantile(0.5)
     with pytest.raises(ValueError, match="sum to one"):
         CategoricalPosterior(torch.full((2, 3), 0.5))
+
+
+# ------------------------------------------------------------------ hardening
+
+
+def test_a_non_symmetric_covariance_is_refused():
+    cov = torch.tensor([[2.0, 0.5], [0.1, 1.0]], dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"covariance must be symmetric.*0\.2 of the largest"):
+        GaussianPosterior(torch.zeros(2, dtype=torch.float64), cov, event_ndim=1)
+    with pytest.raises(ValueError, match="covariance must be symmetric"):
+        StudentTPosterior(3.0, torch.zeros(2, dtype=torch.float64), cov, event_ndim=1)
+    # rounding-level asymmetry is accepted
+    ok = cov.clone()
+    ok[1, 0] = 0.5 * (1 + 1e-12)
+    assert GaussianPosterior(torch.zeros(2), ok, event_ndim=1).covariance_matrix.shape == (2, 2)
+
+
+@pytest.mark.parametrize("method", ["log_prob", "marginal_log_prob", "cdf"])
+def test_nan_values_are_refused(method):
+    post = GaussianPosterior(torch.zeros(3, 1), variance=torch.ones(3, 1))
+    value = torch.tensor([[0.0], [float("nan")], [1.0]])
+    with pytest.raises(ValueError, match=r"value contains 1 NaN value"):
+        getattr(post, method)(value)

@@ -320,6 +320,7 @@ class GaussianProcess(Model):
             mean = self.module_.mean_module(xb) + (k_star @ alpha.unsqueeze(-1)).squeeze(-1)
             v = torch.linalg.solve_triangular(chol, k_star.mT, upper=False)
             cov = self._kernel(xb, xb) - v.mT @ v  # (..., m, n*, n*)
+            cov = (cov + cov.mT) / 2  # exactly symmetric, whatever the rounding
             if observation_noise:
                 noise = self._noise().unsqueeze(-1).expand(cov.shape[:-1])
                 cov = cov + torch.diag_embed(noise)

@@ -397,6 +397,8 @@ class ScaleMixtureNNGP(Model):
                 "a point-mass prior has no σ² density: σ² is fixed at prior_params['value']"
             )
         s2 = torch.as_tensor(sigma2, dtype=self.dtype, device=self.device)
+        if torch.isnan(s2).any():
+            raise ValueError(f"sigma2 contains {int(torch.isnan(s2).sum())} NaN value(s)")
         if (s2 <= 0).any():
             raise ValueError("sigma2 must be positive")
         with torch.no_grad():
