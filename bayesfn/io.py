@@ -4,9 +4,10 @@ Nested states (a model's fitted state, an optimiser's ``state_dict``, RNG states
 are split into a flat ``{key: tensor}`` map and a JSON skeleton whose leaves point
 at those keys. Writes go to a temporary folder whose files are flushed to disk
 (``fsync``) before it is renamed into place, so a crash mid-write never leaves a
-half-written checkpoint behind; a crash between the two renames leaves the previous folder as ``.<name>.old``,
-which :func:`read_state` and :func:`state_exists` fall back to, and temporary folders
-left by a killed writer are removed by the next successful write.
+half-written checkpoint behind; a crash between the two renames leaves the previous
+folder as ``.<name>.old``, which :func:`read_state` and :func:`state_exists` fall back
+to, and temporary folders left by a killed writer are removed by the next successful
+write.
 """
 
 from __future__ import annotations

@@ -34,9 +34,15 @@ _SampleShape = int | Sequence[int] | torch.Size
 
 
 def _as_size(sample_shape: _SampleShape) -> torch.Size:
-    if isinstance(sample_shape, int):
-        return torch.Size([sample_shape])
-    return torch.Size(sample_shape)
+    try:
+        size = torch.Size([sample_shape] if isinstance(sample_shape, int) else sample_shape)
+    except TypeError:
+        raise TypeError(
+            f"sample_shape must be an int or a sequence of ints; got {sample_shape!r}"
+        ) from None
+    if any(s < 0 for s in size):
+        raise ValueError(f"sample_shape must hold non-negative sizes; got {tuple(size)}")
+    return size
 
 
 class Posterior(abc.ABC):
@@ -92,7 +98,7 @@ class Posterior(abc.ABC):
     ) -> torch.Tensor:
         """Draw ``sample_shape + batch_shape + event_shape`` samples without gradient."""
         with torch.no_grad():
-            return self._draw(_as_size(sample_shape), generator)
+            return self._draw_checked(_as_size(sample_shape), generator)
 
     def rsample(
         self, sample_shape: _SampleShape = (), *, generator: torch.Generator | None = None
@@ -103,7 +109,18 @@ class Posterior(abc.ABC):
                 f"{type(self).__name__} is not reparameterisable: its draws involve a "
                 "discrete choice or stored samples, so no pathwise gradient exists; use sample()"
             )
-        return self._draw(_as_size(sample_shape), generator)
+        return self._draw_checked(_as_size(sample_shape), generator)
+
+    def _draw_checked(
+        self, sample_shape: torch.Size, generator: torch.Generator | None
+    ) -> torch.Tensor:
+        """:meth:`_draw`, with no draws (a zero in ``sample_shape``) answered by an empty
+        tensor of the right shape and dtype; ``generator`` is then left untouched."""
+        if sample_shape.numel() > 0:
+            return self._draw(sample_shape, generator)
+        spare = torch.Generator(device=self.device).manual_seed(0)
+        one = self._draw(torch.Size([1] * len(sample_shape)), spare)
+        return one.new_empty(sample_shape + one.shape[len(sample_shape) :])
 
     # -------------------------------------------------------------- densities
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:

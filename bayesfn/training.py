@@ -18,6 +18,7 @@ import hashlib
 import json
 import logging
 import math
+import numbers
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -396,12 +397,14 @@ def optimize(
     """
     from tqdm.auto import tqdm
 
-    if max_steps < 0:
-        raise ValueError(f"max_steps must be non-negative; got {max_steps}")
+    if not isinstance(max_steps, numbers.Integral) or max_steps < 0:
+        raise ValueError(f"max_steps must be a non-negative integer; got {max_steps!r}")
     if checkpoint_every < 1 or val_every < 1:
         raise ValueError("checkpoint_every and val_every must be positive")
     if patience is not None and val_fn is None:
         raise ValueError("patience= needs val_fn= to measure improvement")
+    if seed is not None and (not isinstance(seed, numbers.Integral) or isinstance(seed, bool)):
+        raise TypeError(f"seed must be an integer or None; got {seed!r}")
     if checkpoint_mismatch not in ("raise", "restart"):
         raise ValueError(
             f"checkpoint_mismatch must be 'raise' or 'restart'; got {checkpoint_mismatch!r}"

@@ -393,3 +393,27 @@ def test_nan_values_are_refused(method):
     value = torch.tensor([[0.0], [float("nan")], [1.0]])
     with pytest.raises(ValueError, match=r"value contains 1 NaN value"):
         getattr(post, method)(value)
+
+
+def test_sample_shapes_with_no_draws_or_negative_sizes():
+    g = GaussianPosterior(torch.zeros(3, 1), variance=torch.ones(3, 1))
+    posts = [
+        g,
+        MixturePosterior([g, g], logits=torch.zeros(2)),
+        CategoricalPosterior(torch.full((3, 2), 0.5)),
+    ]
+    for post in posts:
+        draw = post.sample((2,))
+        empty = post.sample(0)
+        assert empty.shape == (0,) + draw.shape[1:] and empty.dtype == draw.dtype
+        assert post.sample((2, 0)).shape == (2, 0) + draw.shape[1:]
+        with pytest.raises(
+            ValueError, match=r"sample_shape must hold non-negative sizes; got \(-1,\)"
+        ):
+            post.sample(-1)
+        with pytest.raises(TypeError, match="sample_shape must be an int or a sequence"):
+            post.sample("3")
+    # no draws leave the caller's generator where it was
+    gen = torch.Generator().manual_seed(5)
+    g.sample(0, generator=gen)
+    assert torch.equal(gen.get_state(), torch.Generator().manual_seed(5).get_state())

@@ -447,7 +447,8 @@ def test_non_finite_loss_names_the_step():
         ({"data": (torch.zeros(5, 2),), "patience": 3}, r"patience= needs val_fn="),
         ({"data": (torch.zeros(0, 2),)}, r"data is empty"),
         ({"batch_size": 2}, r"batch_size= needs data="),
-        ({"max_steps": -1}, r"max_steps must be non-negative; got -1"),
+        ({"max_steps": -1}, r"max_steps must be a non-negative integer; got -1"),
+        ({"max_steps": 2.5}, r"max_steps must be a non-negative integer; got 2\.5"),
         ({"checkpoint_every": 0}, r"checkpoint_every and val_every must be positive"),
         ({"optimizer": "lbfgs"}, r"optimizer must be one of .*'lbfgs'"),
     ],
@@ -684,3 +685,10 @@ def test_resume_reaches_the_backup_left_between_the_renames(tmp_path):
     assert res.losses == ref.losses
     _assert_same_params(_params(net), _params(ref_net))
     assert sorted(os.listdir(tmp_path)) == ["latest"]
+
+
+@pytest.mark.parametrize("seed", ["abc", 1.5, True])
+def test_a_seed_that_is_not_an_integer_is_a_type_error(seed):
+    net = _mlp()
+    with pytest.raises(TypeError, match="seed must be an integer or None"):
+        optimize(net, lambda b: net(torch.ones(1, 2, dtype=D)).sum(), seed=seed, max_steps=1)
