@@ -23,6 +23,7 @@ import gpytorch
 import torch
 
 from bayesfn._linalg import check_allocation, gaussian_log_likelihood, safe_cholesky
+from bayesfn._tiling import default_tile_rows, tiled_kernel_matrix
 from bayesfn.covariance import build_kernel
 from bayesfn.model import (
     Model,
@@ -35,6 +36,9 @@ from bayesfn.posterior import GaussianPosterior
 from bayesfn.training import FitResult, data_fingerprint, optimize
 
 __all__ = ["GaussianProcess"]
+
+# training sets larger than this evaluate K(x, x) in row tiles (bounded memory)
+_TILE_ABOVE = 2048
 
 
 class _ExactGPModule(gpytorch.models.ExactGP):
@@ -228,10 +232,24 @@ class GaussianProcess(Model):
 
     def _train_cov_and_resid(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``K + σ²I`` ``(m, n, n)`` and ``y − μ`` ``(m, n)`` at the training inputs, in
-        standardised units."""
+        standardised units. Above ``_TILE_ABOVE`` points ``K`` is evaluated in row
+        tiles (:func:`~bayesfn._tiling.tiled_kernel_matrix`), so that neither the
+        kernel's temporaries nor its autograd graph hold more than a few ``tile x n``
+        blocks, and the noise goes onto its diagonal in place."""
         gp, x = self.module_, self._unit_x
-        k = self._kernel(x, x)
-        k = k + torch.diag_embed(self._noise().unsqueeze(-1).expand(k.shape[:-1]))
+        if x.shape[0] > _TILE_ABOVE:
+            params = [p for p in gp.covar_module.parameters() if p.requires_grad]
+            k = tiled_kernel_matrix(
+                self._kernel,
+                x,
+                x,
+                params,
+                tile_rows=default_tile_rows(x.shape[0], len(gp.train_targets)),
+            )
+            k.diagonal(dim1=-2, dim2=-1).add_(self._noise().unsqueeze(-1))
+        else:
+            k = self._kernel(x, x)
+            k = k + torch.diag_embed(self._noise().unsqueeze(-1).expand(k.shape[:-1]))
         return k, self._unit_y.T - gp.mean_module(x)
 
     def _train_quantities(self) -> tuple[torch.Tensor, torch.Tensor]:

@@ -594,6 +594,7 @@ class SVTPClassifier(Model):
         callbacks=(),
         progress_bar: bool = True,
         checkpoint_dir=None,
+        checkpoint_every: int = 100,
     ) -> SVTPClassifier:
         """Maximise the ELBO by minibatch Adam (:func:`bayesfn.training.optimize`).
 
@@ -605,7 +606,8 @@ class SVTPClassifier(Model):
             lr: Adam learning rate.
             inducing: ``(M, d)`` initial inducing inputs; default a random subset of
                 ``x`` (drawn with ``seed``).
-            seed, callbacks, progress_bar, checkpoint_dir: see :func:`optimize`.
+            seed, callbacks, progress_bar, checkpoint_dir, checkpoint_every: see
+                :func:`optimize`.
 
         Returns:
             ``self``; ``fit_result_.losses`` are the negative ELBO per training point.
@@ -651,6 +653,8 @@ class SVTPClassifier(Model):
             callbacks=callbacks,
             progress_bar=progress_bar,
             checkpoint_dir=checkpoint_dir,
+            checkpoint_every=checkpoint_every,
+            fingerprint=None if checkpoint_dir is None else self.get_config(),
             desc="SVTP ELBO" if self.scale_prior is not None else "SVGP ELBO",
         )
         result.diagnostics.update(self.hyperparameters())

@@ -42,7 +42,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from bayesfn._linalg import check_allocation, safe_cholesky
+from bayesfn._linalg import check_allocation, quad_logdet, safe_cholesky
+from bayesfn._tiling import tiled_kernel_matrix
 from bayesfn.bayesnn.nngp._scale_priors import LEARNABLE, PRIORS, check_prior, prior_log_density
 from bayesfn.bayesnn.nngp.kernel import activation_slopes, check_architecture, nngp_kernel
 from bayesfn.model import Model, check_inputs, check_targets, resolve_device, resolve_dtype
@@ -54,6 +55,8 @@ __all__ = ["QuadratureWarning", "ScaleMixtureNNGP"]
 logger = logging.getLogger(__name__)
 
 _QUADRATURE_TOLERANCE = 1e-4
+# training sets larger than this evaluate K(x, x) in row tiles (bounded memory)
+_TILE_ABOVE = 2048
 
 
 class QuadratureWarning(RuntimeWarning):
@@ -310,8 +313,16 @@ class ScaleMixtureNNGP(Model):
         """Cholesky ``L`` of ``C = K̄ + τ²I`` (n, n), ``alpha = C⁻¹y`` (n, m), ``q`` and
         ``log|C|`` (scalars), differentiable in the hyperparameters."""
         x, y = self.train_x_, self.train_y_
-        k = self._kernel(x)
         noise = self.module_.get("noise")
+        if x.shape[0] > _TILE_ABOVE:
+            # row tiles: the kernel's temporaries and autograd graph stay a few tile x n
+            # blocks; closed-form gradients of q and log|C| need one n x n buffer
+            params = [p for p in self.module_.parameters() if p.requires_grad]
+            c = tiled_kernel_matrix(lambda a, b: self._kernel(a, b), x, x, params)
+            c.diagonal().add_(noise)
+            q, logdet, chol, alpha = quad_logdet(c, y, name="training covariance K + noise")
+            return {"chol": chol, "alpha": alpha, "q": q, "logdet": logdet}
+        k = self._kernel(x)
         c = k + noise * torch.eye(k.shape[-1], dtype=k.dtype, device=k.device)
         chol = safe_cholesky(c, name="training covariance K + noise")
         alpha = torch.cholesky_solve(y, chol)
