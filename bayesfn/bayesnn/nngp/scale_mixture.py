@@ -758,17 +758,33 @@ class ScaleMixtureNNGP(Model):
             self._cache = cache
         return self._cache
 
-    def posterior(self, x: Any, *, observation_noise: bool = False) -> Posterior:
+    def posterior(
+        self,
+        x: Any,
+        *,
+        observation_noise: bool = False,
+        joint: bool = True,
+        chunk_size: int | None = None,
+    ) -> Posterior:
         """Predictive at ``x``.
 
         Args:
             x: ``(n*, d)`` or ``(b, n*, d)`` test inputs.
             observation_noise: include the (``σ²``-scaled) noise: the predictive of ``y``.
+            joint: ``True`` for the joint predictive over all points and outputs;
+                ``False`` for independent marginals, which never forms the test
+                covariance (memory ``O(n · chunk_size)``, for large test sets).
+            chunk_size: with ``joint=False``, test points per block (default: about
+                ``2**24 / n``).
 
         Returns:
-            Event ``(n*, m)``, batch ``()`` or ``(b,)``, joint over points and outputs:
-            :class:`StudentTPosterior` (inverse gamma), :class:`GaussianPosterior`
-            (point mass) or :class:`MixturePosterior` of Gaussians (other priors).
+            Event ``(n*, m)``, batch ``()`` or ``(b,)``: :class:`StudentTPosterior`
+            (inverse gamma), :class:`GaussianPosterior` (point mass) or
+            :class:`MixturePosterior` of Gaussians (other priors); joint over points and
+            outputs, or diagonal with ``joint=False``.
+
+        Raises:
+            MemoryError: ``joint=True`` and the covariance cannot fit in the memory left.
         """
         self._check_fitted()
         x = check_inputs(
@@ -779,16 +795,23 @@ class ScaleMixtureNNGP(Model):
             num_features=self.train_x_.shape[-1],
             allow_batch=True,
         )
+        if chunk_size is not None and (
+            isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
+        ):
+            raise ValueError(f"chunk_size must be a positive integer or None; got {chunk_size!r}")
         cache = self._train_quantities()
         m = self.train_y_.shape[1]
         ns = x.shape[-2]
+        if not joint:
+            return self._marginal_posterior(self._unit_x(x), cache, observation_noise, chunk_size)
         check_allocation(
             x.shape[:-2] + (ns * m, ns * m),
             dtype=self.dtype,
             device=self.device,
             copies=3,
             what="the joint predictive covariance",
-            way_out="predict at fewer points per call",
+            way_out="ask for posterior(x, joint=False) (marginals only) or predict at "
+            "fewer points per call",
         )
         x = self._unit_x(x)
         with torch.no_grad():
@@ -818,6 +841,42 @@ class ScaleMixtureNNGP(Model):
             comps = [
                 GaussianPosterior(mean, scale_tril=torch.exp(0.5 * t) * tril) for t in cache["t"]
             ]
+            return MixturePosterior(comps, logits=cache["log_w"])
+
+    def _marginal_posterior(
+        self,
+        x: torch.Tensor,
+        cache: dict[str, Any],
+        observation_noise: bool,
+        chunk_size: int | None,
+    ) -> Posterior:
+        """Independent marginals of :meth:`posterior` at standardised ``x`` (..., n*, d),
+        block by block over test points."""
+        n = self.train_y_.shape[0]
+        chunk_size = chunk_size or max(1, 2**24 // n)
+        means, variances = [], []
+        with torch.no_grad():
+            for start in range(0, x.shape[-2], chunk_size):
+                xc = x[..., start : start + chunk_size, :]
+                k_star = self._kernel(xc, self.train_x_)
+                means.append(k_star @ cache["alpha"])
+                v = _solve_lower(cache["chol"], k_star.mT)
+                variances.append((self._kernel(xc, diag=True) - v.pow(2).sum(-2)).clamp_min(0))
+            mean = torch.cat(means, -2)  # (..., n*, m)
+            var = torch.cat(variances, -1).unsqueeze(-1)  # (..., n*, 1)
+            if observation_noise:
+                var = var + self.module_.get("noise")
+            y_shift, y_scale = self.standardizer_["y_shift"], self.standardizer_["y_scale"]
+            mean = mean * y_scale + y_shift
+            var = (var * y_scale**2).expand(mean.shape).contiguous()
+            num = self.train_y_.numel()
+            if self._prior_name == "point_mass":
+                return GaussianPosterior(mean, variance=self._prior_full["value"] * var)
+            if self._prior_name == "inverse_gamma":
+                a, b = self.module_.get("a"), self.module_.get("b")
+                scale = (b + cache["q"] / 2) / (a + num / 2)
+                return StudentTPosterior(2 * a + num, mean, variance=scale * var)
+            comps = [GaussianPosterior(mean, variance=torch.exp(t) * var) for t in cache["t"]]
             return MixturePosterior(comps, logits=cache["log_w"])
 
     # ------------------------------------------------------------ save/load

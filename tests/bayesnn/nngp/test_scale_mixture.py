@@ -678,3 +678,25 @@ def test_nan_sigma2_and_negative_max_steps_are_rejected():
         model.scale_posterior(torch.tensor([1.0, float("nan")]))
     with pytest.raises(ValueError, match="max_steps must be a non-negative integer"):
         ScaleMixtureNNGP(depth=1).fit(x, y, max_steps=-1)
+
+
+@pytest.mark.parametrize("prior", ["point_mass", "inverse_gamma", "burr12"])
+def test_marginals_only_predictive_matches_the_joint_one(prior):
+    x, y = _data(n=20, m=2)
+    xs = _data(n=7, seed=9)[0]
+    kw = {"prior": prior, "learn": (), "standardize": True}
+    if prior == "burr12":
+        kw["prior_params"] = {"c": 2.0, "d": 1.0}
+    model = _model(**kw).fit(x * 10 + 3, y * 5 - 1, progress_bar=False)
+    for noisy in (False, True):
+        joint = model.posterior(xs * 10 + 3, observation_noise=noisy)
+        marg = model.posterior(xs * 10 + 3, observation_noise=noisy, joint=False, chunk_size=3)
+        assert type(marg) is type(joint) and marg.event_shape == joint.event_shape
+        torch.testing.assert_close(marg.mean, joint.mean, rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(marg.variance, joint.variance, rtol=1e-9, atol=1e-12)
+        value = joint.mean + 0.3
+        torch.testing.assert_close(
+            marg.marginal_log_prob(value), joint.marginal_log_prob(value), rtol=1e-9, atol=1e-10
+        )
+    with pytest.raises(ValueError, match="chunk_size must be a positive integer"):
+        model.posterior(xs, joint=False, chunk_size=0)
