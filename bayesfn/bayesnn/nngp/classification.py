@@ -478,6 +478,10 @@ class SVTPClassifier(Model):
             raise ValueError(f"jitter must be a finite non-negative number; got {jitter!r}")
         self.jitter = float(jitter)
         self.dtype = resolve_dtype(dtype, torch.float64)
+        if self.dtype not in (torch.float32, torch.float64):
+            raise ValueError(
+                f"dtype must be float32 or float64 (Cholesky factorisations); got {self.dtype}"
+            )
         self.device = resolve_device(device)
 
     # ----------------------------------------------------------- building

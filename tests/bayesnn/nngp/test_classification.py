@@ -383,6 +383,11 @@ def test_svtp_jitter_is_checked_in_init(jitter, error):
         SVTPClassifier(jitter=jitter)
 
 
+def test_svtp_refuses_half_precision():
+    with pytest.raises(ValueError, match="dtype must be float32 or float64"):
+        SVTPClassifier(dtype=torch.float16)
+
+
 def test_chunk_size_zero_is_a_named_error():
     x, y = _blobs(12)
     svtp = _random_svtp()
