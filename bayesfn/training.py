@@ -397,8 +397,10 @@ def optimize(
     """
     from tqdm.auto import tqdm
 
-    if not isinstance(max_steps, numbers.Integral) or max_steps < 0:
+    whole = isinstance(max_steps, numbers.Real) and float(max_steps).is_integer()
+    if isinstance(max_steps, bool) or not whole or max_steps < 0:
         raise ValueError(f"max_steps must be a non-negative integer; got {max_steps!r}")
+    max_steps = int(max_steps)  # a whole float such as 1e3 is accepted
     if checkpoint_every < 1 or val_every < 1:
         raise ValueError("checkpoint_every and val_every must be positive")
     if patience is not None and val_fn is None:

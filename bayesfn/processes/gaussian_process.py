@@ -38,7 +38,7 @@ from bayesfn.training import FitResult, data_fingerprint, optimize
 __all__ = ["GaussianProcess"]
 
 # training sets larger than this evaluate K(x, x) in row tiles (bounded memory)
-_TILE_ABOVE = 2048
+_TILE_ABOVE = 1024
 
 
 class _ExactGPModule(gpytorch.models.ExactGP):

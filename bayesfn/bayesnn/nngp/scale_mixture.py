@@ -56,7 +56,7 @@ logger = logging.getLogger(__name__)
 
 _QUADRATURE_TOLERANCE = 1e-4
 # training sets larger than this evaluate K(x, x) in row tiles (bounded memory)
-_TILE_ABOVE = 2048
+_TILE_ABOVE = 512
 
 
 class QuadratureWarning(RuntimeWarning):
