@@ -285,3 +285,24 @@ def test_negative_max_steps_is_rejected(data):
     x, y, _ = data
     with pytest.raises(ValueError, match="max_steps must be a non-negative integer"):
         GaussianProcess().fit(x, y, max_steps=-1)
+
+
+def test_iterative_solver_lands_near_the_exact_fit():
+    """solver='cg' optimises GPyTorch's CG / stochastic-Lanczos objective: its fit is
+    close to, not equal to, the Cholesky fit; predictions are exact given its
+    hyperparameters."""
+    g = np.random.default_rng(4)
+    x = g.uniform(0, 6, (200, 1))
+    y = np.sin(x[:, 0]) + 0.1 * g.standard_normal(200)
+    xs = np.linspace(0.5, 5.5, 20)[:, None]
+    kw = {"max_steps": 40, "progress_bar": False, "seed": 0}
+    exact = GaussianProcess("rbf").fit(x, y, **kw)
+    cg = GaussianProcess("rbf", solver="cg").fit(x, y, **kw)
+    he, hc = exact.hyperparameters(), cg.hyperparameters()
+    ls_e = he["covar_module.base_kernel.lengthscale"]
+    assert hc["covar_module.base_kernel.lengthscale"] == pytest.approx(ls_e, rel=0.1)
+    np.testing.assert_allclose(
+        cg.posterior(xs).mean.numpy(), exact.posterior(xs).mean.numpy(), atol=0.03
+    )
+    with pytest.raises(ValueError, match="solver must be 'cholesky' or 'cg'"):
+        GaussianProcess(solver="lanczos")
