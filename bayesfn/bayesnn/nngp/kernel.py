@@ -22,12 +22,15 @@ from typing import Any
 import gpytorch
 import torch
 
+from bayesfn._tiling import tiled_kernel_matrix
 from bayesfn.bayesnn.nngp._activations import ACTIVATIONS, ab_relu_inplace, diag_map, layer_map
 from bayesfn.bayesnn.nngp.cnn import cnn_kernel
 
 __all__ = ["NNGPKernel", "activation_slopes", "nngp_kernel"]
 
 _KINDS = ("nngp", "ntk")
+# NNGPKernel evaluates differentiable matrices with more entries than this in row tiles
+_TILE_ABOVE_ELEMENTS = 2**20
 _PARAMETERIZATIONS = ("ntk", "standard")
 
 
@@ -378,15 +381,38 @@ class NNGPKernel(gpytorch.kernels.Kernel):
                 diag=diag,
                 **hyper,
             )
-        return nngp_kernel(
-            x1,
-            x2,
-            depth=self.depth,
-            activation=self.activation,
-            kind=self.kind,
-            parameterization=self.parameterization,
-            slopes=self.slopes,
-            width=self.width,
-            diag=diag,
-            **hyper,
-        )
+
+        def evaluate(a: torch.Tensor, b: torch.Tensor, hyper=hyper) -> torch.Tensor:
+            return nngp_kernel(
+                a,
+                b,
+                depth=self.depth,
+                activation=self.activation,
+                kind=self.kind,
+                parameterization=self.parameterization,
+                slopes=self.slopes,
+                width=self.width,
+                diag=diag,
+                **hyper,
+            )
+
+        params = [p for p in self.parameters() if p.requires_grad]
+        large = x1.shape[-2] * x2.shape[-2] > _TILE_ABOVE_ELEMENTS
+        if (
+            large
+            and not diag
+            and params
+            and torch.is_grad_enabled()
+            and not (x1.requires_grad or x2.requires_grad)
+        ):
+            # a differentiable evaluation of a large matrix: in row tiles, so that
+            # autograd keeps no n x m temporaries of the recursion (see bayesfn._tiling)
+            def tile(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+                fresh = {
+                    n: self._value(n).to(a.dtype)
+                    for n in ("w_std", "b_std", "w_std_last", "b_std_last")
+                }
+                return evaluate(a, b, fresh)
+
+            return tiled_kernel_matrix(tile, x1, x2, params)
+        return evaluate(x1, x2)
