@@ -155,3 +155,15 @@ def test_tiled_kernel_peak_memory_stays_within_its_bound():
     peak = json.loads(done.stdout.strip().splitlines()[-1])
     assert peak["forward"] < matrix + 20 * block, peak
     assert peak["total"] < 2 * matrix + 200 * block, peak
+
+
+def test_a_training_covariance_that_cannot_fit_is_refused_before_allocating(monkeypatch):
+    import bayesfn._linalg as linalg
+
+    x = _x(50, d=2)
+    y = x.sum(-1)
+    monkeypatch.setattr(linalg, "available_memory", lambda device: 10_000)
+    with pytest.raises(MemoryError, match=r"training covariance of 50 points .* solver='cg'"):
+        GaussianProcess().fit(x, y)
+    with pytest.raises(MemoryError, match=r"training covariance of 50 points .*subsample"):
+        ScaleMixtureNNGP().fit(x, y)

@@ -196,6 +196,16 @@ class GaussianProcess(Model):
             raise ValueError(f"max_steps must be a non-negative integer; got {max_steps!r}")
         x = check_inputs(x, "x", dtype=self.dtype, device=self.device)
         y = check_targets(y, x.shape[0], "y", dtype=self.dtype, device=self.device)
+        n, m = y.shape
+        check_allocation(
+            (m, n, n),
+            dtype=self.dtype,
+            device=self.device,
+            copies=1 if self.solver == "cg" and max_steps > 0 else 3,
+            what=f"the training covariance of {n} points (with its factor and gradient)",
+            way_out="fit to a subsample"
+            + ("" if self.solver == "cg" else ", or use solver='cg' for the fit"),
+        )
         self._build(x, y, self._standardizer(x, y))
         gp = self.module_
         scale2 = self.standardizer_["y_scale"] ** 2

@@ -523,6 +523,15 @@ class ScaleMixtureNNGP(Model):
             raise ValueError(f"method must be 'marginal_likelihood' or 'grid'; got {method!r}")
         if not isinstance(max_steps, int) or isinstance(max_steps, bool) or max_steps < 0:
             raise ValueError(f"max_steps must be a non-negative integer; got {max_steps!r}")
+        n = x.shape[0]
+        check_allocation(
+            (n, n),
+            dtype=self.dtype,
+            device=self.device,
+            copies=3,
+            what=f"the training covariance of {n} points (with its factor and gradient)",
+            way_out="fit to a subsample",
+        )
         self.standardizer_ = self._standardizer(x, y)
         self._build(self._unit_x(x), self._unit_y(y))
         result = FitResult()
