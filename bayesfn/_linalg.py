@@ -6,11 +6,61 @@ import math
 
 import torch
 
-__all__ = ["CholeskyError", "gaussian_log_likelihood", "safe_cholesky"]
+__all__ = [
+    "CholeskyError",
+    "available_memory",
+    "check_allocation",
+    "gaussian_log_likelihood",
+    "quad_logdet",
+    "safe_cholesky",
+]
 
 
 class CholeskyError(RuntimeError):
     """Raised when a matrix stays non positive-definite after every jitter level."""
+
+
+def available_memory(device: torch.device | str) -> int | None:
+    """Bytes that can still be allocated on ``device`` (``None`` where unknown): free GPU
+    memory on CUDA, ``MemAvailable`` of ``/proc/meminfo`` on a Linux CPU."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
+    if device.type == "cpu":
+        try:
+            with open("/proc/meminfo") as f:
+                for line in f:
+                    if line.startswith("MemAvailable:"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            return None
+    return None
+
+
+def check_allocation(
+    shape: tuple[int, ...],
+    *,
+    dtype: torch.dtype,
+    device: torch.device | str,
+    what: str,
+    way_out: str,
+    copies: int = 1,
+) -> None:
+    """Raise a ``MemoryError`` naming ``what``, its size and ``way_out`` when ``copies``
+    tensors of ``shape`` cannot fit in the memory ``device`` has left.
+
+    A clear message before the allocation replaces the allocator's raw error after it
+    (or the swapping that precedes it on a CPU).
+    """
+    nbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size() * copies
+    free = available_memory(device)
+    if free is not None and nbytes > free:
+        raise MemoryError(
+            f"{what} of shape {tuple(shape)} needs {nbytes / 2**30:.1f} GiB "
+            f"({copies} cop{'y' if copies == 1 else 'ies'} in {str(dtype).removeprefix('torch.')})"
+            f" but {torch.device(device)} has {free / 2**30:.1f} GiB available; {way_out}"
+        )
 
 
 def safe_cholesky(
@@ -43,11 +93,16 @@ def safe_cholesky(
     if not torch.isfinite(matrix).all():
         raise ValueError(f"{name} contains NaN or inf; cannot take its Cholesky factor")
     scale = matrix.diagonal(dim1=-2, dim2=-1).abs().mean(-1).clamp_min(1e-30)
-    eye = torch.eye(matrix.shape[-1], dtype=matrix.dtype, device=matrix.device)
     eps = jitter * scale
     base = 1e-10 if matrix.dtype == torch.float64 else 1e-6
     for attempt in range(max_tries + 1):
-        factor, info = torch.linalg.cholesky_ex(matrix + eps[..., None, None] * eye)
+        if attempt == 0 and not bool((eps != 0).any()):
+            shifted = matrix  # no copy of an n x n matrix when no jitter is due
+        else:  # one copy, jitter on its diagonal (never an n x n identity)
+            shifted = matrix.clone()
+            shifted.diagonal(dim1=-2, dim2=-1).add_(eps.unsqueeze(-1))
+        factor, info = torch.linalg.cholesky_ex(shifted)
+        del shifted
         failed = info != 0
         if not failed.any():
             return factor
@@ -82,8 +137,11 @@ class _GaussianLogLikelihood(torch.autograd.Function):
         g = grad.unsqueeze(-1)
         grad_cov = None
         if ctx.needs_input_grad[0]:
-            outer = alpha.unsqueeze(-1) * alpha.unsqueeze(-2)
-            grad_cov = 0.5 * g.unsqueeze(-1) * (outer - torch.cholesky_inverse(chol))
+            # ½ g (ααᵀ − K⁻¹), built in the one n x n buffer of the inverse
+            n = alpha.shape[-1]
+            grad_cov = torch.cholesky_inverse(chol).mul_(-0.5 * g.unsqueeze(-1))
+            half = (0.5 * g * alpha).reshape(-1, n, 1)
+            grad_cov.view(-1, n, n).baddbmm_(half, alpha.reshape(-1, 1, n))
         grad_resid = -g * alpha if ctx.needs_input_grad[1] else None
         return grad_cov, grad_resid, None
 
@@ -102,3 +160,48 @@ def gaussian_log_likelihood(
         ``batch`` log densities ``−½ rᵀK⁻¹r − ½ log|K| − (n/2) log 2π``.
     """
     return _GaussianLogLikelihood.apply(cov, resid, name)
+
+
+class _QuadLogdet(torch.autograd.Function):
+    """``q = Σⱼ yⱼᵀC⁻¹yⱼ`` and ``log|C|`` with closed-form gradients ``−ααᵀ`` and
+    ``C⁻¹`` w.r.t. ``C`` (``α = C⁻¹Y``), built in one ``n x n`` buffer."""
+
+    @staticmethod
+    def forward(ctx, cov: torch.Tensor, y: torch.Tensor, name: str):
+        chol = safe_cholesky(cov, name=name)
+        alpha = torch.cholesky_solve(y, chol)
+        q = (y * alpha).sum()
+        logdet = 2 * chol.diagonal().log().sum()
+        ctx.save_for_backward(chol, alpha)
+        ctx.mark_non_differentiable(chol, alpha)
+        return q, logdet, chol, alpha
+
+    @staticmethod
+    def backward(ctx, grad_q, grad_logdet, _grad_chol, _grad_alpha):
+        chol, alpha = ctx.saved_tensors
+        grad_cov = grad_y = None
+        if ctx.needs_input_grad[0]:
+            grad_cov = torch.cholesky_inverse(chol).mul_(grad_logdet)
+            grad_cov.addmm_(alpha, alpha.mT, alpha=-float(grad_q))
+        if ctx.needs_input_grad[1]:
+            grad_y = 2 * grad_q * alpha
+        return grad_cov, grad_y, None
+
+
+def quad_logdet(
+    cov: torch.Tensor, y: torch.Tensor, *, name: str = "covariance"
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The two ``σ²``-free summaries of Gaussian data ``Y`` under covariance ``C``.
+
+    Args:
+        cov: ``n x n`` covariance ``C``.
+        y: ``n x m`` data (``m`` columns sharing ``C``).
+        name: what to call the matrix in a Cholesky error.
+
+    Returns:
+        ``(q, logdet, chol, alpha)``: ``q = Σⱼ yⱼᵀC⁻¹yⱼ`` and ``log|C|`` (scalars,
+        differentiable in ``cov`` and ``y`` with closed-form gradients that need one
+        ``n x n`` buffer instead of autograd through the factorisation), the Cholesky
+        factor and ``α = C⁻¹Y`` (not differentiable).
+    """
+    return _QuadLogdet.apply(cov, y, name)

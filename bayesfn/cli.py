@@ -69,7 +69,12 @@ def _reproduce(args: argparse.Namespace) -> int:
         for name in names:
             print(f"{name:12s} {reproduce.load(name).PAPER}")
         return 0 if args.list else 2
-    module = reproduce.load(args.paper)
+    try:  # a wrong name is a one-line error, found before any work
+        module = reproduce.load(args.paper)
+        reproduce.check_scale(module, args.scale)
+    except ValueError as err:
+        print(f"bayesfn reproduce: error: {err}", file=sys.stderr)
+        return 2
     out = Path(args.out or Path("results") / args.paper)
     if args.merge:
         parts = []

@@ -2,8 +2,12 @@
 
 Nested states (a model's fitted state, an optimiser's ``state_dict``, RNG states)
 are split into a flat ``{key: tensor}`` map and a JSON skeleton whose leaves point
-at those keys. Writes go to a temporary folder that is renamed into place, so a
-crash mid-write never leaves a half-written checkpoint behind.
+at those keys. Writes go to a temporary folder whose files are flushed to disk
+(``fsync``) before it is renamed into place, so a crash mid-write never leaves a
+half-written checkpoint behind; a crash between the two renames leaves the previous
+folder as ``.<name>.old``, which :func:`read_state` and :func:`state_exists` fall back
+to, and temporary folders left by a killed writer are removed by the next successful
+write.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-__all__ = ["join_tensors", "read_state", "split_tensors", "write_state"]
+__all__ = ["join_tensors", "read_state", "split_tensors", "state_exists", "write_state"]
 
 _TENSOR = "__tensor__"
 _TUPLE = "__tuple__"
@@ -27,6 +31,11 @@ _INTKEYS = "__intkeys__"
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "weights.safetensors"
+_TMP_TAG = "tmp-"
+
+
+class MissingTensorError(KeyError):
+    """A JSON skeleton refers to a tensor the weights file does not hold."""
 
 
 def split_tensors(obj: Any, prefix: str = "") -> tuple[Any, dict[str, torch.Tensor]]:
@@ -76,7 +85,10 @@ def join_tensors(skeleton: Any, tensors: dict[str, torch.Tensor]) -> Any:
     """Inverse of :func:`split_tensors`."""
     if isinstance(skeleton, dict):
         if _TENSOR in skeleton:
-            return tensors[skeleton[_TENSOR]]
+            key = skeleton[_TENSOR]
+            if key not in tensors:
+                raise MissingTensorError(key)
+            return tensors[key]
         if _DTYPE in skeleton:
             return getattr(torch, skeleton[_DTYPE])
         if _TUPLE in skeleton:
@@ -89,44 +101,102 @@ def join_tensors(skeleton: Any, tensors: dict[str, torch.Tensor]) -> Any:
     return skeleton
 
 
+def _backup(path: Path) -> Path:
+    return path.with_name(f".{path.name}.old")
+
+
+def _fsync(path: Path, *, directory: bool = False) -> None:
+    """Flush a file (or a folder's entries) to disk; a no-op where the OS refuses."""
+    try:
+        fd = os.open(path, os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def state_exists(path: str | os.PathLike) -> bool:
+    """Whether ``path`` (or the ``.old`` copy a crash between renames left) holds a
+    folder that :func:`read_state` can read."""
+    path = Path(path)
+    return any((p / CONFIG_FILE).is_file() for p in (path, _backup(path)))
+
+
 def write_state(path: str | os.PathLike, header: dict[str, Any], state: Any) -> Path:
     """Write ``header`` (JSON) plus a nested ``state`` holding tensors to folder ``path``.
 
-    The folder is replaced atomically: readers see either the old or the new one.
+    The folder is replaced atomically: readers see either the old or the new one. Files
+    are flushed to disk before the rename; leftovers of earlier killed writes of
+    ``path`` (temporary folders, a stale ``.old`` copy) are removed afterwards.
     """
     path = Path(path)
     skeleton, tensors = split_tensors(state)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{_TMP_TAG}", dir=path.parent))
     try:
         save_file(tensors, str(tmp / WEIGHTS_FILE))
         with open(tmp / CONFIG_FILE, "w") as f:
             json.dump({**header, "state": skeleton}, f, indent=2, allow_nan=True)
-        old = None
+            f.flush()
+            os.fsync(f.fileno())
+        _fsync(tmp / WEIGHTS_FILE)
+        _fsync(tmp, directory=True)
+        old = _backup(path)
         if path.exists():
-            old = path.with_name(f".{path.name}.old")
             shutil.rmtree(old, ignore_errors=True)
             os.replace(path, old)
         os.replace(tmp, path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        _fsync(path.parent, directory=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    # the new folder is in place: what earlier crashes left behind can go
+    shutil.rmtree(old, ignore_errors=True)
+    for leftover in path.parent.glob(f".{path.name}.{_TMP_TAG}*"):
+        shutil.rmtree(leftover, ignore_errors=True)
     return path
 
 
 def read_state(path: str | os.PathLike) -> tuple[dict[str, Any], Any]:
-    """Read what :func:`write_state` wrote: ``(header, state)``. Never unpickles."""
+    """Read what :func:`write_state` wrote: ``(header, state)``. Never unpickles.
+
+    Raises:
+        FileNotFoundError: ``path`` is not a saved folder.
+        ValueError: a file is corrupt or the two files do not match; the message names
+            the file and what is wrong.
+    """
     path = Path(path)
-    backup = path.with_name(f".{path.name}.old")
+    backup = _backup(path)
     if not path.exists() and backup.exists():
         path = backup  # a crash fell between the two renames of write_state
     config, weights = path / CONFIG_FILE, path / WEIGHTS_FILE
     for f in (config, weights):
         if not f.is_file():
             raise FileNotFoundError(f"{f} is missing; {path} is not a saved bayesfn folder")
-    with open(config) as f:
-        header = json.load(f)
-    state = join_tensors(header.pop("state"), load_file(str(weights)))
+    try:
+        with open(config) as f:
+            header = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(
+            f"{config} is not valid JSON ({err}); the saved folder is corrupt"
+        ) from None
+    if not isinstance(header, dict) or "state" not in header:
+        raise ValueError(f"{config} holds no 'state' entry; it was not written by bayesfn.io")
+    try:
+        flat = load_file(str(weights))
+    except Exception as err:  # safetensors raises its own error types
+        raise ValueError(
+            f"{weights} is not a readable safetensors file ({type(err).__name__}: {err})"
+        ) from None
+    try:
+        state = join_tensors(header.pop("state"), flat)
+    except MissingTensorError as err:
+        raise ValueError(
+            f"{weights} lacks tensor {err.args[0]!r}, which {config} refers to; the two "
+            "files do not belong together"
+        ) from None
     return header, state

@@ -71,7 +71,19 @@ def resolve_dtype(dtype: torch.dtype | str | None, default: torch.dtype) -> torc
 
 def resolve_device(device: torch.device | str | None) -> torch.device:
     """Accept a device, its name, or ``None`` (→ CPU)."""
-    return torch.device("cpu") if device is None else torch.device(device)
+    if device is None:
+        return torch.device("cpu")
+    if not isinstance(device, torch.device | str | int) or isinstance(device, bool):
+        raise TypeError(
+            f"device must be a torch.device, a name such as 'cpu' or 'cuda:0', or None; "
+            f"got {type(device).__name__}"
+        )
+    try:
+        return torch.device(device)
+    except (RuntimeError, ValueError) as err:
+        raise ValueError(
+            f"device {device!r} is not a torch device name such as 'cpu' or 'cuda:0' ({err})"
+        ) from None
 
 
 def as_tensor(
@@ -330,6 +342,8 @@ class Model(abc.ABC):
             raise ValueError(
                 f"{path} was saved by a newer bayesfn (format {header['format_version']})"
             )
+        if not isinstance(header.get("class"), str):
+            raise ValueError(f"{path}: {io.CONFIG_FILE} does not name the saved model's class")
         name = _MOVED.get(header["class"], header["class"])
         if name not in _REGISTRY:
             # importing the defining module registers the class; only bayesfn's own modules
@@ -341,8 +355,25 @@ class Model(abc.ABC):
             raise ValueError(f"{path} holds a {name}, which is not a known bayesfn model")
         if not issubclass(klass, cls):
             raise TypeError(f"{path} holds a {klass.__name__}, not a {cls.__name__}")
-        model = klass(**header["config"])
-        model._set_state(state)
+        config_file = os.path.join(str(path), io.CONFIG_FILE)
+        weights_file = os.path.join(str(path), io.WEIGHTS_FILE)
+        config = header.get("config")
+        if not isinstance(config, dict):
+            raise ValueError(f"{config_file} holds no 'config' dict of settings")
+        try:
+            model = klass(**config)
+        except (TypeError, ValueError) as err:
+            raise ValueError(
+                f"{config_file}: the saved settings do not build a {klass.__name__} ({err})"
+            ) from err
+        try:
+            model._set_state(state)
+        except (KeyError, IndexError, RuntimeError, TypeError, ValueError) as err:
+            what = f"missing entry {err}" if isinstance(err, KeyError) else str(err)
+            raise ValueError(
+                f"{weights_file}: the saved state does not fit a {klass.__name__} with the "
+                f"settings in {config_file} ({what}); the folder was changed or is corrupt"
+            ) from err
         model.fit_result_ = _fit_result_from(header.get("fit_result"))
         return model
 

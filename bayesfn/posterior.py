@@ -34,9 +34,15 @@ _SampleShape = int | Sequence[int] | torch.Size
 
 
 def _as_size(sample_shape: _SampleShape) -> torch.Size:
-    if isinstance(sample_shape, int):
-        return torch.Size([sample_shape])
-    return torch.Size(sample_shape)
+    try:
+        size = torch.Size([sample_shape] if isinstance(sample_shape, int) else sample_shape)
+    except TypeError:
+        raise TypeError(
+            f"sample_shape must be an int or a sequence of ints; got {sample_shape!r}"
+        ) from None
+    if any(s < 0 for s in size):
+        raise ValueError(f"sample_shape must hold non-negative sizes; got {tuple(size)}")
+    return size
 
 
 class Posterior(abc.ABC):
@@ -92,7 +98,7 @@ class Posterior(abc.ABC):
     ) -> torch.Tensor:
         """Draw ``sample_shape + batch_shape + event_shape`` samples without gradient."""
         with torch.no_grad():
-            return self._draw(_as_size(sample_shape), generator)
+            return self._draw_checked(_as_size(sample_shape), generator)
 
     def rsample(
         self, sample_shape: _SampleShape = (), *, generator: torch.Generator | None = None
@@ -103,7 +109,18 @@ class Posterior(abc.ABC):
                 f"{type(self).__name__} is not reparameterisable: its draws involve a "
                 "discrete choice or stored samples, so no pathwise gradient exists; use sample()"
             )
-        return self._draw(_as_size(sample_shape), generator)
+        return self._draw_checked(_as_size(sample_shape), generator)
+
+    def _draw_checked(
+        self, sample_shape: torch.Size, generator: torch.Generator | None
+    ) -> torch.Tensor:
+        """:meth:`_draw`, with no draws (a zero in ``sample_shape``) answered by an empty
+        tensor of the right shape and dtype; ``generator`` is then left untouched."""
+        if sample_shape.numel() > 0:
+            return self._draw(sample_shape, generator)
+        spare = torch.Generator(device=self.device).manual_seed(0)
+        one = self._draw(torch.Size([1] * len(sample_shape)), spare)
+        return one.new_empty(sample_shape + one.shape[len(sample_shape) :])
 
     # -------------------------------------------------------------- densities
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
@@ -140,6 +157,11 @@ class Posterior(abc.ABC):
             raise ValueError(
                 f"{name} must have shape sample_shape + {tuple(tail)} (batch + event); "
                 f"got {tuple(value.shape)}"
+            )
+        if value.is_floating_point() and torch.isnan(value).any():
+            raise ValueError(
+                f"{name} contains {int(torch.isnan(value).sum())} NaN value(s); a density or "
+                "CDF of NaN is undefined"
             )
         return value.to(device=self.device, dtype=self.dtype)
 
@@ -242,6 +264,25 @@ def _check_finite(t: torch.Tensor, name: str) -> None:
         raise ValueError(f"{name} contains NaN or inf")
 
 
+def _check_symmetric(cov: torch.Tensor) -> None:
+    """Refuse a covariance whose two triangles differ by more than rounding: a Cholesky
+    factor reads only the lower one, so an asymmetric input would be used silently as
+    something else. The tolerance is the square root of the float epsilon times the
+    largest diagonal entry (``1.5e-8`` relative in float64, ``3.5e-4`` in float32): far
+    above the rounding of ``K - Vᵀ V``, far below a wrong matrix."""
+    if cov.shape[-1] < 2:
+        return
+    scale = cov.diagonal(dim1=-2, dim2=-1).abs().amax(-1).clamp_min(torch.finfo(cov.dtype).tiny)
+    gap = (cov - cov.mT).abs().amax((-2, -1)) / scale
+    tol = torch.finfo(cov.dtype).eps ** 0.5
+    if (gap > tol).any():
+        raise ValueError(
+            f"covariance must be symmetric; its largest asymmetry |C - Cᵀ| is "
+            f"{float(gap.max()):.3g} of the largest variance (tolerance {tol:.1g}); pass "
+            "(C + C.mT) / 2 if the difference is rounding"
+        )
+
+
 class _LocationScale(Posterior):
     """Shared storage for posteriors given by a location and a (joint) covariance.
 
@@ -287,6 +328,8 @@ class _LocationScale(Posterior):
                     f"N = prod(event_shape) = {n}; got {tuple(matrix.shape)}"
                 )
             _check_finite(matrix, label)
+            if covariance is not None:
+                _check_symmetric(covariance)
             self._cov, self._tril = covariance, scale_tril
 
     @property

@@ -156,6 +156,11 @@ STEPS: dict[str, Callable[[Path, bool, int], dict[str, Any]]] = {
 }
 
 
+def _cell(text: str) -> str:
+    """A Markdown table cell: ``|`` escaped, line breaks flattened."""
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
 def run_tour(out: str | Path = "bayesfn-tour", *, smoke: bool = False, seed: int = 0) -> Path:
     """Run every step of the tour and write ``report.md`` and ``results.json`` to ``out``.
 
@@ -202,9 +207,8 @@ def run_tour(out: str | Path = "bayesfn-tour", *, smoke: bool = False, seed: int
         for i, (metric, value) in enumerate(items):
             head = (e["model"], e["data"]) if i == 0 else ("", "")
             tail = (f"{e['seconds']:.1f}", e["status"]) if i == 0 else ("", "")
-            lines.append(
-                f"| {head[0]} | {head[1]} | {metric} | {value:.4g} | {tail[0]} | {tail[1]} |"
-            )
+            cells = [head[0], head[1], metric, f"{value:.4g}", tail[0], tail[1]]
+            lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     lines.append("")
     for e in entries:
         lines += [f"![{p}]({p})" for p in e["plots"]]

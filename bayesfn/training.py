@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
+import json
 import logging
 import math
+import numbers
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -31,6 +34,7 @@ from bayesfn import io
 __all__ = [
     "FitResult",
     "StepInfo",
+    "data_fingerprint",
     "distributed_context",
     "optimize",
     "seed_everything",
@@ -89,6 +93,40 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)  # noqa: NPY002 - seeding the legacy global RNG is the point
     torch.manual_seed(seed)
+
+
+def data_fingerprint(*objects: Any) -> str:
+    """A short hash of tensors, arrays and JSON-able settings, for a checkpoint to record
+    what it belongs to.
+
+    Tensors count by dtype, shape and values (moved to the CPU); dicts, lists and scalars
+    by their JSON text. Equal inputs give equal strings in every process.
+
+    Args:
+        objects: tensors (any shape), numpy arrays, or JSON-serialisable values.
+
+    Returns:
+        A 32-character hexadecimal digest.
+    """
+    import numpy as np
+
+    h = hashlib.blake2b(digest_size=16)
+    for obj in objects:
+        if isinstance(obj, np.ndarray):
+            obj = torch.from_numpy(np.ascontiguousarray(obj))
+        if isinstance(obj, torch.Tensor):
+            t = obj.detach().cpu().contiguous()
+            h.update(f"tensor {t.dtype} {tuple(t.shape)};".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        else:
+            try:
+                text = json.dumps(obj, sort_keys=True, default=str)
+            except (TypeError, ValueError) as err:
+                raise TypeError(
+                    f"data_fingerprint cannot hash an object of type {type(obj).__name__}: {err}"
+                ) from None
+            h.update(f"json {text};".encode())
+    return h.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -256,6 +294,56 @@ class _GraphedStep:
         return self.loss
 
 
+def _checkpoint_identity(
+    module, tensors, max_steps, optimizer, lr, batch_size, seed, d: _Dist, fingerprint
+) -> dict[str, Any]:
+    """What a checkpoint belongs to, as JSON (compared on resume; ``step`` is added when
+    written)."""
+    if not isinstance(optimizer, str):
+        optimizer = getattr(optimizer, "__qualname__", type(optimizer).__name__)
+    params = [
+        [name, list(p.shape), str(p.dtype).removeprefix("torch.")]
+        for name, p in module.named_parameters()
+        if p.requires_grad
+    ]
+    identity = {
+        "max_steps": max_steps,
+        "optimizer": optimizer,
+        "lr": lr,
+        "batch_size": batch_size,
+        "seed": seed,
+        "world_size": d.world_size,
+        "parameters": data_fingerprint(params),
+        "data": data_fingerprint(*tensors) if tensors else None,
+        "fingerprint": None if fingerprint is None else data_fingerprint(fingerprint),
+    }
+    return json.loads(json.dumps(identity))
+
+
+def _identity_differences(saved: Any, current: dict[str, Any]) -> list[str]:
+    """Human-readable differences between a checkpoint's identity and this fit's."""
+    if not isinstance(saved, dict):
+        return ["it records no identity (written by an older bayesfn)"]
+    out = []
+    for key, value in current.items():
+        if key == "max_steps":
+            # a longer fit continues a shorter one; a checkpoint past the end cannot
+            if saved.get("step", 0) > value:
+                out.append(f"it is at step {saved.get('step')}, beyond max_steps={value}")
+            continue
+        if saved.get(key) != value:
+            if key in ("parameters", "data", "fingerprint"):
+                label = {
+                    "parameters": "the trainable parameters' names or shapes",
+                    "data": "the data",
+                    "fingerprint": "the model's settings or captured data",
+                }[key]
+                out.append(f"{label} differ")
+            else:
+                out.append(f"{key}: checkpoint {saved.get(key)!r}, now {value!r}")
+    return out
+
+
 def optimize(
     module: torch.nn.Module,
     loss_fn: Callable[[tuple[torch.Tensor, ...]], torch.Tensor],
@@ -276,6 +364,8 @@ def optimize(
     restore_best: bool = True,
     checkpoint_dir: str | os.PathLike | None = None,
     checkpoint_every: int = 100,
+    fingerprint: Any = None,
+    checkpoint_mismatch: str = "raise",
     progress_bar: bool = True,
     desc: str = "fit",
     result: FitResult | None = None,
@@ -307,7 +397,19 @@ def optimize(
         restore_best: whenever ``val_fn`` is given, end the fit (early or not) with the
             parameters of the best evaluation.
         checkpoint_dir: write a checkpoint here every ``checkpoint_every`` steps and at
-            the end; if one exists, resume from it exactly.
+            the end; if one exists and belongs to this fit, resume from it exactly. A
+            checkpoint records what it belongs to: its step and ``max_steps`` (a larger
+            ``max_steps`` continues it; a checkpoint past ``max_steps`` is another fit's),
+            the optimiser, ``lr``,
+            ``batch_size``, ``seed``, the number of ranks, the names and shapes of the
+            trainable parameters, a fingerprint of ``data`` and ``fingerprint``.
+        checkpoint_every: steps between checkpoints.
+        fingerprint: what else identifies the fit and is not in ``data``: data that
+            ``loss_fn`` captures, model settings (a JSON-able value or a string such as
+            :func:`data_fingerprint` returns).
+        checkpoint_mismatch: what to do when ``checkpoint_dir`` holds a checkpoint of
+            another fit: ``"raise"`` a ``ValueError`` naming what differs, or
+            ``"restart"`` from step 0 (the old checkpoint is overwritten).
         progress_bar: show a ``tqdm`` bar (rank 0 only).
         result: an existing :class:`FitResult` to extend (its ``diagnostics`` are kept).
         on_nonfinite: called with ``(batch, loss)`` when the loss is not finite, before
@@ -327,12 +429,20 @@ def optimize(
     """
     from tqdm.auto import tqdm
 
-    if max_steps < 0:
-        raise ValueError(f"max_steps must be non-negative; got {max_steps}")
+    whole = isinstance(max_steps, numbers.Real) and float(max_steps).is_integer()
+    if isinstance(max_steps, bool) or not whole or max_steps < 0:
+        raise ValueError(f"max_steps must be a non-negative integer; got {max_steps!r}")
+    max_steps = int(max_steps)  # a whole float such as 1e3 is accepted
     if checkpoint_every < 1 or val_every < 1:
         raise ValueError("checkpoint_every and val_every must be positive")
     if patience is not None and val_fn is None:
         raise ValueError("patience= needs val_fn= to measure improvement")
+    if seed is not None and (not isinstance(seed, numbers.Integral) or isinstance(seed, bool)):
+        raise TypeError(f"seed must be an integer or None; got {seed!r}")
+    if checkpoint_mismatch not in ("raise", "restart"):
+        raise ValueError(
+            f"checkpoint_mismatch must be 'raise' or 'restart'; got {checkpoint_mismatch!r}"
+        )
     d = distributed_context()
     params = [p for p in module.parameters() if p.requires_grad]
     if not params:
@@ -351,6 +461,7 @@ def optimize(
             f"a global batch of {global_batch} cannot be split over {d.world_size} ranks"
         )
 
+    seed_given = seed
     seed = _shared_seed(seed, d)  # every rank must see the same data order
     torch.manual_seed(seed + d.rank)
     data_gen = torch.Generator().manual_seed(seed)
@@ -386,13 +497,32 @@ def optimize(
             "best": best,
         }
 
-    def save_checkpoint() -> None:
-        io.write_state(ckpt_path, {"format": _CKPT_FORMAT}, capture())
+    identity = None
+    if ckpt_path is not None:
+        identity = _checkpoint_identity(
+            module, tensors, max_steps, optimizer, lr, batch_size, seed_given, d, fingerprint
+        )
 
-    if ckpt_path is not None and (ckpt_path / io.CONFIG_FILE).exists():
+    def save_checkpoint() -> None:
+        header = {"format": _CKPT_FORMAT, "identity": {**identity, "step": step}}
+        io.write_state(ckpt_path, header, capture())
+
+    state = None
+    if ckpt_path is not None and io.state_exists(ckpt_path):
         header, state = io.read_state(ckpt_path)
         if header.get("format") != _CKPT_FORMAT:
             raise ValueError(f"{ckpt_path} is not a bayesfn checkpoint")
+        differs = _identity_differences(header.get("identity"), identity)
+        if differs and checkpoint_mismatch == "raise":
+            raise ValueError(
+                f"checkpoint_dir={str(checkpoint_dir)!r} holds a checkpoint of another fit "
+                f"({'; '.join(differs)}); use a new checkpoint_dir, delete {ckpt_path}, or "
+                "pass checkpoint_mismatch='restart' to start afresh"
+            )
+        if differs:
+            logger.warning("%s belongs to another fit (%s); starting afresh", ckpt_path, differs)
+            state = None
+    if state is not None:
         module.load_state_dict(state["module"])
         opt.load_state_dict(state["optimizer"])
         if sched is not None and state["scheduler"] is not None:

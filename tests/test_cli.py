@@ -1,6 +1,7 @@
 """The `bayesfn` command: tour end to end at a tiny size, and the reproduce registry."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,10 @@ def test_tour_writes_a_report(tmp_path):
     assert main(["tour", "--smoke", "--out", str(out)]) == 0
     report = (out / "report.md").read_text()
     assert "GaussianProcess" in report and "test NLL" in report
+    # every table row has the header's six cells: a '|' inside a cell is escaped
+    rows = [line for line in report.splitlines() if line.startswith("|")]
+    assert rows and all(len(re.split(r"(?<!\\)\|", row)) == 8 for row in rows)
+    assert "'point_mass' \\| 'inverse_gamma'" in report
     results = json.loads((out / "results.json").read_text())
     assert all(step["status"] == "ok" for step in results["steps"])
     for step in results["steps"]:
@@ -40,10 +45,34 @@ def test_console_script_is_installed():
     assert listed == set(reproduce.REGISTRY)
 
 
-def test_reproduce_rejects_unknown_papers():
-    with pytest.raises(ValueError, match="unknown paper 'nope'"):
-        main(["reproduce", "nope", "--smoke"])
+def test_reproduce_rejects_unknown_papers(capsys):
+    assert main(["reproduce", "nope", "--smoke"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown paper 'nope'" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
     assert set(reproduce.available()) == set(reproduce.REGISTRY)
+
+
+@pytest.mark.parametrize("paper", sorted(reproduce.REGISTRY))
+def test_every_reproduction_rejects_a_bad_scale_before_any_work(
+    paper, monkeypatch, capsys, tmp_path
+):
+    module = reproduce.load(paper)
+    assert {"smoke", "full"} <= set(reproduce.scales(module))
+
+    def no_work(**kwargs):
+        raise AssertionError("run() started with an unknown scale")
+
+    monkeypatch.setattr(module, "run", no_work)
+    assert main(["reproduce", paper, "--scale", "medium"]) == 2
+    err = capsys.readouterr().err
+    assert f"scale 'medium' is not a preset of the {paper!r} reproduction" in err
+    assert "'smoke'" in err and "Traceback" not in err
+    monkeypatch.undo()
+    # run() itself refuses too, before it writes anything
+    with pytest.raises(ValueError, match=r"scale 'medium' is not a preset|scale must be one of"):
+        module.run(scale="medium", seeds=[0], device="cpu", out=tmp_path / "out")
+    assert not (tmp_path / "out").exists()
 
 
 def test_results_json_format(tmp_path):
@@ -94,6 +123,8 @@ def test_reproduce_passes_a_named_scale(monkeypatch, tmp_path):
 
     class Fake:
         PAPER = "fake"
+        SCALES = ("smoke", "cpu", "full")
+        __name__ = "bayesfn.reproduce.fake"
 
         @staticmethod
         def run(*, scale, seeds, device, out):

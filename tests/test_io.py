@@ -264,3 +264,68 @@ def test_split_and_join_are_inverse_and_json_serialisable():
     text = json.dumps(skeleton, allow_nan=True)
     assert all(t.is_contiguous() and t.device.type == "cpu" for t in tensors.values())
     _same(io.join_tensors(json.loads(text), tensors), state)
+
+
+# ----------------------------------------------------------------- crash safety, load errors
+
+
+def test_write_after_a_crash_between_renames_cleans_up(tmp_path):
+    target = tmp_path / "s"
+    io.write_state(target, {"v": 1}, {"x": torch.arange(3.0)})
+    os.replace(target, tmp_path / ".s.old")  # killed between the two renames
+    assert io.state_exists(target)
+    io.write_state(target, {"v": 2}, {"x": torch.zeros(2)})
+    assert io.read_state(target)[0] == {"v": 2}
+    assert sorted(os.listdir(tmp_path)) == ["s"]  # the stale .old copy is gone
+
+
+def test_temp_folders_of_a_killed_write_are_removed_by_the_next(tmp_path):
+    target = tmp_path / "s"
+    (tmp_path / ".s.tmp-abc123").mkdir()  # what a SIGKILL mid-write leaves
+    (tmp_path / ".s.tmp-abc123" / io.WEIGHTS_FILE).write_bytes(b"half")
+    (tmp_path / ".other.tmp-x").mkdir()  # another folder's: not ours to remove
+    assert not io.state_exists(target)
+    io.write_state(target, {"v": 1}, {"x": torch.ones(1)})
+    assert sorted(os.listdir(tmp_path)) == [".other.tmp-x", "s"]
+
+
+def test_files_are_synced_before_the_rename(tmp_path, monkeypatch):
+    synced = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real(fd)))
+    real_replace = os.replace
+
+    def replace(src, dst):
+        assert synced, "os.replace ran before any fsync"
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    io.write_state(tmp_path / "s", {"v": 1}, {"x": torch.ones(1)})
+    assert len(synced) >= 2  # the JSON file and the weights file at least
+
+
+def test_corrupt_json_names_the_file(tmp_path):
+    io.write_state(tmp_path / "s", {"v": 1}, {"x": torch.ones(1)})
+    (tmp_path / "s" / io.CONFIG_FILE).write_text("{not json")
+    with pytest.raises(ValueError, match=r"config\.json is not valid JSON"):
+        io.read_state(tmp_path / "s")
+    (tmp_path / "s" / io.CONFIG_FILE).write_text("[1, 2]")
+    with pytest.raises(ValueError, match=r"config\.json holds no 'state'"):
+        io.read_state(tmp_path / "s")
+
+
+@pytest.mark.parametrize("content", [b"garbage bytes", b"\x80\x04K\x01.", b""])
+def test_unreadable_weights_name_the_file(tmp_path, content):
+    io.write_state(tmp_path / "s", {"v": 1}, {"x": torch.ones(1)})
+    (tmp_path / "s" / io.WEIGHTS_FILE).write_bytes(content)
+    with pytest.raises(ValueError, match=r"weights\.safetensors is not a readable safetensors"):
+        io.read_state(tmp_path / "s")
+
+
+def test_a_missing_tensor_names_the_file_and_the_key(tmp_path):
+    io.write_state(tmp_path / "s", {"v": 1}, {"x": torch.ones(1), "y": torch.zeros(2)})
+    from safetensors.torch import save_file
+
+    save_file({"root.x": torch.ones(1)}, str(tmp_path / "s" / io.WEIGHTS_FILE))
+    with pytest.raises(ValueError, match=r"weights\.safetensors lacks tensor 'root\.y'"):
+        io.read_state(tmp_path / "s")

@@ -443,3 +443,50 @@ def test_categorical_posterior():
         post.quantile(0.5)
     with pytest.raises(ValueError, match="sum to one"):
         CategoricalPosterior(torch.full((2, 3), 0.5))
+
+
+# ------------------------------------------------------------------ hardening
+
+
+def test_a_non_symmetric_covariance_is_refused():
+    cov = torch.tensor([[2.0, 0.5], [0.1, 1.0]], dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"covariance must be symmetric.*0\.2 of the largest"):
+        GaussianPosterior(torch.zeros(2, dtype=torch.float64), cov, event_ndim=1)
+    with pytest.raises(ValueError, match="covariance must be symmetric"):
+        StudentTPosterior(3.0, torch.zeros(2, dtype=torch.float64), cov, event_ndim=1)
+    # rounding-level asymmetry is accepted
+    ok = cov.clone()
+    ok[1, 0] = 0.5 * (1 + 1e-12)
+    assert GaussianPosterior(torch.zeros(2), ok, event_ndim=1).covariance_matrix.shape == (2, 2)
+
+
+@pytest.mark.parametrize("method", ["log_prob", "marginal_log_prob", "cdf"])
+def test_nan_values_are_refused(method):
+    post = GaussianPosterior(torch.zeros(3, 1), variance=torch.ones(3, 1))
+    value = torch.tensor([[0.0], [float("nan")], [1.0]])
+    with pytest.raises(ValueError, match=r"value contains 1 NaN value"):
+        getattr(post, method)(value)
+
+
+def test_sample_shapes_with_no_draws_or_negative_sizes():
+    g = GaussianPosterior(torch.zeros(3, 1), variance=torch.ones(3, 1))
+    posts = [
+        g,
+        MixturePosterior([g, g], logits=torch.zeros(2)),
+        CategoricalPosterior(torch.full((3, 2), 0.5)),
+    ]
+    for post in posts:
+        draw = post.sample((2,))
+        empty = post.sample(0)
+        assert empty.shape == (0,) + draw.shape[1:] and empty.dtype == draw.dtype
+        assert post.sample((2, 0)).shape == (2, 0) + draw.shape[1:]
+        with pytest.raises(
+            ValueError, match=r"sample_shape must hold non-negative sizes; got \(-1,\)"
+        ):
+            post.sample(-1)
+        with pytest.raises(TypeError, match="sample_shape must be an int or a sequence"):
+            post.sample("3")
+    # no draws leave the caller's generator where it was
+    gen = torch.Generator().manual_seed(5)
+    g.sample(0, generator=gen)
+    assert torch.equal(gen.get_state(), torch.Generator().manual_seed(5).get_state())

@@ -447,7 +447,8 @@ def test_non_finite_loss_names_the_step():
         ({"data": (torch.zeros(5, 2),), "patience": 3}, r"patience= needs val_fn="),
         ({"data": (torch.zeros(0, 2),)}, r"data is empty"),
         ({"batch_size": 2}, r"batch_size= needs data="),
-        ({"max_steps": -1}, r"max_steps must be non-negative; got -1"),
+        ({"max_steps": -1}, r"max_steps must be a non-negative integer; got -1"),
+        ({"max_steps": 2.5}, r"max_steps must be a non-negative integer; got 2\.5"),
         ({"checkpoint_every": 0}, r"checkpoint_every and val_every must be positive"),
         ({"optimizer": "lbfgs"}, r"optimizer must be one of .*'lbfgs'"),
     ],
@@ -613,6 +614,81 @@ def test_io_is_what_checkpoints_use(tmp_path):
         progress_bar=False,
     )
     header, state = io.read_state(tmp_path / "latest")
-    assert header == {"format": "bayesfn-checkpoint"}
+    assert header["format"] == "bayesfn-checkpoint"
+    assert header["identity"]["step"] == 3 and header["identity"]["max_steps"] == 3
     assert state["step"] == 3
     _assert_same_params(state["module"], _params(net))
+
+
+# ------------------------------------------------------------ stale checkpoints, crash safety
+
+
+def _ckpt_fit(ckpt, *, x=None, y=None, max_steps=4, **kw):
+    if x is None:
+        x, y = _regression(n=12)
+    net = _mlp()
+    kw = {"batch_size": 4, "seed": 0, "checkpoint_every": 2, "progress_bar": False, **kw}
+    res = optimize(net, _mse(net), data=(x, y), max_steps=max_steps, checkpoint_dir=ckpt, **kw)
+    return net, res
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"x": "other data"}, r"the data differ"),
+        ({"lr": 0.5}, r"lr: checkpoint 0\.01, now 0\.5"),
+        ({"batch_size": 3}, r"batch_size: checkpoint 4, now 3"),
+        ({"seed": 1}, r"seed: checkpoint 0, now 1"),
+        ({"fingerprint": {"kernel": "matern"}}, r"settings or captured data differ"),
+        ({"max_steps": 2}, r"at step 4, beyond max_steps=2"),
+    ],
+)
+def test_a_checkpoint_of_another_fit_is_refused(tmp_path, change, match):
+    _ckpt_fit(tmp_path, fingerprint={"kernel": "rbf"})
+    kw = {"fingerprint": {"kernel": "rbf"}, **change}
+    if kw.pop("x", None) is not None:
+        kw["x"], kw["y"] = _regression(n=12, seed=5)
+    with pytest.raises(ValueError, match=r"checkpoint_dir=.* holds a checkpoint of another fit"):
+        _ckpt_fit(tmp_path, **kw)
+    with pytest.raises(ValueError, match=match):
+        _ckpt_fit(tmp_path, **kw)
+
+
+def test_a_checkpoint_of_another_fit_restarts_when_asked(tmp_path):
+    _ckpt_fit(tmp_path)
+    x, y = _regression(n=12, seed=5)
+    ref_net, ref = _ckpt_fit(None, x=x, y=y)
+    net, res = _ckpt_fit(tmp_path, x=x, y=y, checkpoint_mismatch="restart")
+    assert res.resumed_from is None
+    assert res.losses == ref.losses  # a fresh fit of the new data, not the old one's end
+    _assert_same_params(_params(net), _params(ref_net))
+    # and the checkpoint now belongs to the new fit
+    assert _ckpt_fit(tmp_path, x=x, y=y)[1].resumed_from == 4
+    with pytest.raises(ValueError, match="checkpoint_mismatch must be"):
+        _ckpt_fit(tmp_path, checkpoint_mismatch="ignore")
+
+
+def test_a_checkpoint_without_identity_is_refused(tmp_path):
+    _ckpt_fit(tmp_path)
+    header, state = io.read_state(tmp_path / "latest")
+    io.write_state(tmp_path / "latest", {"format": header["format"]}, state)  # older bayesfn
+    with pytest.raises(ValueError, match="records no identity"):
+        _ckpt_fit(tmp_path)
+
+
+def test_resume_reaches_the_backup_left_between_the_renames(tmp_path):
+    ref_net, ref = _ckpt_fit(None, max_steps=6)
+    _ckpt_fit(tmp_path, max_steps=4)
+    os.replace(tmp_path / "latest", tmp_path / ".latest.old")  # killed between renames
+    net, res = _ckpt_fit(tmp_path, max_steps=6)
+    assert res.resumed_from == 4  # not a restart from step 0
+    assert res.losses == ref.losses
+    _assert_same_params(_params(net), _params(ref_net))
+    assert sorted(os.listdir(tmp_path)) == ["latest"]
+
+
+@pytest.mark.parametrize("seed", ["abc", 1.5, True])
+def test_a_seed_that_is_not_an_integer_is_a_type_error(seed):
+    net = _mlp()
+    with pytest.raises(TypeError, match="seed must be an integer or None"):
+        optimize(net, lambda b: net(torch.ones(1, 2, dtype=D)).sum(), seed=seed, max_steps=1)

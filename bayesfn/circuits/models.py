@@ -604,6 +604,7 @@ class CircuitModel(Model, abc.ABC):
         callbacks=(),
         progress_bar: bool = True,
         checkpoint_dir=None,
+        checkpoint_every: int = 100,
         warm_start: bool = False,
         cuda_graph: bool = False,
     ) -> CircuitModel:
@@ -615,15 +616,10 @@ class CircuitModel(Model, abc.ABC):
             validation: optional ``(m, d)`` validation data; then the fit stops early
                 when the validation log-likelihood has not improved for ``patience``
                 evaluations (every ``val_every`` steps) and keeps the best parameters.
-            max_steps:
-                as in :func:`bayesfn.training.optimize`; ``seed`` defaults to
-                ``self.seed``.
-            batch_size: as ``max_steps`` (described together above).
-            lr: as ``max_steps`` (described together above).
-            seed: as ``max_steps`` (described together above).
-            callbacks: as ``max_steps`` (described together above).
-            progress_bar: as ``max_steps`` (described together above).
-            checkpoint_dir: as ``max_steps`` (described together above).
+            max_steps, batch_size, lr, seed, callbacks, progress_bar, checkpoint_dir,
+                checkpoint_every: as in :func:`bayesfn.training.optimize`; ``seed``
+                defaults to ``self.seed``; a checkpoint resumes only a fit of the same
+                data and settings.
             warm_start: continue from the current parameters of an already fitted
                 model (same number of variables) instead of building and initialising
                 a new circuit, e.g. after setting parameters by hand.
@@ -677,6 +673,8 @@ class CircuitModel(Model, abc.ABC):
             patience=patience if xv is not None else None,
             progress_bar=progress_bar,
             checkpoint_dir=checkpoint_dir,
+            checkpoint_every=checkpoint_every,
+            fingerprint=None if checkpoint_dir is None else self.get_config(),
             desc=type(self).__name__,
             on_nonfinite=lambda batch, loss: self._explain_nonfinite(batch[0], loss),
             cuda_graph=cuda_graph,

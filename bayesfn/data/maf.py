@@ -157,6 +157,102 @@ def preprocess(name: str, raw) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     raise ValueError(f"unknown MAF data set {name!r}; valid names are {', '.join(_FILES)}")
 
 
+# what a pickled pandas DataFrame of numbers needs, and nothing that reaches files, the
+# shell or an evaluator: numpy's array rebuilders, a few builtins, and pandas' own
+# rebuilders; any other pandas name must be a data-container class (see safe_bases)
+_PICKLE_EXACT = {
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"),
+    ("numpy._core.numeric", "_frombuffer"),
+    ("builtins", "slice"),
+    ("builtins", "range"),
+    ("builtins", "complex"),
+    ("builtins", "object"),
+    ("__builtin__", "slice"),
+    ("__builtin__", "object"),
+    ("copyreg", "_reconstructor"),
+    ("copy_reg", "_reconstructor"),
+    ("_codecs", "encode"),
+    ("pandas._libs.internals", "_unpickle_block"),
+    ("pandas._libs.arrays", "__pyx_unpickle_NDArrayBacked"),
+    ("pandas.core.indexes.base", "_new_Index"),
+}
+
+
+class UnsafePickleError(ValueError):
+    """A pickle asked for something a DataFrame of numbers never needs."""
+
+
+def read_dataframe_pickle(path: str | os.PathLike[str]):
+    """Read a pickled pandas ``DataFrame`` without running arbitrary code: the unpickler
+    resolves only numpy's and pandas' data rebuilders (and pandas' own renames of old
+    pickles), so a tampered file that asks for ``os.system``, ``eval``, a file reader or
+    anything else raises :class:`UnsafePickleError` instead of running it.
+
+    Raises:
+        UnsafePickleError: the file names a callable outside the allowed set.
+        ValueError: the file does not hold a DataFrame.
+    """
+    import pickle
+
+    import pandas as pd
+    from pandas.api.extensions import ExtensionArray, ExtensionDtype
+    from pandas.compat import pickle_compat
+    from pandas.core.internals.blocks import Block
+    from pandas.core.internals.managers import BaseBlockManager
+
+    # data containers only: frames, series, indexes, blocks, arrays, dtypes, scalars
+    safe_bases = (
+        pd.DataFrame,
+        pd.Series,
+        pd.Index,
+        BaseBlockManager,
+        Block,
+        ExtensionArray,
+        ExtensionDtype,
+        pd.Timestamp,
+        pd.Timedelta,
+    )
+
+    class _Restricted(pickle_compat.Unpickler):
+        def find_class(self, module: str, name: str):
+            key = pickle_compat._class_locations_map.get((module, name), (module, name))
+            obj = None
+            if key in _PICKLE_EXACT:
+                obj = super().find_class(module, name)
+            elif key[0].split(".")[0] == "pandas":
+                obj = super().find_class(module, name)
+                if not (isinstance(obj, type) and issubclass(obj, safe_bases)):
+                    obj = None
+            if obj is None:
+                raise UnsafePickleError(
+                    f"{path}: refusing to unpickle {module}.{name}; a DataFrame of numbers "
+                    "never needs it (the file may have been tampered with)"
+                )
+            return obj
+
+    errors = []
+    for encoding in ("ASCII", "latin-1"):  # latin-1: pickles written by Python 2
+        with open(path, "rb") as f:
+            try:
+                frame = _Restricted(f, encoding=encoding).load()
+                break
+            except UnsafePickleError:
+                raise
+            except (UnicodeDecodeError, pickle.UnpicklingError, EOFError, TypeError) as err:
+                errors.append(err)
+    else:
+        raise ValueError(f"{path} is not a readable pickle of a DataFrame ({errors[-1]})")
+    if not isinstance(frame, pd.DataFrame):
+        raise ValueError(f"{path} holds a {type(frame).__name__}, not a pandas DataFrame")
+    return frame
+
+
 def _read_raw(name: str, folder: Path):
     paths = [folder / f for f in _FILES[name]]
     absent = [str(p) for p in paths if not p.is_file()]
@@ -165,9 +261,7 @@ def _read_raw(name: str, folder: Path):
     if name in ("power", "miniboone"):
         return np.load(paths[0])
     if name == "gas":
-        import pandas as pd
-
-        return pd.read_pickle(paths[0])
+        return read_dataframe_pickle(paths[0])
     if name == "hepmass":
         import pandas as pd
 

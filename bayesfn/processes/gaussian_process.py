@@ -3,16 +3,27 @@
 Hyperparameters are fitted by maximising GPyTorch's exact marginal likelihood with
 the shared training loop; predictions use the textbook Cholesky formulas
 (Rasmussen & Williams, Alg. 2.1) in float64, batched over test sets and outputs.
+
+The fit runs in standardised units: each input feature is scaled by its standard
+deviation (and shifted by its mean unless the kernel has a ``linear`` term, which is not
+shift-invariant), each output by its standard deviation (and shifted by its mean with
+``mean="constant"``). Every base kernel has one lengthscale per feature, so this is an
+exact reparametrisation of the same model: predictions, hyperparameters and the
+marginal likelihood are reported in the data's own units, and the fit does not depend
+on them.
 """
 
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Any
 
 import gpytorch
 import torch
 
-from bayesfn._linalg import gaussian_log_likelihood, safe_cholesky
+from bayesfn._linalg import check_allocation, gaussian_log_likelihood, safe_cholesky
+from bayesfn._tiling import default_tile_rows, tiled_kernel_matrix
 from bayesfn.covariance import build_kernel
 from bayesfn.model import (
     Model,
@@ -22,9 +33,12 @@ from bayesfn.model import (
     resolve_dtype,
 )
 from bayesfn.posterior import GaussianPosterior
-from bayesfn.training import FitResult, optimize
+from bayesfn.training import FitResult, data_fingerprint, optimize
 
 __all__ = ["GaussianProcess"]
+
+# training sets larger than this evaluate K(x, x) in row tiles (bounded memory)
+_TILE_ABOVE = 1024
 
 
 class _ExactGPModule(gpytorch.models.ExactGP):
@@ -50,8 +64,18 @@ class GaussianProcess(Model):
         kernel: kernel formula, e.g. ``"rbf"``, ``"matern52"``, ``"rbf*periodic+linear"``
             (see :func:`bayesfn.covariance.build_kernel`).
         mean: ``"constant"`` (learned) or ``"zero"``.
-        noise: fixed observation-noise variance, or ``None`` to learn it.
-        dtype: float64 by default (GP algebra decides correctness).
+        noise: fixed observation-noise variance (in the units of ``y`` squared), or
+            ``None`` to learn it (bounded below by ``1e-6`` times ``var(y)``).
+        solver: how :meth:`fit` evaluates the marginal likelihood. ``"cholesky"``
+            (default): exact, one dense factorisation per step, ``O(n³)`` time.
+            ``"cg"``: GPyTorch's iterative route (conjugate gradients for the solve,
+            stochastic Lanczos quadrature for ``log|K|``), ``O(n²)`` per iteration: for
+            large ``n``, at the price of a stochastic, approximate objective (its
+            ``log|K|`` estimate has a relative error of order 1e-3 to 1e-2 with
+            GPyTorch's 10 probe vectors, so hyperparameters land near, not at, the
+            exact optimum). Predictions (:meth:`posterior`) and the reported
+            ``log_marginal_likelihood`` are exact either way.
+        dtype: float64 by default (GP algebra decides correctness); float32 on request.
         device: where fitting and prediction run.
 
     With ``y`` of shape ``(n, m)``, the ``m`` outputs are independent GPs, each with its
@@ -69,30 +93,75 @@ class GaussianProcess(Model):
         *,
         mean: str = "constant",
         noise: float | None = None,
+        solver: str = "cholesky",
         dtype: torch.dtype | str = torch.float64,
         device: torch.device | str | None = None,
     ) -> None:
         if mean not in ("constant", "zero"):
             raise ValueError(f"mean must be 'constant' or 'zero'; got {mean!r}")
-        if noise is not None and not noise > 0:
-            raise ValueError(f"noise must be a positive variance or None; got {noise!r}")
+        if solver not in ("cholesky", "cg"):
+            raise ValueError(f"solver must be 'cholesky' or 'cg'; got {solver!r}")
+        if noise is not None:
+            if not isinstance(noise, numbers.Real) or isinstance(noise, bool):
+                raise TypeError(f"noise must be a number or None; got {type(noise).__name__}")
+            if not (math.isfinite(noise) and noise > 0):
+                raise ValueError(
+                    f"noise must be a positive, finite variance or None; got {noise!r}"
+                )
+            noise = float(noise)
         build_kernel(kernel, 1)  # fail on a bad formula now, not at fit time
         self.kernel = kernel
         self.mean = mean
         self.noise = noise
+        self.solver = solver
         self.dtype = resolve_dtype(dtype, torch.float64)
+        if self.dtype not in (torch.float32, torch.float64):
+            raise ValueError(
+                f"dtype must be float32 or float64 (Cholesky factorisations); got {self.dtype}"
+            )
         self.device = resolve_device(device)
 
     # ------------------------------------------------------------------ fit
-    def _build(self, x: torch.Tensor, y: torch.Tensor) -> None:
+    def _standardizer(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Shifts and scales, ``(d,)`` for ``x`` and ``(m,)`` for ``y``: a zero or
+        undefined standard deviation (one point, a constant column) counts as 1."""
+
+        def spread(t: torch.Tensor) -> torch.Tensor:
+            if t.shape[0] < 2:
+                return torch.ones_like(t[0])
+            sd = t.std(0)
+            return torch.where(torch.isfinite(sd) & (sd > 0), sd, torch.ones_like(sd))
+
+        linear = "linear" in self.kernel.replace(" ", "").lower()
+        return {
+            "x_shift": torch.zeros_like(x[0]) if linear else x.mean(0),
+            "x_scale": spread(x),
+            "y_shift": y.mean(0) if self.mean == "constant" else torch.zeros_like(y[0]),
+            "y_scale": spread(y),
+        }
+
+    def _to_unit(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.standardizer_["x_shift"]) / self.standardizer_["x_scale"]
+
+    def _build(
+        self, x: torch.Tensor, y: torch.Tensor, standardizer: dict[str, torch.Tensor]
+    ) -> None:
         m = y.shape[1]
+        self.standardizer_ = {
+            k: v.to(device=self.device, dtype=self.dtype) for k, v in standardizer.items()
+        }
+        self.train_x_, self.train_y_ = x, y
+        xs = self._to_unit(x)
+        ys = (y - self.standardizer_["y_shift"]) / self.standardizer_["y_scale"]
+        # a learned noise is bounded below relative to var(y); a fixed one may be anything
+        lower = gpytorch.constraints.GreaterThan(1e-6) if self.noise is None else None
         likelihood = gpytorch.likelihoods.GaussianLikelihood(
             batch_shape=torch.Size([m]),
-            noise_constraint=gpytorch.constraints.GreaterThan(1e-6),
+            noise_constraint=lower if lower is not None else gpytorch.constraints.Positive(),
         )
-        gp = _ExactGPModule(x, y.T.contiguous(), likelihood, self.kernel, self.mean)
+        gp = _ExactGPModule(xs, ys.T.contiguous(), likelihood, self.kernel, self.mean)
         self.module_ = gp.to(device=self.device, dtype=self.dtype)
-        self.train_x_, self.train_y_ = x, y
+        self._unit_x, self._unit_y = xs, ys
         self._cache = None
 
     def fit(
@@ -106,41 +175,65 @@ class GaussianProcess(Model):
         callbacks=(),
         progress_bar: bool = True,
         checkpoint_dir=None,
+        checkpoint_every: int = 100,
     ) -> GaussianProcess:
-        """Fit hyperparameters by maximising the exact log marginal likelihood with Adam.
+        """Fit hyperparameters by maximising the exact log marginal likelihood with Adam
+        (in standardised units, see the module's docstring).
 
         Args:
             x: ``(n, d)`` inputs (tensor or array).
             y: ``(n,)`` or ``(n, m)`` targets.
             max_steps: Adam steps (0 keeps the initial hyperparameters).
             lr: Adam learning rate.
-            seed, callbacks, progress_bar, checkpoint_dir: see
-                :func:`bayesfn.training.optimize`.
+            seed, callbacks, progress_bar, checkpoint_dir, checkpoint_every: see
+                :func:`bayesfn.training.optimize`; a checkpoint resumes only a fit of the
+                same data and settings.
 
         Returns:
             ``self``, with ``fit_result_.diagnostics["hyperparameters"]`` filled in.
         """
+        if not isinstance(max_steps, numbers.Integral) or max_steps < 0:
+            raise ValueError(f"max_steps must be a non-negative integer; got {max_steps!r}")
         x = check_inputs(x, "x", dtype=self.dtype, device=self.device)
         y = check_targets(y, x.shape[0], "y", dtype=self.dtype, device=self.device)
-        self._build(x, y)
+        n, m = y.shape
+        check_allocation(
+            (m, n, n),
+            dtype=self.dtype,
+            device=self.device,
+            copies=1 if self.solver == "cg" and max_steps > 0 else 3,
+            what=f"the training covariance of {n} points (with its factor and gradient)",
+            way_out="fit to a subsample"
+            + ("" if self.solver == "cg" else ", or use solver='cg' for the fit"),
+        )
+        self._build(x, y, self._standardizer(x, y))
         gp = self.module_
+        scale2 = self.standardizer_["y_scale"] ** 2
         with torch.no_grad():
-            # data-scaled starting point: signal variance = var(y), noise = 10 % of it
-            var_y = y.var(0) if y.shape[0] > 1 else torch.ones(y.shape[1], dtype=self.dtype)
-            var_y = var_y.clamp_min(1e-6)
+            # standardised starting point: signal variance 1, noise 10 % of it
+            var_y = torch.ones(y.shape[1], dtype=self.dtype, device=self.device)
             for k in _scale_kernels(gp.covar_module):
                 k.outputscale = var_y / len(_scale_kernels(gp.covar_module))
             if self.mean == "constant":
-                gp.mean_module.constant.copy_(y.mean(0).reshape(gp.mean_module.constant.shape))
-            gp.likelihood.noise = (
-                0.1 * var_y if self.noise is None else torch.full_like(var_y, self.noise)
-            ).unsqueeze(-1)
+                gp.mean_module.constant.zero_()
+            noise = 0.1 * var_y if self.noise is None else self.noise / scale2
+            gp.likelihood.noise = noise.unsqueeze(-1)
         if self.noise is not None:
             gp.likelihood.raw_noise.requires_grad_(False)
 
-        def loss_fn(_batch):
-            # per data point, so that learning rates do not depend on n
-            return -self.log_marginal_likelihood() / x.shape[0]
+        if self.solver == "cg":
+            mll = gpytorch.mlls.ExactMarginalLogLikelihood(gp.likelihood, gp)
+
+            def loss_fn(_batch):
+                # GPyTorch's objective is per point already; iterative at every size
+                with gpytorch.settings.max_cholesky_size(0):
+                    return -mll(gp(*gp.train_inputs), gp.train_targets).sum()
+
+        else:
+
+            def loss_fn(_batch):
+                # per data point, so that learning rates do not depend on n
+                return -self._unit_log_marginal_likelihood() / x.shape[0]
 
         result = FitResult()
         if max_steps > 0:
@@ -153,6 +246,10 @@ class GaussianProcess(Model):
                 callbacks=callbacks,
                 progress_bar=progress_bar,
                 checkpoint_dir=checkpoint_dir,
+                checkpoint_every=checkpoint_every,
+                fingerprint=None
+                if checkpoint_dir is None
+                else data_fingerprint(x, y, self.get_config()),
                 desc="GP marginal likelihood",
             )
         gp.eval()
@@ -167,11 +264,26 @@ class GaussianProcess(Model):
         return self.module_.covar_module(a, b).to_dense()
 
     def _train_cov_and_resid(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """``K + σ²I`` ``(m, n, n)`` and ``y − μ`` ``(m, n)`` at the training inputs."""
-        gp, x = self.module_, self.train_x_
-        k = self._kernel(x, x)
-        k = k + torch.diag_embed(self._noise().unsqueeze(-1).expand(k.shape[:-1]))
-        return k, self.train_y_.T - gp.mean_module(x)
+        """``K + σ²I`` ``(m, n, n)`` and ``y − μ`` ``(m, n)`` at the training inputs, in
+        standardised units. Above ``_TILE_ABOVE`` points ``K`` is evaluated in row
+        tiles (:func:`~bayesfn._tiling.tiled_kernel_matrix`), so that neither the
+        kernel's temporaries nor its autograd graph hold more than a few ``tile x n``
+        blocks, and the noise goes onto its diagonal in place."""
+        gp, x = self.module_, self._unit_x
+        if x.shape[0] > _TILE_ABOVE:
+            params = [p for p in gp.covar_module.parameters() if p.requires_grad]
+            k = tiled_kernel_matrix(
+                self._kernel,
+                x,
+                x,
+                params,
+                tile_rows=default_tile_rows(x.shape[0], len(gp.train_targets)),
+            )
+            k.diagonal(dim1=-2, dim2=-1).add_(self._noise().unsqueeze(-1))
+        else:
+            k = self._kernel(x, x)
+            k = k + torch.diag_embed(self._noise().unsqueeze(-1).expand(k.shape[:-1]))
+        return k, self._unit_y.T - gp.mean_module(x)
 
     def _train_quantities(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Cholesky factor ``(m, n, n)`` of K + σ²I and ``alpha = (K + σ²I)⁻¹(y − μ)``,
@@ -185,20 +297,38 @@ class GaussianProcess(Model):
         return self._cache
 
     def _noise(self) -> torch.Tensor:
-        """``(m,)`` observation-noise variances."""
+        """``(m,)`` observation-noise variances (standardised units)."""
         return self.module_.likelihood.noise.reshape(-1)
 
-    def posterior(self, x: Any, *, observation_noise: bool = False) -> GaussianPosterior:
+    def posterior(
+        self,
+        x: Any,
+        *,
+        observation_noise: bool = False,
+        joint: bool = True,
+        chunk_size: int | None = None,
+    ) -> GaussianPosterior:
         """Predictive at ``x``.
 
         Args:
             x: ``(n*, d)`` or ``(b, n*, d)`` test inputs.
             observation_noise: include the noise variance (predictive of ``y``) or not
                 (posterior of the latent ``f``).
+            joint: ``True`` for the full ``(n* m) x (n* m)`` covariance; ``False`` for
+                marginal variances only, which never forms the test covariance (memory
+                ``O(n · chunk_size)``, for large test sets). ``log_prob`` and ``sample``
+                then treat the points as independent.
+            chunk_size: with ``joint=False``, test points per block (default: about
+                ``2**24 / n``).
 
         Returns:
             A :class:`GaussianPosterior` with event ``(n*, m)`` and batch ``()`` or
-            ``(b,)``, jointly Gaussian over all points and outputs.
+            ``(b,)``, jointly Gaussian over all points and outputs (``joint=True``) or
+            with independent marginals (``joint=False``).
+
+        Raises:
+            MemoryError: ``joint=True`` and the covariance cannot fit in the memory left;
+                the message names its size and suggests ``joint=False``.
         """
         self._check_fitted()
         x = check_inputs(
@@ -209,42 +339,120 @@ class GaussianProcess(Model):
             num_features=self.train_x_.shape[-1],
             allow_batch=True,
         )
+        if chunk_size is not None and (
+            not isinstance(chunk_size, numbers.Integral)
+            or isinstance(chunk_size, bool)
+            or chunk_size < 1
+        ):
+            raise ValueError(f"chunk_size must be a positive integer or None; got {chunk_size!r}")
         chol, alpha = self._train_quantities()
+        m = alpha.shape[0]
+        y_shift, y_scale = self.standardizer_["y_shift"], self.standardizer_["y_scale"]
         with torch.set_grad_enabled(x.requires_grad):
-            xb = x.unsqueeze(-3)  # (..., 1, n*, d) broadcasts against the m outputs
-            k_star = self._kernel(xb, self.train_x_)  # (..., m, n*, n)
+            xb = self._to_unit(x).unsqueeze(-3)  # (..., 1, n*, d) against the m outputs
+            if not joint:
+                mean, var = self._marginals(xb, chol, alpha, chunk_size)
+                if observation_noise:
+                    var = var + self._noise().unsqueeze(-1)
+                mean = mean * y_scale.unsqueeze(-1) + y_shift.unsqueeze(-1)
+                var = var * (y_scale**2).unsqueeze(-1)
+                return GaussianPosterior(mean.mT.contiguous(), variance=var.mT.contiguous())
+            ns = x.shape[-2]
+            check_allocation(
+                x.shape[:-2] + (ns * m, ns * m),
+                dtype=self.dtype,
+                device=self.device,
+                copies=3 if m > 1 else 2,
+                what="the joint predictive covariance",
+                way_out="ask for posterior(x, joint=False) (marginal variances only) or "
+                "predict at fewer points per call",
+            )
+            k_star = self._kernel(xb, self._unit_x)  # (..., m, n*, n)
             mean = self.module_.mean_module(xb) + (k_star @ alpha.unsqueeze(-1)).squeeze(-1)
             v = torch.linalg.solve_triangular(chol, k_star.mT, upper=False)
             cov = self._kernel(xb, xb) - v.mT @ v  # (..., m, n*, n*)
+            cov = (cov + cov.mT) / 2  # exactly symmetric, whatever the rounding
             if observation_noise:
                 noise = self._noise().unsqueeze(-1).expand(cov.shape[:-1])
                 cov = cov + torch.diag_embed(noise)
+            mean = mean * y_scale.unsqueeze(-1) + y_shift.unsqueeze(-1)
+            cov = cov * (y_scale**2)[:, None, None]
         return GaussianPosterior(mean.mT.contiguous(), _interleave_outputs(cov))
 
+    def _marginals(
+        self, xb: torch.Tensor, chol: torch.Tensor, alpha: torch.Tensor, chunk_size: int | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Latent mean and variance ``(..., m, n*)`` in standardised units, block by block
+        over test points: never more than ``m · n · chunk_size`` numbers at once."""
+        m, n = alpha.shape
+        if chunk_size is None:
+            chunk_size = max(1, 2**24 // max(1, n * m))
+        means, variances = [], []
+        for start in range(0, xb.shape[-2], chunk_size):
+            xc = xb[..., start : start + chunk_size, :]
+            k_star = self._kernel(xc, self._unit_x)
+            means.append(self.module_.mean_module(xc) + (k_star @ alpha.unsqueeze(-1)).squeeze(-1))
+            v = torch.linalg.solve_triangular(chol, k_star.mT, upper=False)
+            prior = self.module_.covar_module(xc, diag=True)
+            prior = prior.to_dense() if hasattr(prior, "to_dense") else prior
+            variances.append((prior - v.pow(2).sum(-2)).clamp_min(0))
+        return torch.cat(means, -1), torch.cat(variances, -1)
+
     # ---------------------------------------------------------- diagnostics
-    def log_marginal_likelihood(self) -> torch.Tensor:
-        """Exact log p(y | X, θ) summed over outputs (not divided by n); differentiable
-        in the hyperparameters with the closed-form gradient."""
+    def _unit_log_marginal_likelihood(self) -> torch.Tensor:
         k, resid = self._train_cov_and_resid()
         return gaussian_log_likelihood(k, resid, name="training covariance K + noise").sum()
 
+    def log_marginal_likelihood(self) -> torch.Tensor:
+        """Exact log p(y | X, θ) of the targets in their own units, summed over outputs
+        (not divided by n); differentiable in the hyperparameters with the closed-form
+        gradient."""
+        jacobian = self.train_y_.shape[0] * self.standardizer_["y_scale"].log().sum()
+        return self._unit_log_marginal_likelihood() - jacobian
+
     def hyperparameters(self) -> dict[str, Any]:
-        """Named hyperparameter values (lists over outputs) for reports."""
+        """Named hyperparameter values (lists over outputs) in the data's units: kernel
+        lengthscales and periods in units of ``x``, output scales and noise in units of
+        ``y`` squared, the constant mean in units of ``y``, linear-kernel variances per
+        unit of ``x`` squared."""
+        s = self.standardizer_
+        modules = dict(self.module_.named_modules())
+        params = dict(self.module_.named_parameters())
         out = {}
         for name, _, constraint in self.module_.named_parameters_and_constraints():
-            raw = dict(self.module_.named_parameters())[name]
+            raw = params[name]
             value = constraint.transform(raw) if constraint is not None else raw
-            out[name.replace("raw_", "")] = value.detach().cpu().squeeze().tolist()
+            owner_name, _, leaf = name.rpartition(".")
+            leaf = leaf.replace("raw_", "")
+            value = _to_data_units(modules[owner_name], leaf, value.detach(), s)
+            out[name.replace("raw_", "")] = value.cpu().squeeze().tolist()
         return out
 
     # ----------------------------------------------------------- save / load
     def _get_state(self) -> dict[str, Any]:
-        return {"x": self.train_x_, "y": self.train_y_, "module": self.module_.state_dict()}
+        return {
+            "x": self.train_x_,
+            "y": self.train_y_,
+            "module": self.module_.state_dict(),
+            "standardizer": self.standardizer_,
+        }
 
     def _set_state(self, state: dict[str, Any]) -> None:
         x = state["x"].to(device=self.device, dtype=self.dtype)
         y = state["y"].to(device=self.device, dtype=self.dtype)
-        self._build(x, y)
+        if x.ndim != 2 or y.ndim != 2 or x.shape[0] != y.shape[0]:
+            raise ValueError(
+                f"saved inputs {tuple(x.shape)} and targets {tuple(y.shape)} must be "
+                "(n, d) and (n, m)"
+            )
+        # saved before standardisation existed: hyperparameters are in the data's units
+        identity = {
+            "x_shift": torch.zeros_like(x[0]),
+            "x_scale": torch.ones_like(x[0]),
+            "y_shift": torch.zeros_like(y[0]),
+            "y_scale": torch.ones_like(y[0]),
+        }
+        self._build(x, y, state.get("standardizer", identity))
         self.module_.load_state_dict(state["module"])
         self.module_.eval()
 
@@ -253,6 +461,29 @@ def _scale_kernels(kernel) -> list:
     if isinstance(kernel, gpytorch.kernels.ScaleKernel):
         return [kernel]
     return [k for k in kernel.kernels] if hasattr(kernel, "kernels") else []
+
+
+def _to_data_units(module, leaf: str, value: torch.Tensor, s: dict[str, torch.Tensor]):
+    """A hyperparameter of ``module`` named ``leaf``, from standardised to data units."""
+    x_scale, y_scale = s["x_scale"], s["y_scale"]
+    distance = (
+        gpytorch.kernels.RBFKernel,
+        gpytorch.kernels.MaternKernel,
+        gpytorch.kernels.RQKernel,
+    )
+    if leaf == "lengthscale" and isinstance(module, distance):
+        return value * x_scale
+    if leaf == "period_length" and isinstance(module, gpytorch.kernels.PeriodicKernel):
+        return value * x_scale
+    if leaf == "variance" and isinstance(module, gpytorch.kernels.LinearKernel):
+        return value / x_scale**2
+    if leaf == "outputscale":
+        return value * y_scale**2
+    if leaf == "noise":
+        return value * (y_scale**2).reshape(value.shape)
+    if leaf == "constant":
+        return value * y_scale.reshape(value.shape) + s["y_shift"].reshape(value.shape)
+    return value  # periodic lengthscale, RQ alpha: unitless
 
 
 def _interleave_outputs(cov: torch.Tensor) -> torch.Tensor:

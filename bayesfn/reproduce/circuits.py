@@ -37,12 +37,14 @@ import itertools
 import logging
 import math
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from bayesfn.reproduce import check_scale
 from bayesfn.reproduce.results import make_results, result_row
 
 logger = logging.getLogger(__name__)
@@ -150,6 +152,9 @@ _FULL: dict[str, Any] = {
     "maf_rows": None,
     "resolution": 150,
 }
+
+# the presets run() accepts (bayesfn.reproduce.check_scale)
+SCALES: dict[str, dict[str, Any]] = {"smoke": _SMOKE, "full": _FULL}
 
 
 # --------------------------------------------------------------------------- helpers
@@ -882,7 +887,8 @@ def run(
     import matplotlib
 
     matplotlib.use("Agg")
-    cfg = dict(_SMOKE if scale == "smoke" else _FULL)
+    check_scale(sys.modules[__name__], scale)
+    cfg = dict(SCALES[scale])
     cfg.update(overrides or {})
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -270,6 +270,7 @@ def run_one(
         "w_std": 1.5,
         "b_std": 0.1,
         "noise": 0.1,
+        "standardize": False,  # _load standardised with the training statistics
         "device": device,
     }
     fit_kw = {"max_steps": cfg["steps"], "lr": 0.05, "seed": seed, "progress_bar": False}
@@ -288,6 +289,7 @@ def run_one(
         w_std_last=h["w_std_last"],
         noise=h["noise"],
         learn=(),
+        standardize=False,
         device=device,
     ).fit(
         x_tr[fit],
@@ -320,6 +322,7 @@ def _grid_fit(method, x_tr, y_tr, x_va, y_va, grid, device):
                 learn=(),
                 w_std_last=1.0,
                 b_std_last=0.0,
+                standardize=False,  # the protocol standardises with the training split
                 device=device,
             )
             model.fit(

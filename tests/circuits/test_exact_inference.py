@@ -454,3 +454,16 @@ def test_spline_moments_and_cdf_against_integration_of_the_marginals(kind):
         np.testing.assert_allclose(post.mean.numpy(), mean, atol=1e-6)
         np.testing.assert_allclose(post.variance.numpy(), var, rtol=1e-5)
         np.testing.assert_allclose(post.cdf(grid[::1000]).numpy(), cdf[::1000], atol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["cdf", "log_prob", "marginal_log_prob"])
+def test_conditional_refuses_nan_values(kind, method):
+    """cdf(NaN) used to return cdf(0) and log_prob(NaN) NaN."""
+    x = torch.randn(30, 3, dtype=torch.float64)
+    model = fitted(kind, x, num_units=2, num_replicas=1, seed=0)
+    post = model.posterior(
+        torch.tensor([[0.3, 0.0, -0.5]], dtype=torch.float64),
+        mask=torch.tensor([True, False, True]),
+    )
+    with pytest.raises(ValueError, match=r"value contains 1 NaN value"):
+        getattr(post, method)(torch.tensor([[float("nan")]], dtype=torch.float64))

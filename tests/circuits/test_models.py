@@ -288,3 +288,16 @@ def test_cuda_graph_needs_cuda_parameters():
     x = torch.randn(20, 3, dtype=torch.float64)
     with pytest.raises(ValueError, match="cuda_graph=True needs CUDA parameters"):
         MonotonicCircuit(3).fit(x, max_steps=3, progress_bar=False, cuda_graph=True)
+
+
+def test_checkpoints_resume_only_the_same_fit(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(40, 3, generator=g, dtype=torch.float64)
+    kw = {"max_steps": 4, "batch_size": 10, "progress_bar": False, "checkpoint_dir": tmp_path}
+    SquaredCircuit(num_units=2, num_replicas=1).fit(x, checkpoint_every=2, **kw)
+    again = SquaredCircuit(num_units=2, num_replicas=1).fit(x, checkpoint_every=2, **kw)
+    assert again.fit_result_.resumed_from == 4
+    with pytest.raises(ValueError, match=r"checkpoint_dir=.*another fit .*the data differ"):
+        SquaredCircuit(num_units=2, num_replicas=1).fit(x + 1, **kw)
+    with pytest.raises(ValueError, match=r"checkpoint_dir=.*another fit"):
+        SquaredCircuit(num_units=3, num_replicas=1).fit(x, **kw)

@@ -111,3 +111,38 @@ def test_partial_miniboone_copy():
     # standardised with train+validation statistics: the validation split alone is close
     # to, but not exactly, zero mean and unit variance
     assert valid.mean(0).abs().max() < 0.2 and (valid.std(0) - 1).abs().max() < 0.5
+
+
+def test_gas_pickle_is_read_without_running_code(tmp_path):
+    import os
+    import pickle
+
+    from bayesfn.data.maf import UnsafePickleError, read_dataframe_pickle
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(
+        {"Time": np.arange(5.0), "Meth": rng.normal(size=5), "s1": rng.normal(size=5)}
+    )
+    for protocol in (2, pickle.HIGHEST_PROTOCOL):
+        frame.to_pickle(tmp_path / "ok.pickle", protocol=protocol)
+        pd.testing.assert_frame_equal(read_dataframe_pickle(tmp_path / "ok.pickle"), frame)
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("touch " + str(tmp_path / "pwned"),))
+
+    (tmp_path / "evil.pickle").write_bytes(pickle.dumps(Evil()))
+    with pytest.raises(UnsafePickleError, match=r"evil\.pickle: refusing to unpickle .*system"):
+        read_dataframe_pickle(tmp_path / "evil.pickle")
+    assert not (tmp_path / "pwned").exists()
+
+    class EvilPandas:
+        def __reduce__(self):
+            return (pd.read_csv, (str(tmp_path / "x.csv"),))
+
+    (tmp_path / "evil2.pickle").write_bytes(pickle.dumps(EvilPandas()))
+    with pytest.raises(UnsafePickleError, match="read_csv"):
+        read_dataframe_pickle(tmp_path / "evil2.pickle")
+    (tmp_path / "list.pickle").write_bytes(pickle.dumps([1, 2]))
+    with pytest.raises(ValueError, match=r"list\.pickle holds a list, not a pandas DataFrame"):
+        read_dataframe_pickle(tmp_path / "list.pickle")

@@ -150,3 +150,159 @@ def test_float32_on_request_agrees_with_float64(data):
     p32 = GaussianProcess("rbf", dtype="float32").fit(x.float(), y.float(), **kw).posterior(xs)
     assert p32.dtype == torch.float32
     np.testing.assert_allclose(p32.mean.numpy(), p64.mean.numpy(), atol=1e-3)
+
+
+# ------------------------------------------------------------------ units, hardening
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "c", "d"),
+    [(100.0, 0.0, 1.0, 0.0), (1e4, -3e5, 1.0, 0.0), (1.0, 0.0, 100.0, 7.0), (1e-3, 1e6, 1e-4, 1e5)],
+)
+def test_predictions_are_invariant_to_the_units_of_x_and_y(data, a, b, c, d):
+    """Fitting to (a x + b, c y + d) gives, in those units, the same predictive as the
+    fit to (x, y) mapped through the same affine change."""
+    x, y, xs = data
+    kw = {"max_steps": 60, "progress_bar": False}
+    ref = GaussianProcess("matern52").fit(x, y, **kw)
+    scaled = GaussianProcess("matern52").fit(a * x + b, c * y + d, **kw)
+    p0, p1 = ref.posterior(xs, observation_noise=True), scaled.posterior(a * xs + b)
+    np.testing.assert_allclose(
+        p1.mean.numpy(), c * p0.mean.numpy() + d, rtol=1e-6, atol=1e-6 * abs(c)
+    )
+    latent0 = ref.posterior(xs).covariance_matrix.numpy()
+    np.testing.assert_allclose(
+        p1.covariance_matrix.numpy(), c**2 * latent0, rtol=1e-5, atol=1e-8 * c**2
+    )
+    h0, h1 = ref.hyperparameters(), scaled.hyperparameters()
+    np.testing.assert_allclose(
+        h1["covar_module.base_kernel.lengthscale"],
+        a * np.asarray(h0["covar_module.base_kernel.lengthscale"]),
+        rtol=1e-6,
+    )
+    np.testing.assert_allclose(
+        h1["likelihood.noise_covar.noise"], c**2 * h0["likelihood.noise_covar.noise"], rtol=1e-6
+    )
+    # log densities differ by the Jacobian of the change of units of y
+    n = y.shape[0]
+    np.testing.assert_allclose(
+        scaled.log_marginal_likelihood().item(),
+        ref.log_marginal_likelihood().item() - n * np.log(c),
+        rtol=1e-8,
+        atol=1e-6,
+    )
+
+
+def test_a_large_scale_input_still_learns_the_function():
+    """x in [0, 10^4]: the fit finds the function (the old fixed initial lengthscale of
+    0.69 in the data's units gave a constant prediction)."""
+    g = np.random.default_rng(0)
+    x = np.sort(g.uniform(0, 10, 60))[:, None]
+    y = np.sin(x[:, 0]) + 0.05 * g.standard_normal(60)
+    xs = np.linspace(0.5, 9.5, 25)[:, None]
+    gp = GaussianProcess("rbf").fit(x * 1e3, y * 100, max_steps=150, progress_bar=False)
+    pred = gp.posterior(xs * 1e3).mean.numpy()[:, 0] / 100
+    assert np.sqrt(np.mean((pred - np.sin(xs[:, 0])) ** 2)) < 0.1
+
+
+@pytest.mark.parametrize("sd", [0.0, 1e-9, 1e-4])
+def test_tiny_or_zero_spread_of_targets_fits(data, sd):
+    x, _, xs = data
+    g = torch.Generator().manual_seed(0)
+    y = 5.0 + sd * torch.randn(x.shape[0], generator=g, dtype=D)
+    gp = GaussianProcess("rbf").fit(x, y, max_steps=30, progress_bar=False)
+    post = gp.posterior(xs)
+    assert torch.isfinite(post.mean).all() and torch.isfinite(post.variance).all()
+    np.testing.assert_allclose(post.mean.numpy(), 5.0, atol=10 * sd + 1e-12)
+
+
+@pytest.mark.parametrize("noise", [1e-8, 1e-12])
+def test_a_tiny_fixed_noise_fits_and_interpolates(data, noise):
+    x, y, _ = data
+    gp = GaussianProcess("rbf", noise=noise).fit(x, y, max_steps=10, progress_bar=False)
+    assert gp.hyperparameters()["likelihood.noise_covar.noise"] == pytest.approx(noise, rel=1e-6)
+    # nearly noise-free: the posterior mean passes through the data
+    np.testing.assert_allclose(gp.posterior(x).mean.numpy(), y.numpy(), atol=1e-3)
+
+
+def test_marginals_only_predictive_matches_the_joint_diagonal(data):
+    x, y, xs = data
+    y2 = torch.cat([y, 3 * y + 1], -1)
+    gp = GaussianProcess("rbf").fit(x, y2, max_steps=10, progress_bar=False)
+    for noisy in (False, True):
+        joint = gp.posterior(xs, observation_noise=noisy)
+        for chunk in (None, 2):
+            marg = gp.posterior(xs, observation_noise=noisy, joint=False, chunk_size=chunk)
+            assert marg.is_diagonal and marg.event_shape == joint.event_shape
+            torch.testing.assert_close(marg.mean, joint.mean, rtol=1e-10, atol=1e-12)
+            torch.testing.assert_close(marg.variance, joint.variance, rtol=1e-9, atol=1e-12)
+    batched = gp.posterior(xs.expand(3, -1, -1), joint=False, chunk_size=4)
+    assert batched.batch_shape == (3,)
+    with pytest.raises(ValueError, match="chunk_size must be a positive integer"):
+        gp.posterior(xs, joint=False, chunk_size=0)
+
+
+def test_a_joint_covariance_too_large_for_memory_is_refused_before_allocating(data, monkeypatch):
+    import bayesfn._linalg as linalg
+
+    x, y, xs = data
+    gp = GaussianProcess("rbf").fit(x, y, max_steps=0, progress_bar=False)
+    monkeypatch.setattr(linalg, "available_memory", lambda device: 1000)
+    with pytest.raises(MemoryError, match=r"joint predictive covariance .*joint=False"):
+        gp.posterior(xs)
+    assert gp.posterior(xs, joint=False).variance.shape == (9, 1)
+
+
+def test_a_checkpoint_of_other_data_is_refused(data, tmp_path):
+    x, y, _ = data
+    kw = {"max_steps": 5, "progress_bar": False, "checkpoint_dir": tmp_path}
+    GaussianProcess("rbf").fit(x, y, **kw)
+    with pytest.raises(ValueError, match=r"checkpoint_dir=.*another fit"):
+        GaussianProcess("rbf").fit(x, 2 * y, **kw)
+    with pytest.raises(ValueError, match=r"checkpoint_dir=.*another fit"):
+        GaussianProcess("matern52").fit(x, y, **kw)
+    # the same fit resumes at its end, and checkpoint_every is honoured
+    again = GaussianProcess("rbf").fit(x, y, **kw)
+    assert again.fit_result_.resumed_from == 5
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"noise": float("inf")}, ValueError, "noise must be a positive, finite"),
+        ({"noise": float("nan")}, ValueError, "noise must be a positive, finite"),
+        ({"noise": "0.1"}, TypeError, "noise must be a number"),
+        ({"dtype": torch.float16}, ValueError, "dtype must be float32 or float64"),
+        ({"device": "cudaa"}, ValueError, "device"),
+    ],
+)
+def test_bad_constructor_values_are_rejected_at_once(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        GaussianProcess(**kwargs)
+
+
+def test_negative_max_steps_is_rejected(data):
+    x, y, _ = data
+    with pytest.raises(ValueError, match="max_steps must be a non-negative integer"):
+        GaussianProcess().fit(x, y, max_steps=-1)
+
+
+def test_iterative_solver_lands_near_the_exact_fit():
+    """solver='cg' optimises GPyTorch's CG / stochastic-Lanczos objective: its fit is
+    close to, not equal to, the Cholesky fit; predictions are exact given its
+    hyperparameters."""
+    g = np.random.default_rng(4)
+    x = g.uniform(0, 6, (200, 1))
+    y = np.sin(x[:, 0]) + 0.1 * g.standard_normal(200)
+    xs = np.linspace(0.5, 5.5, 20)[:, None]
+    kw = {"max_steps": 40, "progress_bar": False, "seed": 0}
+    exact = GaussianProcess("rbf").fit(x, y, **kw)
+    cg = GaussianProcess("rbf", solver="cg").fit(x, y, **kw)
+    he, hc = exact.hyperparameters(), cg.hyperparameters()
+    ls_e = he["covar_module.base_kernel.lengthscale"]
+    assert hc["covar_module.base_kernel.lengthscale"] == pytest.approx(ls_e, rel=0.1)
+    np.testing.assert_allclose(
+        cg.posterior(xs).mean.numpy(), exact.posterior(xs).mean.numpy(), atol=0.03
+    )
+    with pytest.raises(ValueError, match="solver must be 'cholesky' or 'cg'"):
+        GaussianProcess(solver="lanczos")

@@ -61,6 +61,13 @@ __all__ = [
 
 
 # ------------------------------------------------------------------ helpers
+def _check_chunk_size(chunk_size: Any, *, allow_none: bool = False) -> None:
+    if chunk_size is None and allow_none:
+        return
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive integer; got {chunk_size!r}")
+
+
 def _check_num_classes(num_classes: Any) -> None:
     if num_classes is not None and (
         isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2
@@ -168,7 +175,12 @@ class OneHotNNGPClassifier(Model):
         self.nngp = dict(nngp or {})
         self.num_samples = num_samples
         self.seed = int(seed)
-        self._template = ScaleMixtureNNGP(**self.nngp)  # validates the settings now
+        self._template = ScaleMixtureNNGP(**self._nngp_settings())  # validates the settings now
+
+    def _nngp_settings(self) -> dict[str, Any]:
+        """The wrapped process's settings: one-hot targets are used as given (no
+        standardisation) unless ``nngp`` asks otherwise."""
+        return {"standardize": False, **self.nngp}
 
     def fit(self, x: Any, labels: Any, **fit_kwargs: Any) -> OneHotNNGPClassifier:
         """Fit the wrapped process to the centred one-hot targets of ``labels``.
@@ -189,7 +201,7 @@ class OneHotNNGPClassifier(Model):
             yv, _ = check_labels(yv, xv.shape[0], num_classes, "validation labels")
             fit_kwargs["validation"] = (xv, one_hot_targets(yv, num_classes, dtype=dtype))
         self.num_classes_ = num_classes
-        self.model_ = ScaleMixtureNNGP(**self.nngp).fit(
+        self.model_ = ScaleMixtureNNGP(**self._nngp_settings()).fit(
             x, one_hot_targets(labels, num_classes, dtype=dtype), **fit_kwargs
         )
         self.fit_result_ = self.model_.fit_result_
@@ -223,6 +235,7 @@ class OneHotNNGPClassifier(Model):
             device=self.model_.device,
             num_features=self.model_.train_x_.shape[-1],
         )
+        _check_chunk_size(chunk_size, allow_none=True)
         if chunk_size is None:
             closed = self.nngp.get("prior", "inverse_gamma") in ("inverse_gamma", "point_mass")
             chunk_size = 50 if closed else 20
@@ -266,6 +279,7 @@ class OneHotNNGPClassifier(Model):
         """:class:`CategoricalPosterior` of ``P(argmax_c f_c = c)`` from a
         :meth:`point_predictive` (batch ``(n,)``, event ``(1, C)``), with the smoothing
         and seed described in :meth:`posterior`."""
+        _check_chunk_size(chunk_size)
         c = point_post.event_shape[-1]
         gen = torch.Generator(device=point_post.device).manual_seed(self.seed)
         draws = point_post.sample((self.num_samples,), generator=gen)[..., 0, :]  # (S, n, C)
@@ -300,7 +314,7 @@ class OneHotNNGPClassifier(Model):
 
     def _set_state(self, state: dict[str, Any]) -> None:
         self.num_classes_ = int(state["num_classes"])
-        self.model_ = ScaleMixtureNNGP(**self.nngp)
+        self.model_ = ScaleMixtureNNGP(**self._nngp_settings())
         self.model_._set_state(state["inner"])
         self.model_.fit_result_ = FitResult()  # the outer model keeps the recorded fit
 
@@ -458,8 +472,16 @@ class SVTPClassifier(Model):
         self.num_train_samples = num_train_samples
         self.num_test_samples = num_test_samples
         self.seed = int(seed)
+        if isinstance(jitter, bool) or not isinstance(jitter, int | float):
+            raise TypeError(f"jitter must be a number; got {type(jitter).__name__}")
+        if not (math.isfinite(jitter) and jitter >= 0):
+            raise ValueError(f"jitter must be a finite non-negative number; got {jitter!r}")
         self.jitter = float(jitter)
         self.dtype = resolve_dtype(dtype, torch.float64)
+        if self.dtype not in (torch.float32, torch.float64):
+            raise ValueError(
+                f"dtype must be float32 or float64 (Cholesky factorisations); got {self.dtype}"
+            )
         self.device = resolve_device(device)
 
     # ----------------------------------------------------------- building
@@ -576,6 +598,7 @@ class SVTPClassifier(Model):
         callbacks=(),
         progress_bar: bool = True,
         checkpoint_dir=None,
+        checkpoint_every: int = 100,
     ) -> SVTPClassifier:
         """Maximise the ELBO by minibatch Adam (:func:`bayesfn.training.optimize`).
 
@@ -587,7 +610,8 @@ class SVTPClassifier(Model):
             lr: Adam learning rate.
             inducing: ``(M, d)`` initial inducing inputs; default a random subset of
                 ``x`` (drawn with ``seed``).
-            seed, callbacks, progress_bar, checkpoint_dir: see :func:`optimize`.
+            seed, callbacks, progress_bar, checkpoint_dir, checkpoint_every: see
+                :func:`optimize`.
 
         Returns:
             ``self``; ``fit_result_.losses`` are the negative ELBO per training point.
@@ -633,6 +657,8 @@ class SVTPClassifier(Model):
             callbacks=callbacks,
             progress_bar=progress_bar,
             checkpoint_dir=checkpoint_dir,
+            checkpoint_every=checkpoint_every,
+            fingerprint=None if checkpoint_dir is None else self.get_config(),
             desc="SVTP ELBO" if self.scale_prior is not None else "SVGP ELBO",
         )
         result.diagnostics.update(self.hyperparameters())
@@ -667,6 +693,7 @@ class SVTPClassifier(Model):
             chunk_size: test points per block of draws.
         """
         self._check_fitted()
+        _check_chunk_size(chunk_size)
         x = check_inputs(
             x,
             "x",

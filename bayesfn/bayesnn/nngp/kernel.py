@@ -22,12 +22,15 @@ from typing import Any
 import gpytorch
 import torch
 
+from bayesfn._tiling import tiled_kernel_matrix
 from bayesfn.bayesnn.nngp._activations import ACTIVATIONS, ab_relu_inplace, diag_map, layer_map
 from bayesfn.bayesnn.nngp.cnn import cnn_kernel
 
 __all__ = ["NNGPKernel", "activation_slopes", "nngp_kernel"]
 
 _KINDS = ("nngp", "ntk")
+# NNGPKernel evaluates differentiable matrices with more entries than this in row tiles
+_TILE_ABOVE_ELEMENTS = 2**20
 _PARAMETERIZATIONS = ("ntk", "standard")
 
 
@@ -39,9 +42,17 @@ def activation_slopes(
     ``ab_relu`` → ``slopes``); ``(0, 0)`` for ``erf`` and ``gelu``, which ignore it."""
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {ACTIVATIONS}; got {activation!r}")
+    if (
+        isinstance(negative_slope, bool)
+        or not isinstance(negative_slope, int | float)
+        or not math.isfinite(negative_slope)
+    ):
+        raise ValueError(f"negative_slope must be a finite number; got {negative_slope!r}")
     if activation == "ab_relu":
         if slopes is None or len(slopes) != 2:
             raise ValueError(f"activation='ab_relu' needs slopes=(a, b); got {slopes!r}")
+        if not all(isinstance(v, int | float) and math.isfinite(v) for v in slopes):
+            raise ValueError(f"slopes must be two finite numbers; got {slopes!r}")
         return float(slopes[0]), float(slopes[1])
     if slopes is not None:
         raise ValueError(f"slopes= is only used with activation='ab_relu'; got {activation!r}")
@@ -299,6 +310,24 @@ class NNGPKernel(gpytorch.kernels.Kernel):
                 # softplus⁻¹(0) = −inf gives exactly 0 (and a zero gradient): a fixed zero
                 raw.copy_(constraint.inverse_transform(torch.full_like(raw, float(value))))
 
+    def __call__(self, x1: Any, x2: Any = None, diag: bool = False, **params: Any):
+        """GPyTorch's kernel call, with the inputs checked first: tensors ``(..., n, d)``
+        and ``(..., m, d)`` with the same ``d``."""
+        for name, t in (("x1", x1), ("x2", x2)):
+            if t is not None and not isinstance(t, torch.Tensor):
+                raise TypeError(
+                    f"{name} must be a torch.Tensor (convert arrays with torch.as_tensor); "
+                    f"got {type(t).__name__}"
+                )
+        if x1.ndim < 2:
+            raise ValueError(f"x1 must have shape (..., n, d); got {tuple(x1.shape)}")
+        if x2 is not None and (x2.ndim < 2 or x2.shape[-1] != x1.shape[-1]):
+            raise ValueError(
+                f"x2 must have shape (..., m, d) with the d = {x1.shape[-1]} features of x1; "
+                f"got {tuple(x2.shape)}"
+            )
+        return super().__call__(x1, x2, diag=diag, **params)
+
     def _value(self, name: str) -> torch.Tensor:
         raw = getattr(self, f"raw_{name}")
         return getattr(self, f"raw_{name}_constraint").transform(raw)
@@ -352,15 +381,38 @@ class NNGPKernel(gpytorch.kernels.Kernel):
                 diag=diag,
                 **hyper,
             )
-        return nngp_kernel(
-            x1,
-            x2,
-            depth=self.depth,
-            activation=self.activation,
-            kind=self.kind,
-            parameterization=self.parameterization,
-            slopes=self.slopes,
-            width=self.width,
-            diag=diag,
-            **hyper,
-        )
+
+        def evaluate(a: torch.Tensor, b: torch.Tensor, hyper=hyper) -> torch.Tensor:
+            return nngp_kernel(
+                a,
+                b,
+                depth=self.depth,
+                activation=self.activation,
+                kind=self.kind,
+                parameterization=self.parameterization,
+                slopes=self.slopes,
+                width=self.width,
+                diag=diag,
+                **hyper,
+            )
+
+        params = [p for p in self.parameters() if p.requires_grad]
+        large = x1.shape[-2] * x2.shape[-2] > _TILE_ABOVE_ELEMENTS
+        if (
+            large
+            and not diag
+            and params
+            and torch.is_grad_enabled()
+            and not (x1.requires_grad or x2.requires_grad)
+        ):
+            # a differentiable evaluation of a large matrix: in row tiles, so that
+            # autograd keeps no n x m temporaries of the recursion (see bayesfn._tiling)
+            def tile(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+                fresh = {
+                    n: self._value(n).to(a.dtype)
+                    for n in ("w_std", "b_std", "w_std_last", "b_std_last")
+                }
+                return evaluate(a, b, fresh)
+
+            return tiled_kernel_matrix(tile, x1, x2, params)
+        return evaluate(x1, x2)

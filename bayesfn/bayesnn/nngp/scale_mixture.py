@@ -42,18 +42,21 @@ from typing import Any
 import numpy as np
 import torch
 
-from bayesfn._linalg import safe_cholesky
+from bayesfn._linalg import check_allocation, quad_logdet, safe_cholesky
+from bayesfn._tiling import tiled_kernel_matrix
 from bayesfn.bayesnn.nngp._scale_priors import LEARNABLE, PRIORS, check_prior, prior_log_density
 from bayesfn.bayesnn.nngp.kernel import activation_slopes, check_architecture, nngp_kernel
 from bayesfn.model import Model, check_inputs, check_targets, resolve_device, resolve_dtype
 from bayesfn.posterior import GaussianPosterior, MixturePosterior, Posterior, StudentTPosterior
-from bayesfn.training import FitResult, optimize
+from bayesfn.training import FitResult, data_fingerprint, optimize
 
 __all__ = ["QuadratureWarning", "ScaleMixtureNNGP"]
 
 logger = logging.getLogger(__name__)
 
 _QUADRATURE_TOLERANCE = 1e-4
+# training sets larger than this evaluate K(x, x) in row tiles (bounded memory)
+_TILE_ABOVE = 512
 
 
 class QuadratureWarning(RuntimeWarning):
@@ -144,6 +147,15 @@ class ScaleMixtureNNGP(Model):
             ``c → ∞``), so fitted ``c, d`` drift towards the NNGP as steps grow.
         negative_slope, slopes: see :class:`~bayesfn.bayesnn.NNGPKernel`.
         num_nodes: quadrature nodes in ``log σ²`` for the general priors.
+        standardize: fit in standardised units (default): each input feature shifted to
+            mean 0 and scaled to standard deviation 1, each output likewise, with the
+            training set's statistics. The NNGP kernel depends on the inputs' origin and
+            scale (it is built from inner products) and the model's mean is zero, so on
+            raw data (inputs around 10⁶, targets around 10⁸) the fit fails without it.
+            Predictions, the marginal likelihood and the grid's validation NLL are
+            reported in the data's units; the hyperparameters, the σ² prior and
+            :meth:`scale_posterior` refer to the standardised targets. ``False`` uses the
+            data as given (for data already standardised, as the paper's protocol does).
         dtype, device: float64 on CPU by default.
 
     Example:
@@ -167,10 +179,13 @@ class ScaleMixtureNNGP(Model):
         negative_slope: float = 0.01,
         slopes: tuple[float, float] | None = None,
         num_nodes: int = 96,
+        standardize: bool = True,
         dtype: torch.dtype | str = torch.float64,
         device: torch.device | str | None = None,
     ) -> None:
         check_architecture(depth, activation, "nngp", "ntk", None)
+        if not isinstance(standardize, bool):
+            raise TypeError(f"standardize must be True or False; got {standardize!r}")
         activation_slopes(activation, negative_slope, slopes)
         full_params = check_prior(prior, prior_params)
         for name, value in {
@@ -208,12 +223,49 @@ class ScaleMixtureNNGP(Model):
         self.negative_slope = float(negative_slope)
         self.slopes = None if slopes is None else [float(s) for s in slopes]
         self.num_nodes = num_nodes
+        self.standardize = standardize
         self.dtype = resolve_dtype(dtype, torch.float64)
+        if self.dtype not in (torch.float32, torch.float64):
+            raise ValueError(
+                f"dtype must be float32 or float64 (Cholesky factorisations); got {self.dtype}"
+            )
         self.device = resolve_device(device)
         self._prior_name = prior_name
         self._prior_full = full_params
 
     # ------------------------------------------------------------- building
+    def _standardizer(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Shifts and scales ``(d,)`` of ``x`` and ``(m,)`` of ``y`` (identity unless
+        ``standardize``); a zero or undefined spread counts as 1."""
+
+        def spread(t: torch.Tensor) -> torch.Tensor:
+            if t.shape[0] < 2:
+                return torch.ones_like(t[0])
+            sd = t.std(0)
+            return torch.where(torch.isfinite(sd) & (sd > 0), sd, torch.ones_like(sd))
+
+        if not self.standardize:
+            return _identity_standardizer(x, y)
+        return {
+            "x_shift": x.mean(0),
+            "x_scale": spread(x),
+            "y_shift": y.mean(0),
+            "y_scale": spread(y),
+        }
+
+    def _unit_x(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.standardizer_
+        return (x - s["x_shift"]) / s["x_scale"]
+
+    def _unit_y(self, y: torch.Tensor) -> torch.Tensor:
+        s = self.standardizer_
+        return (y - s["y_shift"]) / s["y_scale"]
+
+    def _log_y_scale(self) -> torch.Tensor:
+        """``Σⱼ log sⱼ`` over outputs: log-densities of ``y`` in the data's units are
+        those in standardised units minus ``n`` times this."""
+        return self.standardizer_["y_scale"].log().sum()
+
     def _build(self, x: torch.Tensor, y: torch.Tensor, *, check: bool = True) -> None:
         values = {
             "w_std": self.w_std,
@@ -261,8 +313,16 @@ class ScaleMixtureNNGP(Model):
         """Cholesky ``L`` of ``C = K̄ + τ²I`` (n, n), ``alpha = C⁻¹y`` (n, m), ``q`` and
         ``log|C|`` (scalars), differentiable in the hyperparameters."""
         x, y = self.train_x_, self.train_y_
-        k = self._kernel(x)
         noise = self.module_.get("noise")
+        if x.shape[0] > _TILE_ABOVE:
+            # row tiles: the kernel's temporaries and autograd graph stay a few tile x n
+            # blocks; closed-form gradients of q and log|C| need one n x n buffer
+            params = [p for p in self.module_.parameters() if p.requires_grad]
+            c = tiled_kernel_matrix(lambda a, b: self._kernel(a, b), x, x, params)
+            c.diagonal().add_(noise)
+            q, logdet, chol, alpha = quad_logdet(c, y, name="training covariance K + noise")
+            return {"chol": chol, "alpha": alpha, "q": q, "logdet": logdet}
+        k = self._kernel(x)
         c = k + noise * torch.eye(k.shape[-1], dtype=k.dtype, device=k.device)
         chol = safe_cholesky(c, name="training covariance K + noise")
         alpha = torch.cholesky_solve(y, chol)
@@ -397,6 +457,8 @@ class ScaleMixtureNNGP(Model):
                 "a point-mass prior has no σ² density: σ² is fixed at prior_params['value']"
             )
         s2 = torch.as_tensor(sigma2, dtype=self.dtype, device=self.device)
+        if torch.isnan(s2).any():
+            raise ValueError(f"sigma2 contains {int(torch.isnan(s2).sum())} NaN value(s)")
         if (s2 <= 0).any():
             raise ValueError("sigma2 must be positive")
         with torch.no_grad():
@@ -425,6 +487,7 @@ class ScaleMixtureNNGP(Model):
         callbacks=(),
         progress_bar: bool = True,
         checkpoint_dir=None,
+        checkpoint_every: int = 100,
     ) -> ScaleMixtureNNGP:
         """Fit the hyperparameters named in ``learn``.
 
@@ -445,7 +508,9 @@ class ScaleMixtureNNGP(Model):
             validation: ``(x_val, y_val)`` scored by the grid search (mean per-point NLL).
             score_observation_noise: score the grid with the predictive of ``y``
                 (``True``) or, as the paper's code does, of the latent ``f``.
-            seed, callbacks, progress_bar, checkpoint_dir: see :func:`~bayesfn.training.optimize`.
+            seed, callbacks, progress_bar, checkpoint_dir, checkpoint_every: see
+                :func:`~bayesfn.training.optimize`; a checkpoint resumes only a fit of
+                the same data and settings.
 
         Returns:
             ``self``; ``fit_result_.diagnostics`` holds the hyperparameters, the log
@@ -456,7 +521,19 @@ class ScaleMixtureNNGP(Model):
         y = check_targets(y, x.shape[0], "y", dtype=self.dtype, device=self.device)
         if method not in ("marginal_likelihood", "grid"):
             raise ValueError(f"method must be 'marginal_likelihood' or 'grid'; got {method!r}")
-        self._build(x, y)
+        if not isinstance(max_steps, int) or isinstance(max_steps, bool) or max_steps < 0:
+            raise ValueError(f"max_steps must be a non-negative integer; got {max_steps!r}")
+        n = x.shape[0]
+        check_allocation(
+            (n, n),
+            dtype=self.dtype,
+            device=self.device,
+            copies=3,
+            what=f"the training covariance of {n} points (with its factor and gradient)",
+            way_out="fit to a subsample",
+        )
+        self.standardizer_ = self._standardizer(x, y)
+        self._build(self._unit_x(x), self._unit_y(y))
         result = FitResult()
         if method == "grid":
             result = self._grid_search(grid, validation, score_observation_noise)
@@ -475,6 +552,10 @@ class ScaleMixtureNNGP(Model):
                 callbacks=callbacks,
                 progress_bar=progress_bar,
                 checkpoint_dir=checkpoint_dir,
+                checkpoint_every=checkpoint_every,
+                fingerprint=None
+                if checkpoint_dir is None
+                else data_fingerprint(x, y, self.get_config()),
                 desc="scale-mixture NNGP marginal likelihood",
             )
         self.module_.eval()
@@ -506,6 +587,9 @@ class ScaleMixtureNNGP(Model):
                 f"validation y has {y_val.shape[1]} outputs; the training y has "
                 f"{self.train_y_.shape[1]}"
             )
+        x_val, y_val = self._unit_x(x_val), self._unit_y(y_val)
+        # per-point NLL in the data's units: the standardised one plus the mean log scale
+        nll_offset = float(self.standardizer_["y_scale"].log().mean())
         prior_names = set(self._prior_full) | set(LEARNABLE.get(self._prior_name, ()))
         allowed = set(self.module_.names) | prior_names | {"relative_noise"}
         for name, values in grid.items():
@@ -566,7 +650,7 @@ class ScaleMixtureNNGP(Model):
                     for prior_combo in itertools.product(*(grid[n] for n in prior_grid)):
                         prior_setting = dict(zip(prior_grid, map(float, prior_combo), strict=True))
                         self._apply(prior_setting)
-                        score = self._grid_score(mean, var, q, num, y_val)
+                        score = self._grid_score(mean, var, q, num, y_val) + nll_offset
                         history.append({**setting, **prior_setting, "val_nll": score})
                         if score < best[0]:
                             best = (score, {**setting, **prior_setting})
@@ -643,7 +727,9 @@ class ScaleMixtureNNGP(Model):
             cache = self._train_quantities()
             out: dict[str, Any] = {
                 "hyperparameters": self.hyperparameters(),
-                "log_marginal_likelihood": float(cache["lml"]),
+                "log_marginal_likelihood": float(
+                    cache["lml"] - self.train_y_.shape[0] * self._log_y_scale()
+                ),
             }
             if "log_w" in cache:
                 w = cache["log_w"].exp()
@@ -681,17 +767,33 @@ class ScaleMixtureNNGP(Model):
             self._cache = cache
         return self._cache
 
-    def posterior(self, x: Any, *, observation_noise: bool = False) -> Posterior:
+    def posterior(
+        self,
+        x: Any,
+        *,
+        observation_noise: bool = False,
+        joint: bool = True,
+        chunk_size: int | None = None,
+    ) -> Posterior:
         """Predictive at ``x``.
 
         Args:
             x: ``(n*, d)`` or ``(b, n*, d)`` test inputs.
             observation_noise: include the (``σ²``-scaled) noise: the predictive of ``y``.
+            joint: ``True`` for the joint predictive over all points and outputs;
+                ``False`` for independent marginals, which never forms the test
+                covariance (memory ``O(n · chunk_size)``, for large test sets).
+            chunk_size: with ``joint=False``, test points per block (default: about
+                ``2**24 / n``).
 
         Returns:
-            Event ``(n*, m)``, batch ``()`` or ``(b,)``, joint over points and outputs:
-            :class:`StudentTPosterior` (inverse gamma), :class:`GaussianPosterior`
-            (point mass) or :class:`MixturePosterior` of Gaussians (other priors).
+            Event ``(n*, m)``, batch ``()`` or ``(b,)``: :class:`StudentTPosterior`
+            (inverse gamma), :class:`GaussianPosterior` (point mass) or
+            :class:`MixturePosterior` of Gaussians (other priors); joint over points and
+            outputs, or diagonal with ``joint=False``.
+
+        Raises:
+            MemoryError: ``joint=True`` and the covariance cannot fit in the memory left.
         """
         self._check_fitted()
         x = check_inputs(
@@ -702,8 +804,25 @@ class ScaleMixtureNNGP(Model):
             num_features=self.train_x_.shape[-1],
             allow_batch=True,
         )
+        if chunk_size is not None and (
+            isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
+        ):
+            raise ValueError(f"chunk_size must be a positive integer or None; got {chunk_size!r}")
         cache = self._train_quantities()
         m = self.train_y_.shape[1]
+        ns = x.shape[-2]
+        if not joint:
+            return self._marginal_posterior(self._unit_x(x), cache, observation_noise, chunk_size)
+        check_allocation(
+            x.shape[:-2] + (ns * m, ns * m),
+            dtype=self.dtype,
+            device=self.device,
+            copies=3,
+            what="the joint predictive covariance",
+            way_out="ask for posterior(x, joint=False) (marginals only) or predict at "
+            "fewer points per call",
+        )
+        x = self._unit_x(x)
         with torch.no_grad():
             k_star = self._kernel(x, self.train_x_)  # (..., n*, n)
             mean = k_star @ cache["alpha"]  # (..., n*, m)
@@ -714,6 +833,12 @@ class ScaleMixtureNNGP(Model):
                 cov = cov + self.module_.get("noise") * eye
             cov = 0.5 * (cov + cov.mT)
             full = _kron_outputs(cov, m)
+            # back to the data's units: row-major (n*, m) event, output j scaled by s_j
+            y_shift, y_scale = self.standardizer_["y_shift"], self.standardizer_["y_scale"]
+            mean = mean * y_scale + y_shift
+            if not bool((y_scale == 1).all()):
+                s_flat = y_scale.repeat(ns)
+                full = full * (s_flat.unsqueeze(-1) * s_flat)
             num = self.train_y_.numel()
             if self._prior_name == "point_mass":
                 return GaussianPosterior(mean, self._prior_full["value"] * full)
@@ -727,9 +852,50 @@ class ScaleMixtureNNGP(Model):
             ]
             return MixturePosterior(comps, logits=cache["log_w"])
 
+    def _marginal_posterior(
+        self,
+        x: torch.Tensor,
+        cache: dict[str, Any],
+        observation_noise: bool,
+        chunk_size: int | None,
+    ) -> Posterior:
+        """Independent marginals of :meth:`posterior` at standardised ``x`` (..., n*, d),
+        block by block over test points."""
+        n = self.train_y_.shape[0]
+        chunk_size = chunk_size or max(1, 2**24 // n)
+        means, variances = [], []
+        with torch.no_grad():
+            for start in range(0, x.shape[-2], chunk_size):
+                xc = x[..., start : start + chunk_size, :]
+                k_star = self._kernel(xc, self.train_x_)
+                means.append(k_star @ cache["alpha"])
+                v = _solve_lower(cache["chol"], k_star.mT)
+                variances.append((self._kernel(xc, diag=True) - v.pow(2).sum(-2)).clamp_min(0))
+            mean = torch.cat(means, -2)  # (..., n*, m)
+            var = torch.cat(variances, -1).unsqueeze(-1)  # (..., n*, 1)
+            if observation_noise:
+                var = var + self.module_.get("noise")
+            y_shift, y_scale = self.standardizer_["y_shift"], self.standardizer_["y_scale"]
+            mean = mean * y_scale + y_shift
+            var = (var * y_scale**2).expand(mean.shape).contiguous()
+            num = self.train_y_.numel()
+            if self._prior_name == "point_mass":
+                return GaussianPosterior(mean, variance=self._prior_full["value"] * var)
+            if self._prior_name == "inverse_gamma":
+                a, b = self.module_.get("a"), self.module_.get("b")
+                scale = (b + cache["q"] / 2) / (a + num / 2)
+                return StudentTPosterior(2 * a + num, mean, variance=scale * var)
+            comps = [GaussianPosterior(mean, variance=torch.exp(t) * var) for t in cache["t"]]
+            return MixturePosterior(comps, logits=cache["log_w"])
+
     # ------------------------------------------------------------ save/load
     def _get_state(self) -> dict[str, Any]:
-        state = {"x": self.train_x_, "y": self.train_y_, "hyper": self.module_.state_dict()}
+        state = {
+            "x": self.train_x_,
+            "y": self.train_y_,
+            "hyper": self.module_.state_dict(),
+            "standardizer": self.standardizer_,
+        }
         state["prior_full"] = torch.tensor(
             [self._prior_full.get(k, math.nan) for k in sorted(PRIORS.get(self._prior_name, {}))],
             dtype=torch.float64,
@@ -742,9 +908,24 @@ class ScaleMixtureNNGP(Model):
         keys = sorted(PRIORS.get(self._prior_name, {}))
         for k, v in zip(keys, state["prior_full"].tolist(), strict=True):
             self._prior_full[k] = v
+        # x and y are saved in the model's (standardised) units; a folder saved before
+        # standardisation existed holds raw data and no statistics: the identity
+        saved = state.get("standardizer", _identity_standardizer(x, y))
+        self.standardizer_ = {
+            k: v.to(device=self.device, dtype=self.dtype) for k, v in saved.items()
+        }
         self._build(x, y, check=False)  # the saved raw values replace the initial ones
         self.module_.load_state_dict(state["hyper"])
         self.module_.eval()
+
+
+def _identity_standardizer(x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+    return {
+        "x_shift": torch.zeros_like(x[0]),
+        "x_scale": torch.ones_like(x[0]),
+        "y_shift": torch.zeros_like(y[0]),
+        "y_scale": torch.ones_like(y[0]),
+    }
 
 
 def _solve_lower(chol: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:

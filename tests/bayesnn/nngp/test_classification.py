@@ -370,3 +370,34 @@ def test_one_hot_nngp_equals_scipy_normal_and_round_trips(tmp_path):
         clf.target_nll(xs, torch.tensor([0, 1, 2, 0]))
     with pytest.raises(ValueError, match="num_classes"):
         OneHotNNGPClassifier(1)
+
+
+# ------------------------------------------------------------------ hardening
+
+
+@pytest.mark.parametrize(
+    ("jitter", "error"), [(-1e-6, ValueError), (float("nan"), ValueError), ("1e-6", TypeError)]
+)
+def test_svtp_jitter_is_checked_in_init(jitter, error):
+    with pytest.raises(error, match="jitter must be"):
+        SVTPClassifier(jitter=jitter)
+
+
+def test_svtp_refuses_half_precision():
+    with pytest.raises(ValueError, match="dtype must be float32 or float64"):
+        SVTPClassifier(dtype=torch.float16)
+
+
+def test_chunk_size_zero_is_a_named_error():
+    x, y = _blobs(12)
+    svtp = _random_svtp()
+    with pytest.raises(ValueError, match="chunk_size must be a positive integer; got 0"):
+        svtp.posterior(x, observation_noise=True, chunk_size=0)
+    onehot = OneHotNNGPClassifier(num_samples=20).fit(x, y, max_steps=0, progress_bar=False)
+    for call in (
+        lambda: onehot.point_predictive(x, chunk_size=0),
+        lambda: onehot.posterior(x, observation_noise=True, chunk_size=0),
+        lambda: onehot.target_nll(x, y, chunk_size=-2),
+    ):
+        with pytest.raises(ValueError, match="chunk_size must be a positive integer"):
+            call()

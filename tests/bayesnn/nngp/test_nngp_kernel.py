@@ -523,3 +523,59 @@ def test_cnn_tile_threads_keep_values_and_restore_torch_threads():
         assert torch.get_num_threads() == before
         left = cnn_kernel(x, depth=2, kind="ntk", block_elements=5 * 6 * 9, tile_threads=None)
     torch.testing.assert_close(one, left, rtol=1e-14, atol=1e-15)
+
+
+# ------------------------------------------------------------------ hardening
+
+
+def test_kernel_call_checks_its_inputs():
+    k = NNGPKernel(depth=1)
+    x = torch.randn(4, 3, dtype=torch.float64)
+    with pytest.raises(TypeError, match=r"x1 must be a torch\.Tensor .* got ndarray"):
+        k(x.numpy())
+    with pytest.raises(TypeError, match=r"x2 must be a torch\.Tensor"):
+        k(x, x.numpy())
+    with pytest.raises(ValueError, match=r"x2 must have shape \(\.\.\., m, d\) with the d = 3"):
+        k(x, torch.randn(2, 5, dtype=torch.float64))
+    assert k(x, x[:2]).to_dense().shape == (4, 2)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"activation": "leaky_relu", "negative_slope": float("nan")}, "negative_slope must be"),
+        ({"activation": "ab_relu", "slopes": (0.1, float("inf"))}, "slopes must be two finite"),
+    ],
+)
+def test_kernel_rejects_non_finite_slopes(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        NNGPKernel(depth=1, **kwargs)
+
+
+def test_large_differentiable_matrices_are_tiled_with_the_same_values_and_gradients(
+    monkeypatch,
+):
+    from bayesfn.bayesnn.nngp import kernel as kernel_module
+
+    g = torch.Generator().manual_seed(0)
+    x, x2 = (
+        torch.randn(30, 4, generator=g, dtype=torch.float64),
+        torch.randn(12, 4, generator=g, dtype=torch.float64),
+    )
+    k = NNGPKernel(depth=2, activation="relu", w_std=1.3, b_std=0.2, kind="ntk")
+    direct = k(x, x2).to_dense()
+    gd = torch.autograd.grad(direct.sum(), list(k.parameters()))
+    calls = []
+    real = kernel_module.tiled_kernel_matrix
+    monkeypatch.setattr(kernel_module, "_TILE_ABOVE_ELEMENTS", 100)
+    monkeypatch.setattr(
+        kernel_module,
+        "tiled_kernel_matrix",
+        lambda *a, **kw: calls.append(1) or real(*a, tile_rows=7),
+    )
+    tiled = k(x, x2).to_dense()
+    gt = torch.autograd.grad(tiled.sum(), list(k.parameters()))
+    assert calls  # the tiled route was taken
+    torch.testing.assert_close(tiled, direct, rtol=1e-13, atol=1e-14)
+    for a, b in zip(gt, gd, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)

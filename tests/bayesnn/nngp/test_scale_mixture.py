@@ -24,6 +24,7 @@ SETTINGS = {
     "w_std_last": 1.1,
     "b_std_last": 0.05,
     "noise": 0.05,
+    "standardize": False,  # the NumPy references below condition on the data as given
 }
 
 
@@ -587,3 +588,115 @@ def test_a_model_saved_under_the_old_module_path_still_loads(tmp_path):
     config.write_text(json.dumps(header))
     loaded = ScaleMixtureNNGP.load(tmp_path / "m")
     assert torch.equal(loaded.posterior(x).mean, model.posterior(x).mean)
+
+
+# ------------------------------------------------------------------ standardisation
+
+
+@pytest.mark.parametrize("prior", ["point_mass", "inverse_gamma", "burr12"])
+def test_standardised_fit_is_the_plain_fit_on_standardised_data(prior):
+    """standardize=True equals standardize=False on (x − x̄)/s_x, (y − ȳ)/s_y with the
+    predictive mapped back by hand: mean · s_y + ȳ, covariance · s_y s_yᵀ."""
+    x, y = _data(n=20, m=2)
+    x = x * torch.tensor([300.0, 0.01], dtype=torch.float64) + 50.0
+    y = y * torch.tensor([1e3, 2.0], dtype=torch.float64) - 7.0
+    xs = x[:6] + 1.0
+    kw = {"prior": prior, "learn": ()}
+    if prior == "burr12":
+        kw["prior_params"] = {"c": 2.0, "d": 1.0}
+    auto = _model(**kw, standardize=True).fit(x, y, progress_bar=False)
+    mx, sx, my, sy = x.mean(0), x.std(0), y.mean(0), y.std(0)
+    plain = _model(**kw).fit((x - mx) / sx, (y - my) / sy, progress_bar=False)
+    pa, pp = (
+        auto.posterior(xs, observation_noise=True),
+        plain.posterior((xs - mx) / sx, observation_noise=True),
+    )
+    assert type(pa) is type(pp)
+    torch.testing.assert_close(pa.mean, pp.mean * sy + my, rtol=1e-10, atol=1e-9)
+    s = sy.repeat(6)
+    torch.testing.assert_close(pa.variance, pp.variance * sy**2, rtol=1e-9, atol=1e-12)
+    if prior != "burr12":
+        torch.testing.assert_close(
+            pa.covariance_matrix, pp.covariance_matrix * torch.outer(s, s), rtol=1e-9, atol=1e-12
+        )
+    # densities in the data's units: the standardised ones minus log s_y (change of units)
+    value = y[:6]
+    torch.testing.assert_close(
+        pa.marginal_log_prob(value),
+        pp.marginal_log_prob((value - my) / sy) - sy.log(),
+        rtol=1e-9,
+        atol=1e-9,
+    )
+    lml_a = auto.fit_result_.diagnostics["log_marginal_likelihood"]
+    lml_p = plain.fit_result_.diagnostics["log_marginal_likelihood"]
+    assert lml_a == pytest.approx(lml_p - 20 * float(sy.log().sum()), rel=1e-10)
+
+
+def test_large_offsets_of_x_and_y_do_not_spoil_the_fit():
+    """y + 1e8 gave RMSE 1306 and x + 1e6 no fit: now both match the fit on the data as is."""
+    x, y = _data(n=40, seed=3)
+    xt, yt = _data(n=30, seed=4)
+    kw = {"max_steps": 30, "progress_bar": False}
+    ref = ScaleMixtureNNGP(depth=2, prior="inverse_gamma").fit(x, y, **kw)
+    far = ScaleMixtureNNGP(depth=2, prior="inverse_gamma").fit(x + 1e6, y + 1e8, **kw)
+    pred_ref = ref.posterior(xt).mean
+    pred_far = far.posterior(xt + 1e6).mean - 1e8
+    torch.testing.assert_close(pred_far, pred_ref, rtol=0, atol=1e-5)
+    # and the fit explains much of the variance (the old far fit did not)
+    assert float(((pred_ref - yt) ** 2).mean().sqrt()) < 0.7 * float(yt.std())
+
+
+def test_saved_standardised_model_round_trips(tmp_path):
+    x, y = _data(n=15)
+    model = ScaleMixtureNNGP(depth=1).fit(x * 100 + 3, y * 50 - 2, max_steps=3, progress_bar=False)
+    model.save(tmp_path / "m")
+    loaded = ScaleMixtureNNGP.load(tmp_path / "m")
+    xs = x[:4] * 100 + 3
+    torch.testing.assert_close(
+        loaded.posterior(xs).mean, model.posterior(xs).mean, rtol=1e-12, atol=0
+    )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"negative_slope": float("nan")}, ValueError, "negative_slope must be a finite"),
+        ({"dtype": torch.float16}, ValueError, "dtype must be float32 or float64"),
+        ({"standardize": "yes"}, TypeError, "standardize must be True or False"),
+        ({"noise": float("inf")}, ValueError, "noise must be"),
+    ],
+)
+def test_bad_settings_are_rejected_in_init(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        ScaleMixtureNNGP(**kwargs)
+
+
+def test_nan_sigma2_and_negative_max_steps_are_rejected():
+    x, y = _data(n=10)
+    model = ScaleMixtureNNGP(depth=1).fit(x, y, max_steps=0, progress_bar=False)
+    with pytest.raises(ValueError, match="sigma2 contains 1 NaN"):
+        model.scale_posterior(torch.tensor([1.0, float("nan")]))
+    with pytest.raises(ValueError, match="max_steps must be a non-negative integer"):
+        ScaleMixtureNNGP(depth=1).fit(x, y, max_steps=-1)
+
+
+@pytest.mark.parametrize("prior", ["point_mass", "inverse_gamma", "burr12"])
+def test_marginals_only_predictive_matches_the_joint_one(prior):
+    x, y = _data(n=20, m=2)
+    xs = _data(n=7, seed=9)[0]
+    kw = {"prior": prior, "learn": (), "standardize": True}
+    if prior == "burr12":
+        kw["prior_params"] = {"c": 2.0, "d": 1.0}
+    model = _model(**kw).fit(x * 10 + 3, y * 5 - 1, progress_bar=False)
+    for noisy in (False, True):
+        joint = model.posterior(xs * 10 + 3, observation_noise=noisy)
+        marg = model.posterior(xs * 10 + 3, observation_noise=noisy, joint=False, chunk_size=3)
+        assert type(marg) is type(joint) and marg.event_shape == joint.event_shape
+        torch.testing.assert_close(marg.mean, joint.mean, rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(marg.variance, joint.variance, rtol=1e-9, atol=1e-12)
+        value = joint.mean + 0.3
+        torch.testing.assert_close(
+            marg.marginal_log_prob(value), joint.marginal_log_prob(value), rtol=1e-9, atol=1e-10
+        )
+    with pytest.raises(ValueError, match="chunk_size must be a positive integer"):
+        model.posterior(xs, joint=False, chunk_size=0)
