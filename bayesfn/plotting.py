@@ -84,8 +84,9 @@ def plot_predictive_1d(
         posterior: a posterior with ``batch_shape == ()`` and ``event_shape == (n, 1)``.
         x: the ``(n, 1)`` inputs the posterior was computed at (any order; the curves are
             drawn sorted by ``x``).
-        y_obs, x_obs: optional observations, each ``(k, 1)`` or ``(k,)``; give both or
+        y_obs: optional observations, each ``(k, 1)`` or ``(k,)``; give both or
             neither.
+        x_obs: see ``y_obs``.
         num_samples: sample paths to draw (0 for none).
         level: probability of the shaded central interval ``posterior.interval(level)``.
         ax: the Axes to draw on; a new figure is made when ``None``.
@@ -191,12 +192,14 @@ def plot_density_2d(
         log_prob_fn: maps a ``(k, 2)`` tensor of points to ``(k,)`` log densities
             (``-inf`` allowed for zero density; NaN is an error). Called under
             ``torch.no_grad`` on chunks of at most ``batch_size`` points.
-        xlim, ylim: ``(low, high)`` ranges of the grid.
+        xlim: ``(low, high)`` ranges of the grid.
+        ylim: see ``xlim``.
         resolution: grid points per axis (at least 2).
         ax: the Axes to draw on; a new figure is made when ``None``.
         samples: optional ``(s, 2)`` points drawn on top (e.g. model samples).
-        dtype, device: of the grid passed to ``log_prob_fn`` (default: torch's default
+        dtype: of the grid passed to ``log_prob_fn`` (default: torch's default
             dtype, CPU).
+        device: see ``dtype``.
         batch_size: largest chunk passed to ``log_prob_fn`` at once.
         cmap: matplotlib colormap name.
 

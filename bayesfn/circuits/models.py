@@ -80,7 +80,7 @@ class CircuitModel(Model, abc.ABC):
         image_shape: ``(height, width)`` for the quad graphs.
         spline_bases: ``M`` uniform B-spline bases of degree ``p`` per
             spline unit (``p = 2``: piecewise quadratic).
-        spline_degree: as ``spline_bases`` (described together above).
+        spline_degree: see ``spline_bases``.
         layer: the sum layers: ``"cp"`` (default; ``y_k = Σ_i W[k,i] a_i b_i``, ``K²``
             weights per region) or ``"tucker"`` (``y_k = Σ_{i,j} W[k,i,j] a_i b_j``, ``K³``
             weights per region). Both keep every inference exact; see
@@ -616,10 +616,17 @@ class CircuitModel(Model, abc.ABC):
             validation: optional ``(m, d)`` validation data; then the fit stops early
                 when the validation log-likelihood has not improved for ``patience``
                 evaluations (every ``val_every`` steps) and keeps the best parameters.
-            max_steps, batch_size, lr, seed, callbacks, progress_bar, checkpoint_dir,
-                checkpoint_every: as in :func:`bayesfn.training.optimize`; ``seed``
-                defaults to ``self.seed``; a checkpoint resumes only a fit of the same
-                data and settings.
+            max_steps: as in :func:`bayesfn.training.optimize`, like ``batch_size``,
+                ``lr``, ``callbacks``, ``progress_bar``, ``checkpoint_dir`` and
+                ``checkpoint_every`` (a checkpoint resumes only a fit of the same data
+                and settings).
+            batch_size: see ``max_steps``.
+            lr: see ``max_steps``.
+            seed: as in :func:`bayesfn.training.optimize`; defaults to ``self.seed``.
+            callbacks: see ``max_steps``.
+            progress_bar: see ``max_steps``.
+            checkpoint_dir: see ``max_steps``.
+            checkpoint_every: see ``max_steps``.
             warm_start: continue from the current parameters of an already fitted
                 model (same number of variables) instead of building and initialising
                 a new circuit, e.g. after setting parameters by hand.

@@ -77,9 +77,11 @@ def tucker_layer(
     ``K_in²`` flattened pairs ``(i, j)`` with the weights flattened the same way.
 
     Args:
-        left_log, right_log: ``(F, B, K_in)`` log-magnitudes of the two children.
-        left_sign, right_sign: ``(F, B, K_in)`` signs, or ``None`` when ``signed=False``
+        left_log: ``(F, B, K_in)`` log-magnitudes of the two children.
+        right_log: see ``left_log``.
+        left_sign: ``(F, B, K_in)`` signs, or ``None`` when ``signed=False``
             and the inputs are non-negative.
+        right_sign: see ``left_sign``.
         weight: ``(F, K_out, K_in, K_in)``: real weights with ``signed=True``, log-weights
             ``θ`` of ``W = exp(θ)`` with ``signed=False`` (as for ``cp_layer``).
         signed: the weight convention, as for ``cp_layer``.
@@ -128,8 +130,10 @@ def tucker_sq_layer(
     maximum log-magnitude before leaving log space.
 
     Args:
-        left_log, right_log: ``(F, B, K_in, K_in)`` log-magnitudes of ``A`` and ``B``.
-        left_sign, right_sign: ``(F, B, K_in, K_in)`` signs in ``{-1, 0, +1}``.
+        left_log: ``(F, B, K_in, K_in)`` log-magnitudes of ``A`` and ``B``.
+        right_log: see ``left_log``.
+        left_sign: ``(F, B, K_in, K_in)`` signs in ``{-1, 0, +1}``.
+        right_sign: see ``left_sign``.
         weight: ``(F, K_out, K_in, K_in)`` real weights (``exp(θ)`` for monotonic ones).
 
     Returns:
@@ -317,9 +321,10 @@ class TensorizedCircuit(nn.Module):
         """Evaluate ``c`` with the given leaf values.
 
         Args:
-            leaf_log, leaf_sign: ``(L, B, K)`` signed-log leaf values; ``leaf_sign`` is
+            leaf_log: ``(L, B, K)`` signed-log leaf values; ``leaf_sign`` is
                 not read (may be ``None``) when ``signed=False`` and the weights are
                 positive.
+            leaf_sign: see ``leaf_log``.
             signed: whether any value may be negative (real weights, or signed leaves
                 such as first moments).
             trace: if a list, ``(layer name, out_log)`` of every layer is appended.
@@ -434,7 +439,8 @@ class TensorizedCircuit(nn.Module):
         """Evaluate ``∫ c cᵀ``-type matrices of a squared circuit.
 
         Args:
-            leaf_log, leaf_sign: ``(L, B, K, K)`` signed-log leaf matrices (``B`` may be 1).
+            leaf_log: ``(L, B, K, K)`` signed-log leaf matrices (``B`` may be 1).
+            leaf_sign: see ``leaf_log``.
 
         Returns:
             ``(R, B)`` signed-log value of each replica's squared root.

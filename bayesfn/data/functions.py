@@ -290,11 +290,11 @@ def sample_functions(
         lengthscale: a hyperparameter: ``None`` (default prior), a number (fixed) or
             ``(low, high)`` (log-uniform per function). Arguments that do not apply to
             a family are ignored.
-        variance: as ``lengthscale`` (described together above).
-        period: as ``lengthscale`` (described together above).
-        decay_lengthscale: as ``lengthscale`` (described together above).
-        frequency: as ``lengthscale`` (described together above).
-        amplitude: as ``lengthscale`` (described together above).
+        variance: see ``lengthscale``.
+        period: see ``lengthscale``.
+        decay_lengthscale: see ``lengthscale``.
+        frequency: see ``lengthscale``.
+        amplitude: see ``lengthscale``.
         noise_std: observation noise standard deviation: a number ``>= 0`` or a
             log-uniform range.
         mixture_families: the families ``"mixture"`` picks from (uniformly, per

@@ -244,7 +244,9 @@ def rings_nd_log_prob(
 
     Args:
         x: ``(..., dim)`` floating points, ``dim >= 2``.
-        radii, noise, weights: as in :func:`sample_rings_nd`.
+        radii: as in :func:`sample_rings_nd`.
+        noise: see ``radii``.
+        weights: see ``radii``.
 
     Returns:
         ``(...)`` log densities.

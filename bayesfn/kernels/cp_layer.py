@@ -90,11 +90,11 @@ def cp_layer(
     Args:
         left_log: ``(F, B, K_in)`` log-magnitudes of the two inputs of each of
             ``F`` folds for a batch of ``B``; ``-inf`` marks exact zero.
-        right_log: as ``left_log`` (described together above).
+        right_log: see ``left_log``.
         left_sign: ``(F, B, K_in)`` signs in ``{-1, 0, +1}``. With
             ``signed=False`` they may be ``None`` (all inputs are then taken as
             non-negative).
-        right_sign: as ``left_sign`` (described together above).
+        right_sign: see ``left_sign``.
         weight: ``(F, K_out, K_in)``. With ``signed=True`` these are the real (possibly
             negative) weights ``W`` themselves; with ``signed=False`` they are
             **log-weights** ``θ`` of positive weights ``W = exp(θ)`` (the monotonic
@@ -182,9 +182,9 @@ def sq_layer(
     Args:
         left_log: ``(F, B, K_in, K_in)`` log-magnitudes; ``B`` may be 1 and is
             broadcast.
-        right_log: as ``left_log`` (described together above).
+        right_log: see ``left_log``.
         left_sign: ``(F, B, K_in, K_in)`` signs in ``{-1, 0, +1}``.
-        right_sign: as ``left_sign`` (described together above).
+        right_sign: see ``left_sign``.
         weight: ``(F, K_out, K_in)`` real weights (pass ``exp(θ)`` for monotonic ones).
 
     Returns:

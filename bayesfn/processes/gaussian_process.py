@@ -185,9 +185,13 @@ class GaussianProcess(Model):
             y: ``(n,)`` or ``(n, m)`` targets.
             max_steps: Adam steps (0 keeps the initial hyperparameters).
             lr: Adam learning rate.
-            seed, callbacks, progress_bar, checkpoint_dir, checkpoint_every: see
+            seed: see
                 :func:`bayesfn.training.optimize`; a checkpoint resumes only a fit of the
                 same data and settings.
+            callbacks: see ``seed``.
+            progress_bar: see ``seed``.
+            checkpoint_dir: see ``seed``.
+            checkpoint_every: see ``seed``.
 
         Returns:
             ``self``, with ``fit_result_.diagnostics["hyperparameters"]`` filled in.

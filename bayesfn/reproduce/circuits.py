@@ -299,8 +299,10 @@ def lbfgs_multistart(make, x, xv, *, starts: int, seed: int, max_iter: int = 300
 
     Args:
         make: ``callable(seed) -> circuit`` (unbuilt).
-        x, xv: ``(n, d)`` training and validation data.
-        starts, seed: number of starts; start ``s`` is seeded ``seed + s``.
+        x: ``(n, d)`` training and validation data.
+        xv: see ``x``.
+        starts: number of starts; start ``s`` is seeded ``seed + s``.
+        seed: see ``starts``.
     """
     best, best_ll, iters = None, -math.inf, 0
     for s in range(starts):

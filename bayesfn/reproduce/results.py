@@ -30,7 +30,8 @@ def result_row(
     """One line of the comparison table: our number beside the paper's.
 
     Args:
-        setting, metric: what was measured.
+        setting: the data set or configuration measured.
+        metric: what was measured on it.
         ours: our value (mean over ``seeds``); ``ours_std`` its spread.
         paper: the paper's own number, or ``None``.
         seeds: the seeds this row's value was computed from.

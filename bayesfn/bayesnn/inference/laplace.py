@@ -70,8 +70,11 @@ class LastLayerLaplace(Inference):
     """MAP, then a Gaussian over the last layer's weights from the exact curvature.
 
     Args:
-        max_steps, lr, batch_size, init: settings of the MAP fit (see
+        max_steps: settings of the MAP fit (see
             :class:`~bayesfn.bayesnn.inference.MAP`).
+        lr: see ``max_steps``.
+        batch_size: see ``max_steps``.
+        init: see ``max_steps``.
         prior_precision: the precision of an isotropic Gaussian prior on the last layer
             used in the Laplace step; ``None`` (default) takes the curvature of the
             model's own prior at the MAP (exact for a Gaussian prior, by automatic

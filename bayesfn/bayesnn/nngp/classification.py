@@ -388,8 +388,14 @@ class SVTPClassifier(Model):
     Args:
         num_inducing: ``M`` inducing inputs (initialised at a random subset of the
             training inputs unless ``fit(inducing=...)`` gives them).
-        depth, activation, w_std, b_std, w_std_last, b_std_last, negative_slope: the
+        depth: the
             NNGP kernel (:class:`~bayesfn.bayesnn.NNGPKernel`).
+        activation: see ``depth``.
+        w_std: see ``depth``.
+        b_std: see ``depth``.
+        w_std_last: see ``depth``.
+        b_std_last: see ``depth``.
+        negative_slope: see ``depth``.
         scale_prior: ``(a, b)`` of the inverse-gamma prior on ``σ²``; ``None`` for
             ``σ² ≡ 1`` (SVGP).
         num_classes: ``C``; ``None`` infers ``max(label) + 1`` at fit.
@@ -401,7 +407,8 @@ class SVTPClassifier(Model):
         num_test_samples: draws averaged by ``posterior(..., observation_noise=True)``.
         seed: seed of those test draws.
         jitter: relative jitter always added to ``K_ZZ``.
-        dtype, device: float64 on CPU by default.
+        dtype: float64 on CPU by default.
+        device: see ``dtype``.
     """
 
     def __init__(
@@ -610,8 +617,12 @@ class SVTPClassifier(Model):
             lr: Adam learning rate.
             inducing: ``(M, d)`` initial inducing inputs; default a random subset of
                 ``x`` (drawn with ``seed``).
-            seed, callbacks, progress_bar, checkpoint_dir, checkpoint_every: see
+            seed: see
                 :func:`optimize`.
+            callbacks: see ``seed``.
+            progress_bar: see ``seed``.
+            checkpoint_dir: see ``seed``.
+            checkpoint_every: see ``seed``.
 
         Returns:
             ``self``; ``fit_result_.losses`` are the negative ELBO per training point.

@@ -150,8 +150,14 @@ def cnn_kernel(
         x1: ``n x H x W x C`` images (NHWC, as in neural-tangents).
         x2: ``m x H x W x C`` images, or ``None`` for ``x1``.
         depth: number of ``Conv → φ`` blocks.
-        activation, kind, w_std, b_std, w_std_last, b_std_last, slopes: as in
+        activation: as in
             :func:`~bayesfn.bayesnn.nngp.kernel.nngp_kernel` (scalars or 0-d tensors).
+        kind: see ``activation``.
+        w_std: see ``activation``.
+        b_std: see ``activation``.
+        w_std_last: see ``activation``.
+        b_std_last: see ``activation``.
+        slopes: see ``activation``.
         filter_size: side ``f`` of the square filters.
         chunk_elements: with autograd on, rows of ``x1`` are processed in chunks so that
             the per-pixel state holds at most about this many elements.

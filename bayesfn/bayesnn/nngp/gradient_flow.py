@@ -122,9 +122,9 @@ def trained_network_predictive(
         activation: as in :func:`~bayesfn.bayesnn.nngp.kernel.nngp_kernel` (``relu``,
             ``leaky_relu``, ``abs``, ``ab_relu``, ``erf``, ``gelu``).
         w_std: hidden-layer weight / bias standard deviations.
-        b_std: as ``w_std`` (described together above).
+        b_std: see ``w_std``.
         w_std_last: the readout's (default: ``w_std`` and ``b_std``).
-        b_std_last: as ``w_std_last`` (described together above).
+        b_std_last: see ``w_std_last``.
         parameterization: ``"ntk"`` (default) or ``"standard"``.
         width: hidden width; needed only by the standard parameterisation with
             ``depth > 0``, whose tangent kernel grows with it.

@@ -109,9 +109,11 @@ def nngp_kernel(
         activation: ``relu``, ``leaky_relu``, ``abs``, ``ab_relu``, ``erf`` or ``gelu``.
         kind: ``"nngp"`` or ``"ntk"``.
         parameterization: ``"ntk"`` or ``"standard"`` (the NNGP is the same in both).
-        w_std, b_std: hidden-layer weight and bias standard deviations (floats or
+        w_std: hidden-layer weight and bias standard deviations (floats or
             tensors broadcastable to ``batch x 1 x 1``, so they may carry gradients).
-        w_std_last, b_std_last: the readout layer's.
+        b_std: see ``w_std``.
+        w_std_last: the readout layer's.
+        b_std_last: see ``w_std_last``.
         slopes: ``(a, b)`` of the ReLU family (see :func:`activation_slopes`).
         width: hidden width ``N`` (only for the standard-parameterisation NTK).
         diag: return only ``K(x1_i, x2_i)`` as ``batch x n`` (needs ``n == m``).
@@ -232,8 +234,10 @@ class NNGPKernel(gpytorch.kernels.Kernel):
             or ``"gelu"`` (exact, ``x Φ(x)``).
         kind: ``"nngp"`` or ``"ntk"``.
         parameterization: ``"ntk"`` (default) or ``"standard"``.
-        w_std, b_std: hidden-layer weight / bias standard deviations (learnable, ≥ 0).
-        w_std_last, b_std_last: the readout layer's (default: ``w_std`` and ``b_std``).
+        w_std: hidden-layer weight / bias standard deviations (learnable, ≥ 0).
+        b_std: see ``w_std``.
+        w_std_last: the readout layer's (default: ``w_std`` and ``b_std``).
+        b_std_last: see ``w_std_last``.
         width: hidden width, needed only by the standard-parameterisation NTK.
         image_shape: ``(H, W, C)`` to use the convolutional network instead: ``depth``
             SAME-padded ``filter_size x filter_size`` convolutions with a Flatten readout

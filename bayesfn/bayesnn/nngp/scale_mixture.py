@@ -132,8 +132,10 @@ class ScaleMixtureNNGP(Model):
             cannot be saved, its prior not being JSON).
         prior_params: the prior's parameters (see :mod:`bayesfn.bayesnn.nngp._scale_priors`):
             ``a, b`` / ``c, d`` / ``scale`` / ``loc, scale`` / ``value``.
-        w_std, b_std: hidden-layer weight and bias standard deviations (stax convention).
-        w_std_last, b_std_last: readout-layer standard deviations before the ``σ²`` scaling.
+        w_std: hidden-layer weight and bias standard deviations (stax convention).
+        b_std: see ``w_std``.
+        w_std_last: readout-layer standard deviations before the ``σ²`` scaling.
+        b_std_last: see ``w_std_last``.
         noise: observation-noise variance ``τ²`` relative to ``σ²`` (``y = f + σ τ ε``).
         learn: names fitted by the marginal likelihood, from ``w_std, b_std,
             w_std_last, b_std_last, noise`` and the prior's positive parameters: ``a, b``
@@ -145,7 +147,8 @@ class ScaleMixtureNNGP(Model):
             type-II maximum likelihood of a one-dimensional scale prior is degenerate: its
             supremum is the point mass at the maximum-likelihood ``σ²`` (e.g. Burr XII
             ``c → ∞``), so fitted ``c, d`` drift towards the NNGP as steps grow.
-        negative_slope, slopes: see :class:`~bayesfn.bayesnn.NNGPKernel`.
+        negative_slope: see :class:`~bayesfn.bayesnn.NNGPKernel`.
+        slopes: see ``negative_slope``.
         num_nodes: quadrature nodes in ``log σ²`` for the general priors.
         standardize: fit in standardised units (default): each input feature shifted to
             mean 0 and scaled to standard deviation 1, each output likewise, with the
@@ -156,7 +159,8 @@ class ScaleMixtureNNGP(Model):
             reported in the data's units; the hyperparameters, the σ² prior and
             :meth:`scale_posterior` refer to the standardised targets. ``False`` uses the
             data as given (for data already standardised, as the paper's protocol does).
-        dtype, device: float64 on CPU by default.
+        dtype: float64 on CPU by default.
+        device: see ``dtype``.
 
     Example:
         >>> model = ScaleMixtureNNGP(depth=2, prior="inverse_gamma").fit(x, y)
@@ -508,9 +512,13 @@ class ScaleMixtureNNGP(Model):
             validation: ``(x_val, y_val)`` scored by the grid search (mean per-point NLL).
             score_observation_noise: score the grid with the predictive of ``y``
                 (``True``) or, as the paper's code does, of the latent ``f``.
-            seed, callbacks, progress_bar, checkpoint_dir, checkpoint_every: see
+            seed: see
                 :func:`~bayesfn.training.optimize`; a checkpoint resumes only a fit of
                 the same data and settings.
+            callbacks: see ``seed``.
+            progress_bar: see ``seed``.
+            checkpoint_dir: see ``seed``.
+            checkpoint_every: see ``seed``.
 
         Returns:
             ``self``; ``fit_result_.diagnostics`` holds the hyperparameters, the log
