@@ -57,7 +57,7 @@ from botorch.posteriors import Posterior as _BoTorchPosteriorBase
 from botorch.sampling.get_sampler import GetSampler
 from botorch.sampling.normal import IIDNormalSampler, SobolQMCNormalSampler
 from gpytorch.distributions import MultitaskMultivariateNormal, MultivariateNormal
-from linear_operator.operators import DiagLinearOperator
+from linear_operator.operators import DenseLinearOperator, DiagLinearOperator
 from torch.quasirandom import SobolEngine
 
 from bayesfn.model import Model
@@ -126,6 +126,9 @@ def _gaussian_to_botorch(
         cov = _reshape_batch(post.covariance_matrix, batch, nb).to(dtype)
         if len(idx) != m:
             cov = cov[..., flat, :][..., flat]
+        # lazy, so that sampling factorises with GPyTorch's escalating jitter (as for
+        # BoTorch's own GPs) rather than torch's plain Cholesky at construction
+        cov = DenseLinearOperator(cov)
     if len(idx) == 1:
         return GPyTorchPosterior(MultivariateNormal(mean[..., 0], cov))
     return GPyTorchPosterior(MultitaskMultivariateNormal(mean, cov, interleaved=True))
