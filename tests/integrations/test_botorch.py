@@ -427,3 +427,19 @@ def test_bad_inputs_give_clear_errors(gp, bnn):
     )
     with pytest.raises(ValueError, match="base_samples"):
         post.rsample_from_base_samples(torch.Size([4]), torch.zeros(4, 5))
+
+
+def test_bnn_observation_noise_is_a_mixture_over_draws(bnn):
+    # targets' predictive: one Gaussian per weight draw, equal weights
+    x = _x(2, 3)
+    ours = bnn.posterior(x, observation_noise=True)
+    assert isinstance(ours, MixturePosterior)
+    post = BoTorchModel(bnn).posterior(x, observation_noise=True)
+    assert isinstance(post, LocationScaleMixturePosterior)
+    torch.testing.assert_close(post.mean, ours.mean.double())
+    torch.testing.assert_close(post.variance, ours.variance.double())
+    torch.manual_seed(7)
+    draws = post.rsample(torch.Size([4000]))
+    assert draws.shape == (4000, 2, 3, 1)
+    torch.testing.assert_close(draws.mean(0), ours.mean.double(), atol=0.1, rtol=0)
+    torch.testing.assert_close(draws.var(0), ours.variance.double(), atol=0.1, rtol=0.1)
