@@ -443,3 +443,14 @@ def test_bnn_observation_noise_is_a_mixture_over_draws(bnn):
     assert draws.shape == (4000, 2, 3, 1)
     torch.testing.assert_close(draws.mean(0), ours.mean.double(), atol=0.1, rtol=0)
     torch.testing.assert_close(draws.var(0), ours.variance.double(), atol=0.1, rtol=0.1)
+
+
+@pytest.mark.parametrize("name", ["gp", "tp"])
+def test_noisy_expected_improvement_over_joint_baseline(name, request):
+    # qLogNEI asks for the joint posterior of the baseline and the candidates
+    from botorch.acquisition import qLogNoisyExpectedImprovement
+
+    fitted = request.getfixturevalue(name)
+    acqf = qLogNoisyExpectedImprovement(BoTorchModel(fitted), X_baseline=fitted.train_x_)
+    vals = acqf(_x(3, 1))
+    assert vals.shape == (3,) and torch.isfinite(vals).all()
