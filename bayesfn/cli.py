@@ -60,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _reproduce(args: argparse.Namespace) -> int:
     from bayesfn import reproduce
-    from bayesfn.reproduce.results import format_table, merge_results, write_results
+    from bayesfn.reproduce.results import format_table, write_results
 
     if args.list or args.paper is None:
         names = reproduce.available()
@@ -71,27 +71,35 @@ def _reproduce(args: argparse.Namespace) -> int:
         return 0 if args.list else 2
     try:  # a wrong name is a one-line error, found before any work
         module = reproduce.load(args.paper)
-        reproduce.check_scale(module, args.scale)
+        if args.merge:
+            results = _merge(module, args.paper, args.merge)
+        else:
+            reproduce.check_scale(module, args.scale)
     except ValueError as err:
         print(f"bayesfn reproduce: error: {err}", file=sys.stderr)
         return 2
     out = Path(args.out or Path("results") / args.paper)
-    if args.merge:
-        parts = []
-        for folder in args.merge:
-            path = Path(folder) / "results.json"
-            if not path.exists():
-                raise SystemExit(f"bayesfn reproduce --merge: {path} does not exist")
-            parts.append(json.loads(path.read_text()))
-        if any(p["paper"] != module.PAPER for p in parts):
-            raise SystemExit(f"bayesfn reproduce --merge: not every part is a {args.paper} run")
-        results = merge_results(parts, [str(f) for f in args.merge])
-    else:
+    if not args.merge:
         results = module.run(scale=args.scale, seeds=args.seed, device=args.device, out=out)
     path = write_results(results, out)
     print(format_table(results))
     print(f"wrote {path} and {path.parent / 'report.md'}")
     return 0
+
+
+def _merge(module, paper: str, folders: list[str]) -> dict:
+    """The merged ``results.json`` of runs of ``paper`` in ``folders``."""
+    from bayesfn.reproduce.results import merge_results
+
+    parts = []
+    for folder in folders:
+        path = Path(folder) / "results.json"
+        if not path.exists():
+            raise ValueError(f"--merge: {path} does not exist")
+        parts.append(json.loads(path.read_text()))
+        if parts[-1].get("paper") != module.PAPER:
+            raise ValueError(f"--merge: {path} is not a {paper} run")
+    return merge_results(parts, [str(f) for f in folders])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -137,7 +137,7 @@ def test_reproduce_passes_a_named_scale(monkeypatch, tmp_path):
     assert (tmp_path / "results.json").exists()
 
 
-def test_reproduce_merges_split_runs(monkeypatch, tmp_path):
+def test_reproduce_merges_split_runs(monkeypatch, tmp_path, capsys):
     class Fake:
         PAPER = "fake paper"
 
@@ -155,9 +155,15 @@ def test_reproduce_merges_split_runs(monkeypatch, tmp_path):
         ("set b", 3.0, [1, 2]),
     ]
     assert [m["seconds"] for m in merged["merged_from"]] == [3.0, 3.0]
-    # the same row twice, or two presets, cannot merge
-    with pytest.raises(ValueError, match="appears in both"):
-        main([*argv[:3], str(tmp_path / "a"), str(tmp_path / "a"), "--out", str(out)])
+    # the same row twice, two presets, or a missing part: a one-line error, exit code 2
+    bad = [
+        [str(tmp_path / "a"), str(tmp_path / "a")],
+        [str(tmp_path / "a"), str(tmp_path / "c")],
+        [str(tmp_path / "a"), str(tmp_path / "nothing")],
+    ]
     write_results(make_results("fake paper", "full", [3], []), tmp_path / "c")
-    with pytest.raises(ValueError, match="only runs of one paper and preset merge"):
-        main([*argv[:3], str(tmp_path / "a"), str(tmp_path / "c"), "--out", str(out)])
+    for folders, message in zip(
+        bad, ["appears in both", "only runs of one paper and preset", "does not exist"], strict=True
+    ):
+        assert main(["reproduce", "fake", "--merge", *folders, "--out", str(out)]) == 2
+        assert message in capsys.readouterr().err
