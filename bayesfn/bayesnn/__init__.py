@@ -21,6 +21,7 @@ Infinite width (:mod:`bayesfn.bayesnn.nngp`):
 from bayesfn.bayesnn.bnn import BNN
 from bayesfn.bayesnn.inference import (
     MAP,
+    NUTS,
     DeepEnsemble,
     Inference,
     LastLayerLaplace,
@@ -44,6 +45,7 @@ __all__ = [
     "CNN",
     "MAP",
     "MLP",
+    "NUTS",
     "CategoricalLikelihood",
     "DeepEnsemble",
     "GaussianLikelihood",

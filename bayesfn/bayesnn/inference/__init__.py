@@ -9,17 +9,20 @@ from bayesfn.bayesnn.inference.ensemble import DeepEnsemble
 from bayesfn.bayesnn.inference.laplace import LastLayerLaplace
 from bayesfn.bayesnn.inference.map import MAP
 from bayesfn.bayesnn.inference.mfvi import MeanFieldVI
+from bayesfn.bayesnn.inference.nuts import NUTS
 
 INFERENCES: dict[str, type[Inference]] = {
     "map": MAP,
     "ensemble": DeepEnsemble,
     "laplace": LastLayerLaplace,
     "mfvi": MeanFieldVI,
+    "nuts": NUTS,
 }
 
 __all__ = [
     "INFERENCES",
     "MAP",
+    "NUTS",
     "BNNTarget",
     "DeepEnsemble",
     "Inference",
