@@ -22,6 +22,7 @@ from bayesfn.bayesnn.bnn import BNN
 from bayesfn.bayesnn.inference import (
     MAP,
     NUTS,
+    SGHMC,
     DeepEnsemble,
     Inference,
     LastLayerLaplace,
@@ -46,6 +47,7 @@ __all__ = [
     "MAP",
     "MLP",
     "NUTS",
+    "SGHMC",
     "CategoricalLikelihood",
     "DeepEnsemble",
     "GaussianLikelihood",

@@ -10,9 +10,11 @@ from bayesfn.bayesnn.inference.laplace import LastLayerLaplace
 from bayesfn.bayesnn.inference.map import MAP
 from bayesfn.bayesnn.inference.mfvi import MeanFieldVI
 from bayesfn.bayesnn.inference.nuts import NUTS
+from bayesfn.bayesnn.inference.sghmc import SGHMC
 
 INFERENCES: dict[str, type[Inference]] = {
     "map": MAP,
+    "sghmc": SGHMC,
     "ensemble": DeepEnsemble,
     "laplace": LastLayerLaplace,
     "mfvi": MeanFieldVI,
@@ -23,6 +25,7 @@ __all__ = [
     "INFERENCES",
     "MAP",
     "NUTS",
+    "SGHMC",
     "BNNTarget",
     "DeepEnsemble",
     "Inference",
