@@ -785,7 +785,9 @@ class SamplePosterior(Posterior):
 
     @property
     def variance(self) -> torch.Tensor:
-        return self._samples.var(0)
+        # the variance of the draws' own (empirical) distribution, the one ``sample``
+        # resamples from; it also equals a mixture over the same draws with zero noise
+        return self._samples.var(0, correction=0)
 
     def _draw(self, sample_shape: torch.Size, generator: torch.Generator | None) -> torch.Tensor:
         total = math.prod(sample_shape)

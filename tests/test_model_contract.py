@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from bayesfn import Model, NotFittedError, Posterior
-from bayesfn.bayesnn import BNN, MAP, MLP, ScaleMixtureNNGP
+from bayesfn.bayesnn import BNN, MAP, MLP, SGHMC, ScaleMixtureNNGP
 from bayesfn.processes import GaussianProcess
 
 
@@ -62,6 +62,15 @@ MODEL_CASES = [
         {"progress_bar": False, "seed": 0},
         num_outputs=2,
         steps=40,
+    ),
+    Case(
+        "bnn_sghmc",
+        lambda: BNN(
+            MLP((16,)),
+            inference=SGHMC(num_burn_in=30, num_samples=6, thin=5, num_discard=1, num_chains=2),
+        ),
+        {"progress_bar": False, "seed": 0},
+        steps=30 + 6 * 5,  # burn-in, then num_samples x thin
     ),
 ]
 

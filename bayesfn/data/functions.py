@@ -68,8 +68,8 @@ from dataclasses import dataclass, field
 import torch
 
 from bayesfn._linalg import safe_cholesky
+from bayesfn.covariance import batched_covariance
 
-from . import _gp_kernels as K
 from ._rng import make_generator
 
 __all__ = ["FunctionBatch", "function_families", "sample_functions"]
@@ -210,17 +210,25 @@ def _sample_family(
         if family in ("se", "matern52"):
             lengthscale = draw("lengthscale", (0.1 * c, 1.0 * c))
             variance = draw("variance", (0.5, 2.0))
-            kernel = K.se_kernel if family == "se" else K.matern52_kernel
-            cov = kernel(x, lengthscale, variance)
+            spec = "rbf" if family == "se" else "matern52"
+            cov = batched_covariance(spec, x, variance=variance, lengthscale=lengthscale)
         else:
             lengthscale = draw("lengthscale", (0.5, 2.0))
             variance = draw("variance", (0.5, 2.0))
             period = draw("period", (0.5 * c, 2.0 * c))
             if family == "periodic":
-                cov = K.periodic_kernel(x, lengthscale, variance, period)
-            else:
+                cov = batched_covariance(
+                    "periodic", x, variance=variance, lengthscale=lengthscale, period=period
+                )
+            else:  # the periodic pattern drifts over distances of order decay_lengthscale
                 decay = draw("decay_lengthscale", (1.0 * c, 4.0 * c))
-                cov = K.weakly_periodic_kernel(x, lengthscale, variance, period, decay)
+                cov = batched_covariance(
+                    "periodic*rbf",
+                    x,
+                    variance=variance,
+                    lengthscale=[lengthscale, decay],
+                    period=period,
+                )
         factor = safe_cholesky(cov, jitter=jitter, name="GP covariance")
         eps = torch.randn(b, n, 1, generator=generator, dtype=torch.float64, device=device)
         return (factor @ eps)[..., 0], params
