@@ -54,7 +54,9 @@ class NUTS(Inference):
         dense_mass: adapt a dense mass matrix instead of a diagonal one.
 
     The fitted state is ``{"samples": {name: (C, S, *shape)}}``;
-    ``fit_result_.diagnostics`` holds the step sizes and divergences per chain.
+    ``fit_result_.losses`` holds ``−log p(θ, D) / n`` after every iteration (warm-up
+    included, chain after chain) and ``fit_result_.diagnostics`` the step sizes and
+    divergences per chain.
     """
 
     def __init__(
@@ -119,6 +121,12 @@ class NUTS(Inference):
 
         began = time.perf_counter()
         chains, diagnostics = [], {"step_size": [], "divergences": []}
+        losses: list[float] = []
+
+        def record(kernel, values, stage, i) -> None:  # the potential per data point
+            with torch.no_grad():
+                losses.append(float(potential(values)) / target.num_data)
+
         for c in range(self.num_chains):
             kernel = PyroNUTS(
                 potential_fn=potential,
@@ -132,6 +140,7 @@ class NUTS(Inference):
                 warmup_steps=self.warmup_steps,
                 initial_params={"theta": flat_start[c].clone()},
                 disable_progbar=not progress_bar,
+                hook_fn=record,
             )
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(base + 1 + c)
@@ -145,6 +154,7 @@ class NUTS(Inference):
             n: v.reshape(self.num_chains, self.num_samples, *shapes[n]) for n, v in draws.items()
         }
         result = FitResult(
+            losses=losses,
             num_steps=self.num_chains * (self.warmup_steps + self.num_samples),
             wall_time=time.perf_counter() - began,
             diagnostics=diagnostics,
