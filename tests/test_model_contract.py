@@ -103,9 +103,9 @@ MODEL_CASES = [
     ),
     Case(
         "bnn_nuts",
-        lambda: BNN(MLP((4,)), inference=NUTS(num_samples=5, warmup_steps=10, num_chains=2)),
+        lambda: BNN(MLP((4,)), inference=NUTS(num_samples=3, warmup_steps=4, max_tree_depth=3)),
         {"progress_bar": False, "seed": 0},
-        steps=2 * (10 + 5),  # one potential per iteration, chain after chain
+        steps=2 * (4 + 3),  # one potential per iteration, chain after chain
     ),
 ]
 

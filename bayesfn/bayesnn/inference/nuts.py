@@ -147,7 +147,10 @@ class NUTS(Inference):
                 mcmc.run()
             chains.append(mcmc.get_samples()["theta"].detach())
             diagnostics["step_size"].append(float(kernel.step_size))
-            diagnostics["divergences"].append(len(mcmc.diagnostics()["divergences"]["chain 0"]))
+            # the kernel's record of divergent iterations (negative during warm-up); Pyro's
+            # MCMC.diagnostics() would also compute R-hat, which needs >= 4 draws
+            divergent = getattr(kernel, "_divergences", [])
+            diagnostics["divergences"].append(sum(1 for t in divergent if t >= 0))
         flat = torch.stack(chains)  # (C, S, P)
         draws = _unflatten(flat.reshape(-1, flat.shape[-1]), shapes)
         samples = {
