@@ -287,10 +287,14 @@ def sample_functions(
             per function and point.
         x: fixed inputs instead of random ones: an ``(n, d)`` tensor shared by every
             function or a ``(b, n, d)`` tensor; must match ``num_points``/``input_dim``.
-        lengthscale, variance, period, decay_lengthscale, frequency, amplitude:
-            hyperparameters: ``None`` (default prior), a number (fixed) or
+        lengthscale: a hyperparameter: ``None`` (default prior), a number (fixed) or
             ``(low, high)`` (log-uniform per function). Arguments that do not apply to
             a family are ignored.
+        variance: as ``lengthscale`` (described together above).
+        period: as ``lengthscale`` (described together above).
+        decay_lengthscale: as ``lengthscale`` (described together above).
+        frequency: as ``lengthscale`` (described together above).
+        amplitude: as ``lengthscale`` (described together above).
         noise_std: observation noise standard deviation: a number ``>= 0`` or a
             log-uniform range.
         mixture_families: the families ``"mixture"`` picks from (uniformly, per
