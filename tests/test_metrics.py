@@ -256,6 +256,48 @@ def test_accuracy_tensor_and_posterior():
     assert metrics.accuracy(CategoricalPosterior(probs), labels) == pytest.approx(2 / 3)
 
 
+def test_ece_keeps_confidences_at_and_near_one_with_100_bins():
+    """The inherited Laplace-Redux binning (np.digitize indices 1..B looped over 0..B-1)
+    drops every confidence in the top bin, (0.99, 1] with 100 bins: most MNIST points.
+    Reference: each point's bin ceil(c B) - 1 (c = 0 in the first), by a Python loop."""
+    g = torch.Generator().manual_seed(0)
+    top = torch.cat(
+        [torch.tensor([1.0, 1.0, 0.995, 0.9901]), torch.rand(30, generator=g, dtype=D) * 0.5 + 0.5]
+    )
+    probs = torch.stack([top, 1 - top], 1)
+    labels = (torch.rand(34, generator=g) < 0.2).long()  # label 0 (the top class) 80% of the time
+    bins: dict[int, list[tuple[float, float]]] = {}
+    for c, y in zip(top.tolist(), labels.tolist(), strict=True):
+        b = max(math.ceil(c * 100) - 1, 0)
+        bins.setdefault(b, []).append((c, float(y == 0)))
+    expected = sum(
+        len(v) / 34 * abs(sum(a for _, a in v) / len(v) - sum(c for c, _ in v) / len(v))
+        for v in bins.values()
+    )
+    curve = metrics.calibration_curve(probs, labels, num_bins=100)
+    assert int(curve.counts.sum()) == 34 and int(curve.counts[99]) == len(bins[99]) >= 4
+    assert metrics.ece(probs, labels, num_bins=100) == pytest.approx(expected, rel=1e-12)
+
+
+def test_ood_auroc_equals_pair_counting_with_ties():
+    g = torch.Generator().manual_seed(1)
+    inside = torch.randint(0, 6, (37,), generator=g).to(D)  # many ties, across both sets
+    outside = torch.randint(2, 9, (23,), generator=g).to(D)
+    pairs = sum(
+        1.0 if o > i else 0.5 if o == i else 0.0 for i in inside.tolist() for o in outside.tolist()
+    )
+    assert metrics.ood_auroc(inside, outside) == pytest.approx(pairs / (37 * 23), rel=1e-12)
+    assert metrics.ood_auroc([0.0, 1.0], [2.0, 3.0]) == 1.0
+    assert metrics.ood_auroc([2.0, 3.0], [0.0, 1.0]) == 0.0
+    assert metrics.ood_auroc([1.0, 1.0], [1.0]) == 0.5
+    with pytest.raises(ValueError, match=r"out_scores must be a 1-D tensor"):
+        metrics.ood_auroc(inside, outside[:, None])
+    with pytest.raises(ValueError, match="in_scores contains NaN"):
+        metrics.ood_auroc(torch.tensor([math.nan]), outside)
+    with pytest.raises(ValueError, match="out_scores is empty"):
+        metrics.ood_auroc(inside, torch.zeros(0))
+
+
 # --------------------------------------------------------------------------- bad inputs
 
 

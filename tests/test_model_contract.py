@@ -15,7 +15,17 @@ import pytest
 import torch
 
 from bayesfn import Model, NotFittedError, Posterior
-from bayesfn.bayesnn import BNN, MAP, MLP, SGHMC, ScaleMixtureNNGP
+from bayesfn.bayesnn import (
+    BNN,
+    MAP,
+    MLP,
+    NUTS,
+    SGHMC,
+    DeepEnsemble,
+    LastLayerLaplace,
+    MeanFieldVI,
+    ScaleMixtureNNGP,
+)
 from bayesfn.processes import GaussianProcess
 
 
@@ -71,6 +81,31 @@ MODEL_CASES = [
         ),
         {"progress_bar": False, "seed": 0},
         steps=30 + 6 * 5,  # burn-in, then num_samples x thin
+    ),
+    Case(
+        "bnn_mfvi",
+        lambda: BNN(MLP((16,)), inference=MeanFieldVI(max_steps=40, num_draws=20)),
+        {"progress_bar": False, "seed": 0},
+        steps=40,
+    ),
+    Case(
+        "bnn_ensemble_two_outputs",
+        lambda: BNN(MLP((16,)), inference=DeepEnsemble(num_members=3, max_steps=40)),
+        {"progress_bar": False, "seed": 0},
+        num_outputs=2,
+        steps=40,
+    ),
+    Case(
+        "bnn_laplace",
+        lambda: BNN(MLP((16,)), inference=LastLayerLaplace(max_steps=40, num_draws=20)),
+        {"progress_bar": False, "seed": 0},
+        steps=40,
+    ),
+    Case(
+        "bnn_nuts",
+        lambda: BNN(MLP((4,)), inference=NUTS(num_samples=3, warmup_steps=4, max_tree_depth=3)),
+        {"progress_bar": False, "seed": 0},
+        steps=2 * (4 + 3),  # one potential per iteration, chain after chain
     ),
 ]
 

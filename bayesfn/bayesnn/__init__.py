@@ -21,6 +21,7 @@ Infinite width (:mod:`bayesfn.bayesnn.nngp`):
 from bayesfn.bayesnn.bnn import BNN
 from bayesfn.bayesnn.inference import (
     MAP,
+    NUTS,
     SGHMC,
     DeepEnsemble,
     Inference,
@@ -45,6 +46,7 @@ __all__ = [
     "CNN",
     "MAP",
     "MLP",
+    "NUTS",
     "SGHMC",
     "CategoricalLikelihood",
     "DeepEnsemble",

@@ -22,6 +22,7 @@ from types import ModuleType
 REGISTRY: dict[str, str] = {
     "nngp": "nngp",
     "circuits": "circuits",
+    "livi_baselines": "livi_baselines",
 }
 
 

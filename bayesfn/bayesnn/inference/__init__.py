@@ -9,6 +9,7 @@ from bayesfn.bayesnn.inference.ensemble import DeepEnsemble
 from bayesfn.bayesnn.inference.laplace import LastLayerLaplace
 from bayesfn.bayesnn.inference.map import MAP
 from bayesfn.bayesnn.inference.mfvi import MeanFieldVI
+from bayesfn.bayesnn.inference.nuts import NUTS
 from bayesfn.bayesnn.inference.sghmc import SGHMC
 
 INFERENCES: dict[str, type[Inference]] = {
@@ -17,11 +18,13 @@ INFERENCES: dict[str, type[Inference]] = {
     "ensemble": DeepEnsemble,
     "laplace": LastLayerLaplace,
     "mfvi": MeanFieldVI,
+    "nuts": NUTS,
 }
 
 __all__ = [
     "INFERENCES",
     "MAP",
+    "NUTS",
     "SGHMC",
     "BNNTarget",
     "DeepEnsemble",

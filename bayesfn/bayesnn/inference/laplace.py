@@ -84,7 +84,8 @@ class LastLayerLaplace(Inference):
     The fitted state holds the MAP parameters ``{"params": {name: (1, *shape)}}``,
     ``"precision"`` ``(P, P)`` and its Cholesky factor ``"cholesky"`` over
     ``θ_L = [W_1, b_1, ..., W_m, b_m]`` (output by output, the weights' row then the
-    bias), ``P = m (n_L + 1)``.
+    bias), ``P = m (n_L + 1)``, and ``"draw_seed"`` (the fit's seed: :meth:`draws`
+    without a generator uses it, so that repeated predictions agree).
     """
 
     def __init__(
@@ -197,7 +198,8 @@ class LastLayerLaplace(Inference):
                 "curvature at the MAP is indefinite); pass prior_precision= to use a "
                 "Gaussian prior in the Laplace step"
             )
-        state = {**state, "precision": precision, "cholesky": cholesky}
+        draw_seed = 0 if seed is None else int(seed)
+        state = {**state, "precision": precision, "cholesky": cholesky, "draw_seed": draw_seed}
         return state, result
 
     def draws(self, target, state, num_samples=None, *, generator=None) -> Params:
@@ -209,6 +211,8 @@ class LastLayerLaplace(Inference):
         w, b = params[f"{name}.weight"][0], params[f"{name}.bias"][0]
         m, n = w.shape
         chol = state["cholesky"]
+        if generator is None:  # repeated calls give the same draws
+            generator = torch.Generator().manual_seed(int(state.get("draw_seed", 0)))
         z = torch.randn(num, m * (n + 1), generator=generator, dtype=torch.float64)
         # θ = θ̂ + L⁻ᵀ z has covariance (L Lᵀ)⁻¹
         delta = torch.linalg.solve_triangular(chol.T, z.to(chol.device).T, upper=True).T

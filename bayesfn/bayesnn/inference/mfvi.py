@@ -92,7 +92,10 @@ class MeanFieldVI(Inference):
         lr_schedule: ``"constant"`` or ``"cosine"`` (annealed to 0 over ``max_steps``).
         num_draws: weight draws that :meth:`draws` returns by default.
 
-    The fitted state is ``{"mean": {name: (*shape)}, "std": {name: (*shape)}}``.
+    The fitted state is ``{"mean": {name: (*shape)}, "std": {name: (*shape)},
+    "draw_seed": int}``; :meth:`draws` without a generator uses one seeded with
+    ``draw_seed`` (the fit's seed), so that repeated predictions agree. Draws are
+    ``(1, S, *shape)``.
     """
 
     def __init__(
@@ -258,6 +261,7 @@ class MeanFieldVI(Inference):
         state = {
             "mean": {n: v.detach().clone() for n, v in mean.items()},
             "std": {n: v.detach().clone() for n, v in std.items()},
+            "draw_seed": 0 if seed is None else int(seed),
         }
         return state, result
 
@@ -265,12 +269,12 @@ class MeanFieldVI(Inference):
         num = self.num_draws if num_samples is None else num_samples
         if not (isinstance(num, int) and num >= 1):
             raise ValueError(f"num_samples must be a positive integer; got {num!r}")
+        if generator is None:  # repeated calls give the same draws
+            generator = torch.Generator().manual_seed(int(state.get("draw_seed", 0)))
         out = {}
         for name, mean in state["mean"].items():
-            eps = torch.randn(
-                (num, *mean.shape), generator=generator, dtype=mean.dtype, device=mean.device
-            )
-            out[name] = (mean + state["std"][name] * eps).unsqueeze(0)  # (1, S, *shape)
+            eps = torch.randn((num, *mean.shape), generator=generator, dtype=mean.dtype)
+            out[name] = (mean + state["std"][name] * eps.to(mean.device)).unsqueeze(0)
         return out
 
 
