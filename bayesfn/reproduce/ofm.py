@@ -64,21 +64,21 @@ SCALES: dict[str, dict[str, Any]] = {
         "truth_samples": 300,
         "grf": None,
     },
-    # what the shared 2-core CPU affords in ~15 minutes
+    # what the shared 2-core CPU affords in ~6 CPU-minutes
     "cpu": {
         "n": 64,
-        "num_functions": 5000,
-        "steps": 3000,
+        "num_functions": 4000,
+        "steps": 1500,
         "batch": 128,
         "lr": 2e-3,
-        "net": {"width": 32, "modes": 16, "depth": 4, "projection": 64},
-        "ode_steps": 10,
-        "samples": 2000,
-        "heldout": 32,
-        "density_tol": 1e-5,
-        "mcmc": {"num_samples": 2000, "num_chains": 16, "burn_in": 800, "thin": 5},
+        "net": {"width": 32, "modes": 16, "depth": 3, "projection": 64},
+        "ode_steps": 8,
+        "samples": 1000,
+        "heldout": 16,
+        "density_tol": 1e-4,
+        "mcmc": {"num_samples": 1600, "num_chains": 16, "burn_in": 400, "thin": 2},
         "truth_samples": 4000,
-        "grf": {"side": 16, "num_functions": 3000, "steps": 1500, "samples": 1000},
+        "grf": {"side": 16, "num_functions": 2000, "steps": 600, "samples": 500},
     },
     # the notebooks' sizes (128 points, 20,000 functions, modes 32, width 256); not run
     "full": {

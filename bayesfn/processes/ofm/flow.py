@@ -97,15 +97,9 @@ class GaussianReference:
         dtype: torch.dtype = torch.float32,
     ) -> torch.Tensor:
         """``(num, n, c)`` draws (computed in float64, returned in ``dtype``)."""
-        z = torch.randn(
-            num,
-            self.n,
-            self.channels,
-            generator=generator,
-            dtype=torch.float64,
-            device=self.chol.device,
-        )
-        return self.color(z).to(dtype)
+        # drawn on the CPU, so that a CPU generator seeds draws for any device
+        z = torch.randn(num, self.n, self.channels, generator=generator, dtype=torch.float64)
+        return self.color(z.to(self.chol.device)).to(dtype)
 
     def log_prob(self, a: torch.Tensor) -> torch.Tensor:
         """Log density of ``a`` ``(..., n, c)``, float64, shape ``(...)``."""

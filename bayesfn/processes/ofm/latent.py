@@ -81,7 +81,7 @@ def pcn(
     for k in tqdm(range(total), desc="pCN", disable=not progress_bar, leave=False):
         beta = log_beta.exp().clamp(max=1.0)
         b = beta.to(z.dtype).reshape(shape)
-        xi = torch.randn(z.shape, generator=generator, dtype=z.dtype, device=z.device)
+        xi = torch.randn(z.shape, generator=generator, dtype=z.dtype).to(z.device)
         prop = (1 - b.square()).sqrt() * z + b * xi
         ll_prop, out_prop = log_lik(prop)
         u = torch.rand(chains, generator=generator, dtype=torch.float64)
@@ -144,7 +144,7 @@ def sgld(
             ll, out = log_lik(zz)
             logp = ll.sum() - 0.5 * zz.double().square().sum()
             (grad,) = torch.autograd.grad(logp, zz)
-        xi = torch.randn(z.shape, generator=generator, dtype=z.dtype, device=z.device)
+        xi = torch.randn(z.shape, generator=generator, dtype=z.dtype).to(z.device)
         z = (zz + eta * grad + math.sqrt(2 * eta) * xi).detach()
         if k >= burn_in and (k - burn_in + 1) % thin == 0:
             keep_z.append(zz.detach().clone())
