@@ -583,8 +583,7 @@ class OperatorFlowMatching(Model):
 
         Args:
             x: ``(n, d)`` inputs.
-            y: ``(n, c)`` or ``(b, n, c)`` values (``(b, n)`` when ``c = 1``... give
-                ``(b, n, 1)`` to be unambiguous).
+            y: ``(n, c)`` (one function) or ``(b, n, c)`` values.
             trace: ``"exact"`` or ``"hutchinson"`` (``num_probes`` probes).
             rtol, atol: solver tolerances (default: the model's).
             seed: for Hutchinson probes.
