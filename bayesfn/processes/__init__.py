@@ -3,5 +3,6 @@ flow matching as their issues land."""
 
 from bayesfn.covariance import build_kernel
 from bayesfn.processes.gaussian_process import GaussianProcess
+from bayesfn.processes.ofm import OperatorFlowMatching
 
-__all__ = ["GaussianProcess", "build_kernel"]
+__all__ = ["GaussianProcess", "OperatorFlowMatching", "build_kernel"]

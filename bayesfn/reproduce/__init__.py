@@ -23,6 +23,7 @@ REGISTRY: dict[str, str] = {
     "nngp": "nngp",
     "circuits": "circuits",
     "livi_baselines": "livi_baselines",
+    "ofm": "ofm",
 }
 
 
