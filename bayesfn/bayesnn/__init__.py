@@ -19,7 +19,7 @@ Infinite width (:mod:`bayesfn.bayesnn.nngp`):
 """
 
 from bayesfn.bayesnn.bnn import BNN
-from bayesfn.bayesnn.inference import MAP, Inference
+from bayesfn.bayesnn.inference import MAP, ImplicitVI, Inference
 from bayesfn.bayesnn.likelihoods import CategoricalLikelihood, GaussianLikelihood
 from bayesfn.bayesnn.nets import CNN, MLP
 from bayesfn.bayesnn.nngp import (
@@ -42,6 +42,7 @@ __all__ = [
     "GaussianLikelihood",
     "GaussianPrior",
     "HierarchicalPrior",
+    "ImplicitVI",
     "Inference",
     "NNGPKernel",
     "OneHotNNGPClassifier",
