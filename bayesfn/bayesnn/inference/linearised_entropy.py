@@ -114,6 +114,11 @@ def smallest_singular_value(
         js = torch.stack(images, -1).to(torch.float64)  # (K, d, m)
         gram = vs.transpose(-1, -2) @ vs
         proj = js.transpose(-1, -2) @ js
+        # rows with non-finite products get a harmless problem and keep their vectors
+        finite = (torch.isfinite(gram).all(-1) & torch.isfinite(proj).all(-1)).all(-1)
+        eye = torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
+        gram = torch.where(finite[:, None, None], gram, eye)
+        proj = torch.where(finite[:, None, None], proj, eye)
         # orthonormalise through gram's eigendecomposition, dropping null directions
         g_val, g_vec = torch.linalg.eigh(gram)
         keep = g_val > 1e-10 * g_val[..., -1:]
@@ -134,7 +139,7 @@ def smallest_singular_value(
         new_jp = (torch.stack(images[1:], -1) * c[:, 1:].unsqueeze(-2)).sum(-1)
         p_norm = new_p.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(v.dtype).tiny ** 0.5)
         new_p, new_jp = new_p / p_norm, new_jp / p_norm
-        ok = (torch.isfinite(new_v).all(-1) & torch.isfinite(new_jv).all(-1)).unsqueeze(-1)
+        ok = (finite & torch.isfinite(new_v).all(-1) & torch.isfinite(new_jv).all(-1)).unsqueeze(-1)
         v = torch.where(ok, new_v, v)
         jv = torch.where(ok, new_jv, jv)
         ok_p = ok & torch.isfinite(new_p).all(-1, keepdim=True)
