@@ -19,7 +19,15 @@ Infinite width (:mod:`bayesfn.bayesnn.nngp`):
 """
 
 from bayesfn.bayesnn.bnn import BNN
-from bayesfn.bayesnn.inference import MAP, ImplicitVI, Inference
+from bayesfn.bayesnn.inference import (
+    MAP,
+    SGHMC,
+    DeepEnsemble,
+    ImplicitVI,
+    Inference,
+    LastLayerLaplace,
+    MeanFieldVI,
+)
 from bayesfn.bayesnn.likelihoods import CategoricalLikelihood, GaussianLikelihood
 from bayesfn.bayesnn.nets import CNN, MLP
 from bayesfn.bayesnn.nngp import (
@@ -38,12 +46,16 @@ __all__ = [
     "CNN",
     "MAP",
     "MLP",
+    "SGHMC",
     "CategoricalLikelihood",
+    "DeepEnsemble",
     "GaussianLikelihood",
     "GaussianPrior",
     "HierarchicalPrior",
     "ImplicitVI",
     "Inference",
+    "LastLayerLaplace",
+    "MeanFieldVI",
     "NNGPKernel",
     "OneHotNNGPClassifier",
     "QuadratureWarning",

@@ -5,12 +5,30 @@ classes (built with default settings).
 """
 
 from bayesfn.bayesnn.inference.base import BNNTarget, Inference
+from bayesfn.bayesnn.inference.ensemble import DeepEnsemble
 from bayesfn.bayesnn.inference.implicit_vi import ImplicitVI
+from bayesfn.bayesnn.inference.laplace import LastLayerLaplace
 from bayesfn.bayesnn.inference.map import MAP
+from bayesfn.bayesnn.inference.mfvi import MeanFieldVI
+from bayesfn.bayesnn.inference.sghmc import SGHMC
 
 INFERENCES: dict[str, type[Inference]] = {
     "map": MAP,
+    "sghmc": SGHMC,
+    "ensemble": DeepEnsemble,
+    "laplace": LastLayerLaplace,
+    "mfvi": MeanFieldVI,
     "livi": ImplicitVI,
 }
 
-__all__ = ["INFERENCES", "MAP", "BNNTarget", "ImplicitVI", "Inference"]
+__all__ = [
+    "INFERENCES",
+    "MAP",
+    "SGHMC",
+    "BNNTarget",
+    "DeepEnsemble",
+    "ImplicitVI",
+    "Inference",
+    "LastLayerLaplace",
+    "MeanFieldVI",
+]
