@@ -75,6 +75,26 @@ def _normalise(v: torch.Tensor) -> torch.Tensor:
     return v / v.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(v.dtype).tiny ** 0.5)
 
 
+def _pairwise(vectors: list[torch.Tensor]) -> torch.Tensor:
+    """``(K, m, m)`` float64 inner products of ``m`` batches of vectors ``(K, n)``."""
+    m = len(vectors)
+    out = vectors[0].new_zeros(vectors[0].shape[0], m, m, dtype=torch.float64)
+    for i in range(m):
+        for j in range(i, m):
+            dot = (vectors[i] * vectors[j]).sum(-1, dtype=torch.float64)
+            out[:, i, j] = dot
+            out[:, j, i] = dot
+    return out
+
+
+def _combine(vectors: list[torch.Tensor], coef: torch.Tensor) -> torch.Tensor:
+    """``Σ_i coef[:, i] vectors[i]`` for ``(K, n)`` vectors and ``(K, m)`` coefficients."""
+    out = vectors[0] * coef[:, :1]
+    for i in range(1, len(vectors)):
+        out = out.addcmul_(vectors[i], coef[:, i : i + 1])
+    return out
+
+
 def smallest_singular_value(
     jvp: Callable[[torch.Tensor], torch.Tensor],
     vjp: Callable[[torch.Tensor], torch.Tensor],
@@ -110,10 +130,8 @@ def smallest_singular_value(
         jr = jvp(r)
         basis = [v, r] if p is None else [v, r, p]
         images = [jv, jr] if jp is None else [jv, jr, jp]
-        vs = torch.stack(basis, -1).to(torch.float64)  # (K, d0, m)
-        js = torch.stack(images, -1).to(torch.float64)  # (K, d, m)
-        gram = vs.transpose(-1, -2) @ vs
-        proj = js.transpose(-1, -2) @ js
+        # m x m Gram matrices (float64 sums; no (K, d, m) stack: memory stays ~ d)
+        gram, proj = _pairwise(basis), _pairwise(images)
         # rows with non-finite products get a harmless problem and keep their vectors
         finite = (torch.isfinite(gram).all(-1) & torch.isfinite(proj).all(-1)).all(-1)
         eye = torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
@@ -129,14 +147,12 @@ def smallest_singular_value(
         reduced = reduced + torch.diag_embed(torch.where(keep, torch.zeros_like(g_val), big))
         _, e_vec = torch.linalg.eigh(reduced)
         c = w @ e_vec[..., :1]  # (K, m, 1): coefficients of the Ritz vector
-        norm = (vs @ c).squeeze(-1).norm(dim=-1, keepdim=True)
+        norm = (c.transpose(-1, -2) @ gram @ c).squeeze(-1).clamp_min(1e-300).sqrt()  # ‖V c‖
         c = (c.squeeze(-1) / norm).to(v.dtype)  # (K, m)
-        new_v = (torch.stack(basis, -1) * c.unsqueeze(-2)).sum(-1)
-        new_jv = (torch.stack(images, -1) * c.unsqueeze(-2)).sum(-1)
+        new_v, new_jv = _combine(basis, c), _combine(images, c)
         # the new search direction: the Ritz vector's part outside v, summed from the
         # other basis vectors (not new_v - c_v v, which cancels near convergence)
-        new_p = (torch.stack(basis[1:], -1) * c[:, 1:].unsqueeze(-2)).sum(-1)
-        new_jp = (torch.stack(images[1:], -1) * c[:, 1:].unsqueeze(-2)).sum(-1)
+        new_p, new_jp = _combine(basis[1:], c[:, 1:]), _combine(images[1:], c[:, 1:])
         p_norm = new_p.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(v.dtype).tiny ** 0.5)
         new_p, new_jp = new_p / p_norm, new_jp / p_norm
         ok = (finite & torch.isfinite(new_v).all(-1) & torch.isfinite(new_jv).all(-1)).unsqueeze(-1)
