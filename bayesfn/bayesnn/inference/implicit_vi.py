@@ -287,7 +287,10 @@ class ImplicitVI(Inference):
             {n.replace(".", "__"): nn.Parameter(v[0]) for n, v in extra.items()}
         )
         holder.register_buffer(
-            "warm", torch.randn(k, noise_dim, generator=generator).to(target.dtype)
+            "warm",
+            torch.randn(k, noise_dim, generator=generator).to(
+                device=target.device, dtype=target.dtype
+            ),
         )
         w_entropy, w_prior = self._weights(target)
         const = entropy_constant(d, noise_dim, sigma)
