@@ -34,7 +34,8 @@ __all__ = ["ImplicitVI"]
 _GENERATORS = ("auto", "mlp", "matrix")
 _ENTROPIES = ("auto", "exact", "bound")
 _WEIGHTINGS = ("elbo", "official")
-# "auto" entropy is exact while the Jacobians (K, d, d0) stay below this many entries
+# "auto" entropy is exact while the Jacobians (K, rows, d0) and the Gram matrices
+# (K, d0, d0) stay below this many entries
 _EXACT_LIMIT = 2**24
 # "auto" generator is the MLP up to this many weights
 _MLP_LIMIT = 5000
@@ -72,7 +73,10 @@ class ImplicitVI(Inference):
         activation: the generator's activation.
         output_noise: ``σ`` of ``θ = g(z) + σε`` (official: 1e-3 CIFAR, 3e-3 toy).
         entropy: ``"exact"`` (Cholesky of ``JᵀJ + σ²I``), ``"bound"`` (the ``s_min``
-            bound) or ``"auto"`` (exact while ``K d d₀ ≤ 2²⁴``).
+            bound) or ``"auto"`` (exact while ``K (rows + d₀) d₀ ≤ 2²⁴``, with ``rows``
+            the Jacobian's: ``d`` for the MLP generator, the trunk's ``h₁ h₂`` for the
+            matrix generator, whose linear heads enter through their Gram matrices; see
+            :meth:`~bayesfn.bayesnn.inference.samplers.MatrixSampler.metric`).
         solver_iters: iterations of the ``s_min`` solver per step (official: 5).
         warm_start: start the solver from the previous step's singular vectors (kept in
             the checkpointed state) rather than at random as the official code does.
@@ -225,11 +229,14 @@ class ImplicitVI(Inference):
             )
         return sampler.to(dtype=target.dtype, device=target.device)
 
-    def _entropy_mode(self, target: BNNTarget, noise_dim: int) -> str:
-        d = target.num_weights
+    def _entropy_mode(self, target: BNNTarget, sampler: MLPSampler | MatrixSampler) -> str:
+        d, noise_dim = target.num_weights, sampler.noise_dim
         mode = self.entropy
         if mode == "auto":
-            mode = "exact" if self.num_samples * d * noise_dim <= _EXACT_LIMIT else "bound"
+            # the Jacobian in memory: of the weights (MLP), of the trunk's features (matrix)
+            rows = math.prod(sampler.trunk[-1].bias.shape) if hasattr(sampler, "trunk") else d
+            cost = self.num_samples * rows * noise_dim + self.num_samples * noise_dim**2
+            mode = "exact" if cost <= _EXACT_LIMIT else "bound"
         if mode == "bound" and noise_dim > d:
             raise ValueError(
                 f"entropy='bound' needs noise_dim <= the number of weights ({d}); the "
@@ -278,7 +285,7 @@ class ImplicitVI(Inference):
         center = torch.cat([w.reshape(-1) for w in weights.values()])
         sampler = self.build_sampler(target, layout, center)
         noise_dim = sampler.noise_dim
-        mode = self._entropy_mode(target, noise_dim)
+        mode = self._entropy_mode(target, sampler)
         d, sigma, k = target.num_weights, self.output_noise, self.num_samples
 
         holder = nn.Module()
@@ -298,17 +305,23 @@ class ImplicitVI(Inference):
         def extras(num: int) -> dict[str, torch.Tensor]:
             return {n.replace("__", "."): v.expand(num, *v.shape) for n, v in holder.extra.items()}
 
+        # the matrix sampler's heads are linear: products with J go through its features
+        structured = isinstance(sampler, MatrixSampler)
+        fn = sampler.features if structured else sampler
+        metric = sampler.metric if structured else None
+
         def loss(batch):
             batch = batch if batch else None
             z = sampler.sample_noise(k)
             if mode == "exact":
-                g, half = exact_half_logdet(sampler, z, sigma)
+                out, half = exact_half_logdet(fn, z, sigma, metric)
             else:
                 v0 = holder.warm if self.warm_start else None
-                g, half, v = half_logdet_lower_bound(
-                    sampler, z, sigma, num_iters=self.solver_iters, v0=v0
+                out, half, v = half_logdet_lower_bound(
+                    fn, z, sigma, num_iters=self.solver_iters, v0=v0, metric=metric
                 )
                 holder.warm.copy_(v)
+            g = sampler.weights_from(out) if structured else out
             theta = g + sigma * torch.randn_like(g)
             params = {**self._unflatten(target, theta), **extras(k)}
             log_lik = target.log_likelihood(params, batch)

@@ -42,7 +42,10 @@ def entropy_constant(num_weights: int, noise_dim: int, sigma: float) -> float:
 
 
 def exact_half_logdet(
-    fn: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor, sigma: float
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    z: torch.Tensor,
+    sigma: float,
+    metric: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``g(z)`` and ``½ log det(J_zᵀ J_z + σ² I)`` for each row of ``z``.
 
@@ -50,11 +53,15 @@ def exact_half_logdet(
         fn: the generator, mapping ``(d₀,)`` to ``(d,)`` (and rows of a batch alike).
         z: ``(K, d₀)`` noise.
         sigma: the output noise ``σ > 0``.
+        metric: as for :func:`half_logdet_lower_bound`: ``fn`` gives features ``t`` of
+            a generator ``A t`` with ``A`` linear and ``metric(t) = AᵀA t``; then
+            ``JᵀJ = J_tᵀ AᵀA J_t`` with the features' Jacobian ``J_t``.
 
     Returns:
-        ``g(z) (K, d)`` and ``(K,)`` half log-determinants, both differentiable with
-        respect to whatever ``fn`` closes over. The Gram matrix and its Cholesky factor
-        are float64; a factorisation failure gives NaN (never silently a wrong value).
+        ``fn(z)`` (``g(z) (K, d)``, or the features) and ``(K,)`` half
+        log-determinants, both differentiable with respect to whatever ``fn`` closes over.
+        The Gram matrix and its Cholesky factor are float64; a factorisation failure
+        gives NaN (never silently a wrong value).
     """
 
     def jac_and_value(zk: torch.Tensor):
@@ -62,8 +69,13 @@ def exact_half_logdet(
         return out, out
 
     jac, out = torch.func.vmap(torch.func.jacfwd(jac_and_value, has_aux=True))(z)
-    jac = jac.to(torch.float64)  # (K, d, d0)
-    gram = jac.transpose(-1, -2) @ jac
+    if metric is None:
+        jac = jac.to(torch.float64)  # (K, d, d0)
+        gram = jac.transpose(-1, -2) @ jac
+    else:  # (K, n, d0) features' Jacobian; AᵀA applied to each of its d0 columns
+        weighted = metric(jac.transpose(-1, -2)).to(torch.float64)  # (K, d0, n)
+        gram = weighted @ jac.to(torch.float64)
+        gram = 0.5 * (gram + gram.transpose(-1, -2))
     gram = gram + sigma**2 * torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
     chol, info = torch.linalg.cholesky_ex(gram)
     half = torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)
@@ -75,13 +87,17 @@ def _normalise(v: torch.Tensor) -> torch.Tensor:
     return v / v.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(v.dtype).tiny ** 0.5)
 
 
-def _pairwise(vectors: list[torch.Tensor]) -> torch.Tensor:
+def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return (a * b).sum(-1, dtype=torch.float64)
+
+
+def _pairwise(vectors: list[torch.Tensor], inner=_dot) -> torch.Tensor:
     """``(K, m, m)`` float64 inner products of ``m`` batches of vectors ``(K, n)``."""
     m = len(vectors)
     out = vectors[0].new_zeros(vectors[0].shape[0], m, m, dtype=torch.float64)
     for i in range(m):
         for j in range(i, m):
-            dot = (vectors[i] * vectors[j]).sum(-1, dtype=torch.float64)
+            dot = inner(vectors[i], vectors[j])
             out[:, i, j] = dot
             out[:, j, i] = dot
     return out
@@ -100,6 +116,7 @@ def smallest_singular_value(
     vjp: Callable[[torch.Tensor], torch.Tensor],
     v0: torch.Tensor,
     num_iters: int = 5,
+    metric: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The smallest singular value of ``K`` tall matrices ``J_k (d, d₀)``, ``d ≥ d₀``,
     given only their products, by a block-3 LOBPCG on ``JᵀJ``.
@@ -116,22 +133,35 @@ def smallest_singular_value(
         vjp: ``U (K, d) -> (J_kᵀ u_k)_k (K, d₀)``.
         v0: ``(K, d₀)`` starting vectors (random, or a warm start).
         num_iters: iterations.
+        metric: when given, ``J = A J'`` is known through ``jvp = J'`` and ``vjp = J'ᵀ``
+            (features ``(K, n)``) and ``metric = AᵀA`` on them: products become
+            ``⟨t, AᵀA t'⟩`` and ``JᵀJ v = J'ᵀ AᵀA J' v``.
 
     Returns:
         ``s (K,)``: ``‖J v‖`` at the final unit vectors, always ``≥ s_min`` (a Rayleigh
         quotient), equal to it at convergence; and those vectors ``v (K, d₀)``.
     """
+    if metric is None:
+        inner, gram_vjp = _dot, vjp
+    else:
+
+        def inner(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+            return _dot(a, metric(b))
+
+        def gram_vjp(u: torch.Tensor) -> torch.Tensor:
+            return vjp(metric(u))
+
     v = _normalise(v0)
     jv = jvp(v)
     p = jp = None
     for _ in range(num_iters):
-        mu2 = (jv * jv).sum(-1, keepdim=True)
-        r = _normalise(vjp(jv) - mu2 * v)
+        mu2 = inner(jv, jv).unsqueeze(-1).to(v.dtype)
+        r = _normalise(gram_vjp(jv) - mu2 * v)
         jr = jvp(r)
         basis = [v, r] if p is None else [v, r, p]
         images = [jv, jr] if jp is None else [jv, jr, jp]
         # m x m Gram matrices (float64 sums; no (K, d, m) stack: memory stays ~ d)
-        gram, proj = _pairwise(basis), _pairwise(images)
+        gram, proj = _pairwise(basis), _pairwise(images, inner)
         # rows with non-finite products get a harmless problem and keep their vectors
         finite = (torch.isfinite(gram).all(-1) & torch.isfinite(proj).all(-1)).all(-1)
         eye = torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
@@ -161,7 +191,7 @@ def smallest_singular_value(
         ok_p = ok & torch.isfinite(new_p).all(-1, keepdim=True)
         p = torch.where(ok_p, new_p, torch.zeros_like(new_p))
         jp = torch.where(ok_p, new_jp, torch.zeros_like(new_jp))
-    return jv.norm(dim=-1), v
+    return inner(jv, jv).sqrt().to(v.dtype), v
 
 
 def half_logdet_lower_bound(
@@ -172,6 +202,7 @@ def half_logdet_lower_bound(
     num_iters: int = 5,
     v0: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
+    metric: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``g(z)``, ``(d₀/2) log(s_min(J_z)² + σ²)`` and the singular vectors found.
 
@@ -192,9 +223,14 @@ def half_logdet_lower_bound(
         num_iters: solver iterations (the official code uses 5, from a random start).
         v0: ``(K, d₀)`` warm start; random normal when ``None``.
         generator: for the random start.
+        metric: for a generator ``g = A ∘ fn`` whose last map ``A`` is linear:
+            ``fn`` gives the features and ``metric(t) = AᵀA t`` (e.g.
+            :meth:`~bayesfn.bayesnn.inference.samplers.MatrixSampler.metric`); every
+            product then avoids the ``d``-dimensional output.
 
     Returns:
-        ``g(z) (K, d)``, the bound ``(K,)`` and ``v* (K, d₀)`` (detached).
+        ``fn(z)`` (``g(z) (K, d)``, or the features with ``metric``), the bound
+        ``(K,)`` and ``v* (K, d₀)`` (detached).
     """
     zd = z.detach()
     if v0 is None:
@@ -208,9 +244,9 @@ def half_logdet_lower_bound(
         def vjp(u: torch.Tensor) -> torch.Tensor:
             return vjp_fn(u)[0]
 
-        _, v = smallest_singular_value(jvp, vjp, v0, num_iters)
+        _, v = smallest_singular_value(jvp, vjp, v0, num_iters, metric)
     out, jv = torch.func.jvp(fn, (zd,), (v,))
-    s = jv.norm(dim=-1)
+    s = jv.norm(dim=-1) if metric is None else (jv * metric(jv)).sum(-1).clamp_min(0).sqrt()
     finite = torch.isfinite(s)
     s = torch.where(finite, s, torch.zeros_like(s))
     bound = 0.5 * z.shape[-1] * torch.log(s**2 + sigma**2)

@@ -190,10 +190,34 @@ class MatrixSampler(NeuralSampler):
                     head.bias.copy_(center[start : start + r * c].reshape(r, c))
                     start += r * c
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        """``(..., noise_dim) -> (..., num_weights)``."""
+    def features(self, z: torch.Tensor) -> torch.Tensor:
+        """The trunk's output, flattened: ``(..., noise_dim) -> (..., h₁ h₂)``."""
         h = z.reshape(*z.shape[:-1], *self.noise_shape)
         for layer in self.trunk:
             h = self.phi(layer(h))
-        lead = z.shape[:-1]
+        return h.flatten(-2)
+
+    def weights_from(self, features: torch.Tensor) -> torch.Tensor:
+        """The heads: ``(..., h₁ h₂) -> (..., num_weights)``, linear in the features."""
+        lead = features.shape[:-1]
+        h = features.reshape(*lead, *self.trunk[-1].bias.shape)
         return torch.cat([head(h).reshape(*lead, -1) for head in self.heads], dim=-1)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """``(..., noise_dim) -> (..., num_weights)``."""
+        return self.weights_from(self.features(z))
+
+    def metric(self, t: torch.Tensor) -> torch.Tensor:
+        """``Aᵀ A t`` for the heads' linear map ``A`` (``t (..., h₁ h₂)``).
+
+        The heads send a feature change ``T (h₁, h₂)`` to blocks ``U_i T V_i``, so
+        ``‖A t‖² = Σ_i ‖U_i T V_i‖²_F = ⟨T, Σ_i (U_iᵀU_i) T (V_i V_iᵀ)⟩``: the generator's
+        ``JᵀJ = J_trunkᵀ (AᵀA) J_trunk`` costs ``O(h₁ h₂ (h₁ + h₂))`` per head and
+        product, independent of ``d``.
+        """
+        lead = t.shape[:-1]
+        tm = t.reshape(*lead, *self.trunk[-1].bias.shape)
+        out = torch.zeros_like(tm)
+        for head in self.heads:
+            out = out + (head.left.T @ head.left) @ tm @ (head.right @ head.right.T)
+        return out.flatten(-2)
