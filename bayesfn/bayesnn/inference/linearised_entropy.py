@@ -144,12 +144,20 @@ def smallest_singular_value(
     if metric is None:
         inner, gram_vjp = _dot, vjp
     else:
+        # images carry (t, AᵀA t) side by side: AᵀA is applied once per new image, and
+        # the linear updates below keep the pair consistent
+        feature_jvp = jvp
+
+        def jvp(v: torch.Tensor) -> torch.Tensor:
+            t = feature_jvp(v)
+            return torch.cat([t, metric(t)], -1)
 
         def inner(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-            return _dot(a, metric(b))
+            n = a.shape[-1] // 2
+            return _dot(a[..., :n], b[..., n:])
 
         def gram_vjp(u: torch.Tensor) -> torch.Tensor:
-            return vjp(metric(u))
+            return vjp(u[..., u.shape[-1] // 2 :])
 
     v = _normalise(v0)
     jv = jvp(v)
