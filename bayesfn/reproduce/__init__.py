@@ -24,6 +24,7 @@ REGISTRY: dict[str, str] = {
     "circuits": "circuits",
     "livi_baselines": "livi_baselines",
     "ofm": "ofm",
+    "livi": "livi",
 }
 
 

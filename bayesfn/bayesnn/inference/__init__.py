@@ -6,6 +6,7 @@ classes (built with default settings).
 
 from bayesfn.bayesnn.inference.base import BNNTarget, Inference
 from bayesfn.bayesnn.inference.ensemble import DeepEnsemble
+from bayesfn.bayesnn.inference.implicit_vi import ImplicitVI
 from bayesfn.bayesnn.inference.laplace import LastLayerLaplace
 from bayesfn.bayesnn.inference.map import MAP
 from bayesfn.bayesnn.inference.mfvi import MeanFieldVI
@@ -19,6 +20,7 @@ INFERENCES: dict[str, type[Inference]] = {
     "laplace": LastLayerLaplace,
     "mfvi": MeanFieldVI,
     "nuts": NUTS,
+    "livi": ImplicitVI,
 }
 
 __all__ = [
@@ -28,6 +30,7 @@ __all__ = [
     "SGHMC",
     "BNNTarget",
     "DeepEnsemble",
+    "ImplicitVI",
     "Inference",
     "LastLayerLaplace",
     "MeanFieldVI",
