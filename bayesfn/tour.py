@@ -205,6 +205,9 @@ def _operator_flow_matching(out: Path, smoke: bool, seed: int) -> dict[str, Any]
             "pCN acceptance": ofm.sampler_diagnostics_["accept"],
         },
         "plots": ["operator_flow_matching.png"],
+    }
+
+
 def _implicit_vi(out: Path, smoke: bool, seed: int) -> dict[str, Any]:
     """LIVI (an implicit posterior from a neural sampler) on the toy set with a gap: a
     1-7-10-1 ELU BNN with a learned noise level."""
