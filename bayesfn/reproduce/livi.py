@@ -218,6 +218,8 @@ def _std(v: list[float]) -> float | None:
 EXPERIMENTS: dict[str, Callable[..., dict[str, Any]]] = {
     "toy_gap": toy_gap,
 }
+#: the presets every experiment accepts (what ``bayesfn reproduce livi --scale`` checks)
+SCALES = sorted(set.intersection(*(set(e.SCALES) for e in EXPERIMENTS.values())))
 
 
 def run(

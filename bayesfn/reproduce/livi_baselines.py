@@ -427,3 +427,7 @@ def run(
         classification=cls_runs,
         seconds=time.perf_counter() - start,
     )
+
+
+#: the presets ``bayesfn reproduce livi_baselines --scale`` accepts
+SCALES = PRESETS
