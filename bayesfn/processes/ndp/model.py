@@ -195,21 +195,26 @@ class NeuralDiffusionProcess(Model):
         Returns:
             ``self``; ``fit_result_`` holds the losses.
         """
-        sampler = None
-        if callable(functions) and not isinstance(functions, torch.Tensor):
-            sampler = functions
-            probe = as_function_set(
-                functions(), dtype=self.dtype, device=self.device, name="sampler output"
-            )
-        else:
-            probe = as_function_set(
-                functions, dtype=self.dtype, device=self.device, name="functions"
-            )
         if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
             raise ValueError(f"max_steps must be a positive int; got {max_steps!r}")
-        if sampler is None and not 1 <= batch_size:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int; got {batch_size!r}")
-        self._build(probe.input_dim, probe.output_dim)
+        sampler = None
+        # the initial weights (and a sampler's probe batch) come from the seed too,
+        # without touching the caller's global generator
+        with torch.random.fork_rng(devices=[]):
+            if seed is not None:
+                torch.manual_seed(seed)
+            if callable(functions) and not isinstance(functions, torch.Tensor):
+                sampler = functions
+                probe = as_function_set(
+                    functions(), dtype=self.dtype, device=self.device, name="sampler output"
+                )
+            else:
+                probe = as_function_set(
+                    functions, dtype=self.dtype, device=self.device, name="functions"
+                )
+            self._build(probe.input_dim, probe.output_dim)
         trainer, schedule = self.trainer_, self.schedule_
         eps = self._eps_fn(trainer.net)
 
