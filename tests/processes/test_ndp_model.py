@@ -126,16 +126,24 @@ def test_a_short_run_on_se_data_improves_the_likelihood_and_calibrates():
 def test_se_ordering_gp_above_ndp_above_diagonal_gp(tmp_path):
     """The notes' CPU scale-down (45k parameters, T = 100, 15,000 steps, 32 tasks, 128
     RePaint draws per task, U = 2): GP full > NDP (moment-matched) > GP diagonal, and the
-    exact NDP likelihood below the GP's. About 20 CPU-minutes on the shared 2-core
-    machine under load (9 minutes in the notes' uncontended probe)."""
+    exact NDP likelihood (8 tasks) below the GP's. The notes' uncontended probe trained
+    this model in 9 minutes and evaluated it in about 3; on the shared machine at a load
+    average of 9 a training step took about 4 times longer, so allow an hour there."""
     from bayesfn.reproduce import ndp
 
-    results = ndp.run(scale="cpu", seeds=[0], device="cpu", out=tmp_path, families=["se"])
-    rows = {r["metric"]: r["ours"] for r in results["rows"]}
+    results = ndp.run(
+        scale="cpu",
+        seeds=[0],
+        device="cpu",
+        out=tmp_path,
+        families=["se"],
+        overrides={"ode_tasks": 8, "ode_steps": 12},
+    )
+    rows = {r["metric"].split(";")[0].split(" (the")[0]: r["ours"] for r in results["rows"]}
     gp = rows["LL per target, GP full (true kernel)"]
     diag = rows["LL per target, GP diagonal (true kernel)"]
     ndp_mm = rows["LL per target, NDP moment-matched (paper metric)"]
-    ndp_ode = rows["LL per target, NDP exact (probability-flow ODE)"]
-    blurred = rows["LL per target, GP full of the level-0-blurred law (the ODE's target)"]
+    ndp_ode = rows["LL per target, NDP exact (probability-flow ODE"]
+    blurred = rows["LL per target, GP full of the level-0-blurred law"]
     assert gp > ndp_mm > diag, rows
     assert ndp_ode < blurred + 0.05, rows
