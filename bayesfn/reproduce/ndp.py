@@ -277,7 +277,8 @@ def run(
             every family (the same inputs and context counts; the same tasks for every
             seed and method).
         device: torch device of the network.
-        out: folder for the saved tasks (``tasks_<family>``).
+        out: folder for the saved tasks (``tasks_<family>``) and the fitted models
+            (``model_<family>_seed<seed>``, loadable with ``NeuralDiffusionProcess.load``).
         families: a subset of ``["se", "matern52"]`` (default: the preset's).
         steps: overrides the preset's number of training steps.
         overrides: replaces other entries of the preset (``num_samples``,
@@ -325,6 +326,7 @@ def run(
             t0 = time.perf_counter()
             model.fit(sampler, max_steps=cfg["steps"], seed=seed, progress_bar=scale != "smoke")
             fit_seconds = time.perf_counter() - t0
+            model.save(out / f"model_{family}_seed{seed}")  # re-evaluate without refitting
             found = ndp_log_likelihoods(model, tasks, cfg, seed)
             found["fit_seconds"] = fit_seconds
             found["final_loss"] = float(
