@@ -13,6 +13,9 @@ Generators:
 
 * :func:`sample_functions` and :func:`split_context_target` - batches of GP and
   non-Gaussian function draws for stochastic-process learners;
+* :class:`FunctionSet`, :class:`FunctionSampler`, :class:`TaskSet` and
+  :func:`make_tasks` (in ``bayesfn.data.tasks``) - padded function sets, a training
+  sampler, and evaluation tasks saved once and reloaded by every method;
 * :func:`sample_toy2d`, :func:`toy2d_log_prob` and :func:`sample_rings_nd` - 2-D / n-D
   toy densities.
 """
@@ -25,6 +28,7 @@ from .maf import MAFData, load_maf, load_miniboone_partial, maf_names
 from .mnist import MNISTData, load_mnist
 from .series import SnelsonData, TimeSeries, load_series, load_snelson, series_names
 from .sklearn_sets import SklearnData, load_sklearn, sklearn_names
+from .tasks import FunctionSampler, FunctionSet, TaskSet, as_function_set, make_tasks
 from .toy2d import sample_rings_nd, sample_toy2d, toy2d_log_prob, toy2d_names
 from .uci import UCISplit, load_uci, load_uci_rows, uci_names
 
@@ -33,12 +37,16 @@ __all__ = [
     "ContextTargetSplit",
     "DEBDData",
     "FunctionBatch",
+    "FunctionSampler",
+    "FunctionSet",
     "MAFData",
     "MNISTData",
     "SklearnData",
     "SnelsonData",
+    "TaskSet",
     "TimeSeries",
     "UCISplit",
+    "as_function_set",
     "debd_names",
     "function_families",
     "load_debd",
@@ -51,6 +59,7 @@ __all__ = [
     "load_uci",
     "load_uci_rows",
     "maf_names",
+    "make_tasks",
     "resolve_root",
     "sample_functions",
     "sample_rings_nd",

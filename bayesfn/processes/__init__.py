@@ -1,8 +1,9 @@
-"""Stochastic-process models: exact GPs now; neural diffusion processes and operator
-flow matching as their issues land."""
+"""Stochastic-process models: exact GPs, neural diffusion processes and operator flow
+matching."""
 
 from bayesfn.covariance import build_kernel
 from bayesfn.processes.gaussian_process import GaussianProcess
+from bayesfn.processes.ndp import NeuralDiffusionProcess
 from bayesfn.processes.ofm import OperatorFlowMatching
 
-__all__ = ["GaussianProcess", "OperatorFlowMatching", "build_kernel"]
+__all__ = ["GaussianProcess", "NeuralDiffusionProcess", "OperatorFlowMatching", "build_kernel"]

@@ -25,6 +25,7 @@ REGISTRY: dict[str, str] = {
     "livi_baselines": "livi_baselines",
     "ofm": "ofm",
     "livi": "livi",
+    "ndp": "ndp",
 }
 
 
