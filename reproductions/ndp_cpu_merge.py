@@ -48,10 +48,9 @@ if settings is None:
 settings["families"] = families
 results = make_results(
     ndp.PAPER,
-    "full",
+    "cpu",
     [0],
     rows,
-    preset="cpu",
     settings={k: (list(v) if isinstance(v, tuple) else v) for k, v in settings.items()},
     published=ndp.PUBLISHED,
     details=details,

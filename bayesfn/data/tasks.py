@@ -107,7 +107,8 @@ def as_function_set(
             ``(x, y)`` pair of ``(b, n, d)`` / ``(b, n, m)`` tensors or arrays, or a
             sequence of ``(x_i, y_i)`` sets with ``x_i (n_i, d)`` and ``y_i (n_i,)`` or
             ``(n_i, m)`` (padded to ``max n_i``).
-        dtype, device: of the returned tensors.
+        dtype: of the returned tensors.
+        device: as ``dtype`` (described together above).
         name: what to call ``data`` in error messages.
 
     Raises:

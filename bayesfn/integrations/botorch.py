@@ -163,7 +163,8 @@ class LocationScaleMixturePosterior(_BoTorchPosteriorBase):
         df: ``K x batch_shape`` degrees of freedom (``inf`` for a Gaussian
             component), or None when every component is Gaussian.
         log_weights: ``(K,)`` normalised log weights.
-        mean, variance: ``batch_shape x q x m`` moments (from bayesfn).
+        mean: ``batch_shape x q x m`` moments (from bayesfn).
+        variance: as ``mean`` (described together above).
         output_indices: outputs kept (draws are made over all ``m`` and then selected).
     """
 

@@ -250,13 +250,18 @@ def _mean_se(v: torch.Tensor) -> tuple[float, float]:
 
 def _row(setting: str, metric: str, values: torch.Tensor, paper_key: str | None) -> dict:
     """A result row with the published number of ``paper_key`` for the setting's family
-    and its source."""
+    as its reference, with the source."""
     family = setting.rsplit("/", 1)[-1]
     mean, se = _mean_se(values)
-    paper = PUBLISHED[paper_key]["values"].get(family) if paper_key else None
-    r = result_row(setting, metric, mean, paper=paper, ours_std=se)
-    r["paper_source"] = PUBLISHED[paper_key]["source"] if paper_key else None
-    return r
+    # the published numbers are from the follow-up's table and the released checkpoints,
+    # not from the NDP paper's own tables (not retrieved): a reference, with its source
+    published = PUBLISHED[paper_key]["values"].get(family) if paper_key else None
+    if published is None:
+        return result_row(setting, metric, mean, ours_std=se)
+    source = PUBLISHED[paper_key]["source"]
+    return result_row(
+        setting, metric, mean, ours_std=se, reference=published, reference_source=source
+    )
 
 
 def run(
@@ -391,10 +396,9 @@ def run(
         }
     return make_results(
         PAPER,
-        "smoke" if scale == "smoke" else "full",
+        scale,
         list(seeds),
         rows,
-        preset=scale,
         settings={k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()},
         data={k: (list(v) if isinstance(v, tuple) else v) for k, v in _COMMON.items()},
         published=PUBLISHED,

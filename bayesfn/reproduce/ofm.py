@@ -161,10 +161,23 @@ def _fit(cfg: dict, x: torch.Tensor, y: torch.Tensor, seed: int, device: str, **
     return model
 
 
+_REFERENCE_SOURCE = (
+    "computed here: the analytic value, exact rejection sampling or the Monte Carlo floor of "
+    "as many exact draws (see notes)"
+)
+
+
 def _row(setting: str, metric: str, ours: float, reference: float | None = None, **kw) -> dict:
-    row = result_row(setting, metric, float(ours), **kw)
-    row["reference"] = None if reference is None else float(reference)
-    return row
+    if reference is None:
+        return result_row(setting, metric, float(ours), **kw)
+    return result_row(
+        setting,
+        metric,
+        float(ours),
+        reference=float(reference),
+        reference_source=_REFERENCE_SOURCE,
+        **kw,
+    )
 
 
 def gp_prior(cfg: dict, seed: int, device: str) -> tuple[list[dict], dict]:
@@ -435,17 +448,16 @@ def run(
         if cfg["grf"] is not None:
             seed_rows += grf_2d(cfg, seed, device)
         for row in seed_rows:
-            row["seed"] = seed
+            row["seeds"] = [seed]
         rows += seed_rows
         if seed == seeds[0]:
             plots = _plot(Path(out), cfg, a, b, c)
         logger.info("ofm seed %d done after %.0f s", seed, time.perf_counter() - start)
     return make_results(
         PAPER,
-        "smoke" if scale == "smoke" else "full",
+        scale,
         seeds,
         rows,
-        preset=scale,
         config={k: v for k, v in cfg.items()},
         seconds=time.perf_counter() - start,
         plots=plots,

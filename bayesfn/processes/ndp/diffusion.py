@@ -52,7 +52,8 @@ class Schedule:
 
     Args:
         num_steps: ``T`` (the paper: 500).
-        beta_start, beta_end: the range of the rescaled betas (the paper: 3e-4 and 0.5).
+        beta_start: the range of the rescaled betas (the paper: 3e-4 and 0.5).
+        beta_end: as ``beta_start`` (described together above).
     """
 
     def __init__(
@@ -225,7 +226,8 @@ def repaint_sample(
     Args:
         x_context: ``(b, n_c, d)``; y_context: ``(b, n_c, m)``; x_target: ``(b, n_t, d)``.
         num_inner_steps: ``U >= 0`` (0: plain replacement conditioning).
-        context_mask, target_mask: ``(b, n_c)`` / ``(b, n_t)`` bool or None.
+        context_mask: ``(b, n_c)`` / ``(b, n_t)`` bool or None.
+        target_mask: as ``context_mask`` (described together above).
 
     Returns:
         ``(b, n_t, m)`` draws of the target values.

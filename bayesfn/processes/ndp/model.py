@@ -87,7 +87,8 @@ class NeuralDiffusionProcess(Model):
         num_layers: attention blocks (paper 4).
         num_heads: attention heads (paper 8); ``2 * hidden`` must be divisible by it.
         num_steps: diffusion levels ``T`` (paper 500).
-        beta_start, beta_end: range of the rescaled cosine betas (paper 3e-4, 0.5).
+        beta_start: range of the rescaled cosine betas (paper 3e-4, 0.5).
+        beta_end: as ``beta_start`` (described together above).
         loss_type: ``"l1"`` (paper) or ``"l2"``.
         num_inner_steps: RePaint resampling steps ``U`` per level (paper 5).
         ema_decay: decay of the weight average used for sampling (paper 0.995).
@@ -189,8 +190,11 @@ class NeuralDiffusionProcess(Model):
             warmup_steps: linear warm-up length (default 8 % of ``max_steps``, the
                 paper's 20 of 250 epochs).
             grad_clip: global gradient-norm clip (paper 1.0).
-            seed, callbacks, progress_bar, checkpoint_dir: see
+            seed: see
                 :func:`bayesfn.training.optimize`.
+            callbacks: as ``seed`` (described together above).
+            progress_bar: as ``seed`` (described together above).
+            checkpoint_dir: as ``seed`` (described together above).
 
         Returns:
             ``self``; ``fit_result_`` holds the losses.
@@ -445,9 +449,12 @@ class NeuralDiffusionProcess(Model):
         Args:
             x: ``(n, d)`` or ``(b, n, d)``; y: ``(n,)``, ``(n, m)`` or ``(b, n, m)``.
             context: ``(x_c, y_c)`` as in :meth:`posterior`, or None.
-            ode_steps, divergence, num_probes: of the ODE (``divergence="auto"`` is exact
+            ode_steps: of the ODE (``divergence="auto"`` is exact
                 up to 64 values per set, Hutchinson beyond).
-            num_samples, num_inner_steps: of the moment-matched metrics.
+            divergence: as ``ode_steps`` (described together above).
+            num_probes: as ``ode_steps`` (described together above).
+            num_samples: of the moment-matched metrics.
+            num_inner_steps: as ``num_samples`` (described together above).
             seed: for Hutchinson probes and draws.
 
         Returns:

@@ -52,7 +52,8 @@ class GaussianReference:
         x: ``(n, d)`` points.
         channels: ``c``.
         kernel: a single-term kernel formula (:func:`bayesfn.covariance.build_kernel`).
-        lengthscale, variance: the kernel's hyperparameters.
+        lengthscale: the kernel's hyperparameters.
+        variance: as ``lengthscale`` (described together above).
         jitter: relative diagonal jitter of the Cholesky factor (part of the measure:
             the density is that of ``N(0, K + jitter·mean(diag K)·I)``).
 
@@ -126,8 +127,10 @@ class SpectralReference:
     Args:
         grid: the grid shape, ``(n₁,)`` or ``(n₁, n₂)``; points ordered row-major.
         channels: ``c``.
-        kernel, lengthscale, variance: as in :class:`GaussianReference`; positions are
+        kernel: as in :class:`GaussianReference`; positions are
             ``linspace(0, 1, nᵢ)`` along each axis.
+        lengthscale: as ``kernel`` (described together above).
+        variance: as ``kernel`` (described together above).
     """
 
     def __init__(
@@ -224,7 +227,8 @@ def interpolate(
     """The linear path and its velocity.
 
     Args:
-        x0, x1: ``(B, ...)`` paired reference and data draws.
+        x0: ``(B, ...)`` paired reference and data draws.
+        x1: as ``x0`` (described together above).
         t: ``(B,)`` times in ``[0, 1]``.
         sigma_min: the path's width (the paper's 1e-4).
         noise: ``(B, ...)`` a reference draw ``ξ``.
@@ -402,7 +406,10 @@ def log_density(
         trace: ``"exact"`` (``n·c`` vector–Jacobian products per evaluation, batched
             ``chunk`` at a time) or ``"hutchinson"`` (``num_probes`` Rademacher probes,
             fixed for the whole solve).
-        method, rtol, atol, steps: the ODE solver (:func:`odeint`).
+        method: the ODE solver (:func:`odeint`).
+        rtol: as ``method`` (described together above).
+        atol: as ``method`` (described together above).
+        steps: as ``method`` (described together above).
         generator: for the Hutchinson probes.
 
     Returns:

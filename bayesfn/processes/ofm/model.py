@@ -48,14 +48,18 @@ class OperatorFlowMatching(Model):
         operator_options: keyword settings of the operator (e.g. ``{"width": 32,
             "modes": 12, "depth": 4}`` for ``"fno"``, ``{"width": 64, "heads": 4,
             "depth": 3}`` for ``"attention"``).
-        reference_kernel, reference_lengthscale, reference_variance: the reference GP
+        reference_kernel: the reference GP
             ``ν₀`` on inputs rescaled to the unit box (the paper: Matérn-½, ℓ = 0.01, 1).
+        reference_lengthscale: as ``reference_kernel`` (described together above).
+        reference_variance: as ``reference_kernel`` (described together above).
         reference_sampler: ``"cholesky"``, ``"fft"`` (periodic, regular grids only, for
             large 2-D grids) or ``"auto"`` (FFT on grids above 4,096 points).
         sigma_min: the width of the probability path (1e-4 in the paper).
         coupling: ``"ot"`` (exact minibatch optimal transport) or ``"independent"``.
-        ode_method, rtol, atol: the solver for sampling and densities (``"dopri5"``
+        ode_method: the solver for sampling and densities (``"dopri5"``
             adaptive, or ``"rk4"`` with ``ode_steps`` steps).
+        rtol: as ``ode_method`` (described together above).
+        atol: as ``ode_method`` (described together above).
         ode_steps: RK4 steps of the flow map inside posterior samplers (which need a
             fixed, differentiable map) and for ``ode_method="rk4"``.
         seed: seeds the operator's initial weights.
@@ -281,7 +285,9 @@ class OperatorFlowMatching(Model):
             grad_clip: global gradient-norm clip, or None.
             seed: seeds the minibatch order, the reference draws and the times
                 (default: the model's ``seed``).
-            callbacks, progress_bar, checkpoint_dir: see :func:`bayesfn.training.optimize`.
+            callbacks: see :func:`bayesfn.training.optimize`.
+            progress_bar: as ``callbacks`` (described together above).
+            checkpoint_dir: as ``callbacks`` (described together above).
 
         Returns:
             ``self``; ``fit_result_`` records the losses.
@@ -464,8 +470,11 @@ class OperatorFlowMatching(Model):
             num_samples: prior draws cached; with context, the total kept draws
                 (``num_chains`` chains of ``ceil(num_samples / num_chains)``).
             sampler: ``"pcn"`` (default), ``"nuts"`` (Pyro) or ``"sgld"`` (the paper's).
-            num_chains, burn_in, thin, step_size: MCMC settings (``step_size``: pCN's
+            num_chains: MCMC settings (``step_size``: pCN's
                 initial ``β`` (0.2), SGLD's initial ``η`` (5e-3); NUTS adapts its own).
+            burn_in: as ``num_chains`` (described together above).
+            thin: as ``num_chains`` (described together above).
+            step_size: as ``num_chains`` (described together above).
             seed: seeds the draws (None: torch's global generator).
             progress_bar: show the sampler's progress.
 
@@ -585,7 +594,8 @@ class OperatorFlowMatching(Model):
             x: ``(n, d)`` inputs.
             y: ``(n, c)`` (one function) or ``(b, n, c)`` values.
             trace: ``"exact"`` or ``"hutchinson"`` (``num_probes`` probes).
-            rtol, atol: solver tolerances (default: the model's).
+            rtol: solver tolerances (default: the model's).
+            atol: as ``rtol`` (described together above).
             seed: for Hutchinson probes.
 
         Returns:
