@@ -146,6 +146,10 @@ class GPSampler:
             for factor in factors:
                 if factor.has_lengthscale:
                     factor.lengthscale = ls.reshape(factor.lengthscale.shape)
+                if isinstance(factor, gpytorch.kernels.LinearKernel):
+                    # its own variance defaults to softplus(0) = 0.69: the output
+                    # scale alone must be the variance
+                    factor.variance = torch.ones_like(factor.variance)
             k.outputscale = var.reshape(k.outputscale.shape)
             cov = k(x).to_dense()
         if not self.is_hierarchical:

@@ -19,6 +19,7 @@ Infinite width (:mod:`bayesfn.bayesnn.nngp`):
 """
 
 from bayesfn.bayesnn.bnn import BNN
+from bayesfn.bayesnn.functional_prior import FunctionalPriorResult, fit_functional_prior
 from bayesfn.bayesnn.inference import MAP, Inference
 from bayesfn.bayesnn.likelihoods import CategoricalLikelihood, GaussianLikelihood
 from bayesfn.bayesnn.nets import CNN, MLP
@@ -31,7 +32,7 @@ from bayesfn.bayesnn.nngp import (
     nngp_kernel,
     trained_network_predictive,
 )
-from bayesfn.bayesnn.priors import GaussianPrior, HierarchicalPrior
+from bayesfn.bayesnn.priors import FlowPrior, GaussianPrior, HierarchicalPrior
 
 __all__ = [
     "BNN",
@@ -39,6 +40,8 @@ __all__ = [
     "MAP",
     "MLP",
     "CategoricalLikelihood",
+    "FlowPrior",
+    "FunctionalPriorResult",
     "GaussianLikelihood",
     "GaussianPrior",
     "HierarchicalPrior",
@@ -48,6 +51,7 @@ __all__ = [
     "QuadratureWarning",
     "SVTPClassifier",
     "ScaleMixtureNNGP",
+    "fit_functional_prior",
     "nngp_kernel",
     "trained_network_predictive",
 ]
