@@ -49,12 +49,18 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("--seed", type=int, nargs="+", default=[0], help="one or more seeds")
     rep.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     rep.add_argument("--out", default=None, help="output folder (default: results/<paper>)")
+    rep.add_argument(
+        "--merge",
+        nargs="+",
+        metavar="DIR",
+        help="instead of running, merge the results.json of runs split over processes",
+    )
     return parser
 
 
 def _reproduce(args: argparse.Namespace) -> int:
     from bayesfn import reproduce
-    from bayesfn.reproduce.results import write_results
+    from bayesfn.reproduce.results import format_table, merge_results, write_results
 
     if args.list or args.paper is None:
         names = reproduce.available()
@@ -65,10 +71,21 @@ def _reproduce(args: argparse.Namespace) -> int:
         return 0 if args.list else 2
     module = reproduce.load(args.paper)
     out = Path(args.out or Path("results") / args.paper)
-    results = module.run(scale=args.scale, seeds=args.seed, device=args.device, out=out)
+    if args.merge:
+        parts = []
+        for folder in args.merge:
+            path = Path(folder) / "results.json"
+            if not path.exists():
+                raise SystemExit(f"bayesfn reproduce --merge: {path} does not exist")
+            parts.append(json.loads(path.read_text()))
+        if any(p["paper"] != module.PAPER for p in parts):
+            raise SystemExit(f"bayesfn reproduce --merge: not every part is a {args.paper} run")
+        results = merge_results(parts, [str(f) for f in args.merge])
+    else:
+        results = module.run(scale=args.scale, seeds=args.seed, device=args.device, out=out)
     path = write_results(results, out)
-    print(f"wrote {path}")
-    print(json.dumps(results["rows"], indent=1))
+    print(format_table(results))
+    print(f"wrote {path} and {path.parent / 'report.md'}")
     return 0
 
 

@@ -11,13 +11,14 @@ GP-matched BNN priors, function generators and baselines all build kernels here.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import gpytorch
 import torch
 
 from bayesfn._linalg import safe_cholesky
 
-__all__ = ["GPSampler", "build_kernel", "kernel_names"]
+__all__ = ["GPSampler", "batched_covariance", "build_kernel", "kernel_names"]
 
 _BASE_KERNELS = {
     "rbf": lambda d, b: gpytorch.kernels.RBFKernel(ard_num_dims=d, batch_shape=b),
@@ -73,6 +74,57 @@ def build_kernel(spec: str, num_features: int, batch_shape: torch.Size | None = 
     return kernel
 
 
+def batched_covariance(
+    spec: str,
+    x: torch.Tensor,
+    *,
+    variance: torch.Tensor,
+    lengthscale: torch.Tensor | Sequence[torch.Tensor],
+    period: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Covariance matrices of ``b`` GPs, each with its own hyperparameters.
+
+    Args:
+        spec: one product term, e.g. ``"rbf"``, ``"matern52"``, ``"periodic"`` or
+            ``"periodic*rbf"`` (a weakly periodic kernel).
+        x: ``(b, n, d)`` inputs, one set per GP.
+        variance: ``(b,)`` output scales.
+        lengthscale: ``(b,)`` lengthscales shared by every factor (and every input
+            dimension), or one ``(b,)`` tensor per factor in the order of ``spec``; in
+            the textbook forms ``exp(-r²/(2ℓ²))`` and ``exp(-2 Σ sin²(π|Δ|/p)/ℓ²)``.
+        period: ``(b,)`` periods of the periodic factor.
+
+    Returns:
+        ``(b, n, n)`` covariances, in ``x``'s dtype.
+    """
+    if "+" in spec:
+        raise ValueError(f"spec must be a single product term; got {spec!r}")
+    b, _, d = x.shape
+    kernel = build_kernel(spec, d, torch.Size([b])).to(dtype=x.dtype, device=x.device)
+    factors = list(getattr(kernel.base_kernel, "kernels", [kernel.base_kernel]))
+    if isinstance(lengthscale, torch.Tensor):
+        lengthscale = [lengthscale] * len(factors)
+    if len(lengthscale) != len(factors):
+        raise ValueError(
+            f"{spec!r} has {len(factors)} factor(s); got {len(lengthscale)} lengthscales"
+        )
+    with torch.no_grad():
+        for factor, ls in zip(factors, lengthscale, strict=True):
+            if isinstance(factor, gpytorch.kernels.PeriodicKernel):
+                ls = ls**2  # GPyTorch's periodic kernel divides by its lengthscale unsquared
+            if factor.has_lengthscale:
+                factor.lengthscale = ls.reshape(b, 1, 1).expand(b, 1, d)
+            if isinstance(factor, gpytorch.kernels.LinearKernel):
+                # its own variance starts at softplus(0) = 0.69; the output scale is the variance
+                factor.variance = torch.ones_like(factor.variance)
+            if hasattr(factor, "period_length"):
+                if period is None:
+                    raise ValueError(f"{spec!r} has a periodic factor: give period=")
+                factor.period_length = period.reshape(b, 1, 1).expand(b, 1, d)
+        kernel.outputscale = variance.reshape(b)
+        return kernel(x).to_dense()
+
+
 _Hyper = float | tuple[float, float]
 
 
@@ -89,6 +141,7 @@ class GPSampler:
         kernel: the kernel formula (one product term).
         lengthscale: a positive number, or a ``(loc, scale)`` log-normal prior.
         variance: the output scale; a positive number or a ``(loc, scale)`` prior.
+        period: the period of a periodic factor.
         jitter: relative diagonal jitter for the Cholesky factor (escalated on failure).
 
     Example:
@@ -102,6 +155,7 @@ class GPSampler:
         *,
         lengthscale: _Hyper = 1.0,
         variance: _Hyper = 1.0,
+        period: float = 1.0,
         jitter: float = 1e-6,
     ) -> None:
         if "+" in kernel:
@@ -109,11 +163,15 @@ class GPSampler:
         build_kernel(kernel, 1)
         for name, value in (("lengthscale", lengthscale), ("variance", variance)):
             _check_hyper(value, name)
+        _check_hyper(period, "period")
+        if isinstance(period, tuple | list):
+            raise ValueError(f"period must be a positive number; got {period!r}")
         if not jitter >= 0:
             raise ValueError(f"jitter must be non-negative; got {jitter!r}")
         self.kernel = kernel
         self.lengthscale = lengthscale
         self.variance = variance
+        self.period = period
         self.jitter = jitter
 
     @property
@@ -125,6 +183,7 @@ class GPSampler:
             "kernel": self.kernel,
             "lengthscale": self.lengthscale,
             "variance": self.variance,
+            "period": self.period,
             "jitter": self.jitter,
         }
 
@@ -136,25 +195,15 @@ class GPSampler:
         if x.ndim != 2:
             raise ValueError(f"x must have shape (n, d); got {tuple(x.shape)}")
         x = x.detach().to(torch.float64)
-        batch = torch.Size([num]) if self.is_hierarchical else torch.Size()
-        k = build_kernel(self.kernel, x.shape[-1], batch).to(torch.float64)
-        size = (num, 1) if self.is_hierarchical else ()
-        ls = _draw_hyper(self.lengthscale, size + (x.shape[-1],), generator)
-        var = _draw_hyper(self.variance, (num,) if self.is_hierarchical else (), generator)
-        factors = getattr(k.base_kernel, "kernels", [k.base_kernel])
-        with torch.no_grad():
-            for factor in factors:
-                if factor.has_lengthscale:
-                    factor.lengthscale = ls.reshape(factor.lengthscale.shape)
-                if isinstance(factor, gpytorch.kernels.LinearKernel):
-                    # its own variance defaults to softplus(0) = 0.69: the output
-                    # scale alone must be the variance
-                    factor.variance = torch.ones_like(factor.variance)
-            k.outputscale = var.reshape(k.outputscale.shape)
-            cov = k(x).to_dense()
-        if not self.is_hierarchical:
-            cov = cov.expand(num, *cov.shape)
-        return cov
+        b = num if self.is_hierarchical else 1
+        cov = batched_covariance(
+            self.kernel,
+            x.expand(b, *x.shape),
+            variance=_draw_hyper(self.variance, b, generator),
+            lengthscale=_draw_hyper(self.lengthscale, b, generator),
+            period=torch.full((b,), float(self.period), dtype=torch.float64),
+        )
+        return cov.expand(num, *cov.shape[1:])
 
     def sample(
         self, x: torch.Tensor, num: int, *, generator: torch.Generator | None = None
@@ -179,8 +228,8 @@ def _check_hyper(value, name: str) -> None:
         raise ValueError(f"{name} must be a positive number or a (loc, scale) pair; got {value!r}")
 
 
-def _draw_hyper(value, size: tuple, generator: torch.Generator | None) -> torch.Tensor:
+def _draw_hyper(value, num: int, generator: torch.Generator | None) -> torch.Tensor:
     if isinstance(value, tuple | list):
-        z = torch.randn(size, generator=generator, dtype=torch.float64)
+        z = torch.randn(num, generator=generator, dtype=torch.float64)
         return torch.exp(value[0] + value[1] * z)
-    return torch.full(size if size else (1,), float(value), dtype=torch.float64)
+    return torch.full((num,), float(value), dtype=torch.float64)

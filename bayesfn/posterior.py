@@ -161,8 +161,14 @@ class Posterior(abc.ABC):
         return [f"event_{i}" for i in range(len(self.event_shape))]
 
     def _arviz_draws(
-        self, num_samples: int, num_chains: int, generator: torch.Generator | None
+        self, num_samples: int | None, num_chains: int | None, generator: torch.Generator | None
     ) -> tuple:
+        """``(chain, draw) + batch + event`` draws as a NumPy array, and the names of the
+        batch and event dims. The default re-draws ``num_chains`` (1) chains of
+        ``num_samples`` (1000) independent samples; a posterior that stores a
+        sampler's chains exports those instead."""
+        num_samples = 1000 if num_samples is None else num_samples
+        num_chains = 1 if num_chains is None else num_chains
         if num_samples < 1 or num_chains < 1:
             raise ValueError(
                 f"num_samples and num_chains must be positive; got {num_samples}, {num_chains}"
@@ -174,14 +180,17 @@ class Posterior(abc.ABC):
     # --------------------------------------------------------------- ArviZ
     def to_inference_data(
         self,
-        num_samples: int = 1000,
+        num_samples: int | None = None,
         *,
-        num_chains: int = 1,
+        num_chains: int | None = None,
         var_name: str = "f",
         generator: torch.Generator | None = None,
     ):
         """Draws as ``arviz.InferenceData`` (ArviZ < 1) in its ``posterior_predictive``
-        group, dims ``(chain, draw, *batch, *event)``."""
+        group, dims ``(chain, draw, *batch, *event)``: ``num_chains`` (default 1) chains
+        of ``num_samples`` (default 1000) fresh draws, or, for a :class:`SamplePosterior`
+        holding a sampler's chains, those chains themselves (so that ``arviz.rhat`` and
+        ``arviz.ess`` diagnose the sampler)."""
         import arviz as az
 
         if int(az.__version__.split(".")[0]) >= 1:
@@ -193,14 +202,15 @@ class Posterior(abc.ABC):
 
     def to_datatree(
         self,
-        num_samples: int = 1000,
+        num_samples: int | None = None,
         *,
-        num_chains: int = 1,
+        num_chains: int | None = None,
         var_name: str = "f",
         generator: torch.Generator | None = None,
     ):
         """Draws as an ``xarray.DataTree`` in ArviZ ≥ 1's layout: a
-        ``posterior_predictive`` group with dims ``(chain, draw, *batch, *event)``."""
+        ``posterior_predictive`` group with dims ``(chain, draw, *batch, *event)``; the
+        draws are chosen as in :meth:`to_inference_data`."""
         import xarray as xr
 
         if not hasattr(xr, "DataTree"):
@@ -672,12 +682,20 @@ class SamplePosterior(Posterior):
     """A posterior known through draws: stored (SGHMC chains) or generated on demand
     (NDP, OFM, LIVI).
 
-    Moments and quantiles are Monte Carlo estimates from ``samples`` (or from one
-    cached draw of ``num_samples`` from ``sampler``). ``sample`` resamples the
-    stored draws uniformly with replacement, or calls ``sampler`` afresh.
+    Moments and quantiles are Monte Carlo estimates from all stored draws (or from one
+    cached draw of ``num_samples`` from ``sampler``). ``sample`` resamples the stored
+    draws uniformly with replacement, or calls ``sampler`` afresh.
+
+    Draws of an MCMC sampler keep their chains: with ``chains=True`` the samples are
+    ``(C, D) + batch + event`` (``C`` chains of ``D`` draws each). Moments, quantiles and
+    ``sample`` pool all ``C·D`` draws, while :meth:`to_inference_data` /
+    :meth:`to_datatree` export the real ``(chain, draw)`` dims, so that R-hat and ESS
+    computed from them are diagnostics of the sampler.
 
     Args:
-        samples: ``(S,) + batch_shape + event_shape`` draws.
+        samples: ``(S,) + batch_shape + event_shape`` draws, or with ``chains=True``
+            ``(C, D) + batch_shape + event_shape``.
+        chains: whether ``samples`` has a leading chain dimension.
         sampler: instead of samples, ``sampler(num, generator) -> (num,) + batch + event``.
         num_samples: size of the cached draw used for moments when ``sampler`` is given.
         event_ndim: how many trailing dimensions form the event.
@@ -688,6 +706,7 @@ class SamplePosterior(Posterior):
         self,
         samples: torch.Tensor | None = None,
         *,
+        chains: bool = False,
         sampler: Callable[[int, torch.Generator | None], torch.Tensor] | None = None,
         num_samples: int = 1000,
         event_ndim: int = 2,
@@ -695,6 +714,8 @@ class SamplePosterior(Posterior):
     ) -> None:
         if (samples is None) == (sampler is None):
             raise ValueError("give exactly one of samples= or sampler=")
+        if chains and sampler is not None:
+            raise ValueError("chains=True describes stored samples; a sampler= has no chains")
         if sampler is not None:
             if num_samples < 2:
                 raise ValueError(f"num_samples must be at least 2; got {num_samples}")
@@ -702,21 +723,45 @@ class SamplePosterior(Posterior):
                 samples = sampler(num_samples, None)
         if not isinstance(samples, torch.Tensor):
             raise TypeError(f"samples must be a torch.Tensor; got {type(samples).__name__}")
-        if samples.ndim < event_ndim + 1 or samples.shape[0] < 2:
+        lead = 2 if chains else 1
+        if chains:
+            if (
+                samples.ndim < event_ndim + 2
+                or min(samples.shape[:2]) < 1
+                or (samples.shape[0] * samples.shape[1] < 2)
+            ):
+                raise ValueError(
+                    "with chains=True, samples must have shape (C, D) + batch + event with "
+                    f"C * D >= 2 and event_ndim={event_ndim}; got {tuple(samples.shape)}"
+                )
+        elif samples.ndim < event_ndim + 1 or samples.shape[0] < 2:
             raise ValueError(
                 "samples must have shape (S,) + batch + event with S >= 2 and "
                 f"event_ndim={event_ndim}; got {tuple(samples.shape)}"
             )
         _check_finite(samples, "samples")
-        self._samples = samples.detach()
+        samples = samples.detach()
+        self._chains = samples if chains else None
+        self._samples = samples.reshape((-1,) + samples.shape[lead:]) if chains else samples
         self._sampler = sampler
-        self._batch, self._event = _split_shape(samples.shape[1:], event_ndim, "samples[0]")
+        self._batch, self._event = _split_shape(samples.shape[lead:], event_ndim, "samples[0]")
         self.is_reparameterized = reparameterized and sampler is not None
 
     @property
     def samples(self) -> torch.Tensor:
-        """The stored (or cached) ``(S,) + batch + event`` draws."""
+        """The stored (or cached) ``(S,) + batch + event`` draws, chains pooled
+        (chain-major: chain 0's draws first)."""
         return self._samples
+
+    @property
+    def chain_samples(self) -> torch.Tensor | None:
+        """The ``(C, D) + batch + event`` draws when built with ``chains=True``, else None."""
+        return self._chains
+
+    @property
+    def num_chains(self) -> int | None:
+        """``C`` when built with ``chains=True``, else None."""
+        return None if self._chains is None else self._chains.shape[0]
 
     @property
     def batch_shape(self) -> torch.Size:
@@ -740,7 +785,9 @@ class SamplePosterior(Posterior):
 
     @property
     def variance(self) -> torch.Tensor:
-        return self._samples.var(0)
+        # the variance of the draws' own (empirical) distribution, the one ``sample``
+        # resamples from; it also equals a mixture over the same draws with zero noise
+        return self._samples.var(0, correction=0)
 
     def _draw(self, sample_shape: torch.Size, generator: torch.Generator | None) -> torch.Tensor:
         total = math.prod(sample_shape)
@@ -767,6 +814,25 @@ class SamplePosterior(Posterior):
         return torch.quantile(self._samples, q.flatten(), dim=0).reshape(
             q.shape + self._batch + self._event
         )
+
+    def _arviz_draws(
+        self, num_samples: int | None, num_chains: int | None, generator: torch.Generator | None
+    ) -> tuple:
+        """The stored chains as they are: all of them by default, or the first
+        ``num_chains`` chains' last ``num_samples`` draws."""
+        if self._chains is None:
+            return super()._arviz_draws(num_samples, num_chains, generator)
+        c, d = self._chains.shape[:2]
+        num_chains = c if num_chains is None else num_chains
+        num_samples = d if num_samples is None else num_samples
+        if not (1 <= num_chains <= c and 1 <= num_samples <= d):
+            raise ValueError(
+                f"this posterior stores {c} chains of {d} draws; num_chains and num_samples "
+                f"must lie in [1, {c}] and [1, {d}]; got {num_chains} and {num_samples}"
+            )
+        draws = self._chains[:num_chains, d - num_samples :]
+        dims = [f"batch_{i}" for i in range(len(self.batch_shape))] + self._event_dim_names()
+        return draws.detach().cpu().numpy(), dims
 
 
 class CategoricalPosterior(Posterior):

@@ -134,6 +134,38 @@ def _make_optimizer(
     return choices[optimizer](params, lr=lr, **extra)
 
 
+def _check_data(
+    data: Sequence[torch.Tensor] | None, batch_size: int | None
+) -> tuple[tuple[torch.Tensor, ...], int]:
+    """``data`` as a tuple of tensors sharing their first dimension ``n``, checked together
+    with ``batch_size``; ``((), 0)`` without data."""
+    tensors: tuple[torch.Tensor, ...] = tuple(data) if data is not None else ()
+    n = tensors[0].shape[0] if tensors else 0
+    if tensors:
+        for i, t in enumerate(tensors):
+            if t.shape[0] != n:
+                raise ValueError(f"data[{i}] has {t.shape[0]} rows; data[0] has {n}")
+        if n == 0:
+            raise ValueError("data is empty")
+    if batch_size is not None:
+        if batch_size < 1 or (tensors and batch_size > n):
+            raise ValueError(f"batch_size must be in [1, {n}]; got {batch_size}")
+        if not tensors:
+            raise ValueError("batch_size= needs data=")
+    return tensors, n
+
+
+def _shared_seed(seed: int | None, d: _Dist) -> int:
+    """``seed``, or a fresh random one that every rank agrees on (rank 0's)."""
+    if seed is None:
+        seed = int(torch.randint(0, 2**31 - 1, ()).item())
+        if d.active:
+            s = torch.tensor([seed])
+            dist.broadcast(s, 0)
+            seed = int(s.item())
+    return seed
+
+
 class _BatchStream:
     """Shuffled minibatches over ``n`` examples, epoch after epoch, with state that can be
     saved and restored exactly. Each rank takes its own strided share of a global batch."""
@@ -312,31 +344,14 @@ def optimize(
         if d.active:
             raise ValueError("cuda_graph=True does not support data-parallel (torchrun) runs")
 
-    tensors: tuple[torch.Tensor, ...] = tuple(data) if data is not None else ()
-    n = tensors[0].shape[0] if tensors else 0
-    if tensors:
-        for i, t in enumerate(tensors):
-            if t.shape[0] != n:
-                raise ValueError(f"data[{i}] has {t.shape[0]} rows; data[0] has {n}")
-        if n == 0:
-            raise ValueError("data is empty")
-    if batch_size is not None:
-        if batch_size < 1 or (tensors and batch_size > n):
-            raise ValueError(f"batch_size must be in [1, {n}]; got {batch_size}")
-        if not tensors:
-            raise ValueError("batch_size= needs data=")
+    tensors, n = _check_data(data, batch_size)
     global_batch = batch_size if batch_size is not None else n
     if d.active and tensors and global_batch < d.world_size:
         raise ValueError(
             f"a global batch of {global_batch} cannot be split over {d.world_size} ranks"
         )
 
-    if seed is None:
-        seed = int(torch.randint(0, 2**31 - 1, ()).item())
-        if d.active:  # every rank must see the same data order
-            s = torch.tensor([seed])
-            dist.broadcast(s, 0)
-            seed = int(s.item())
+    seed = _shared_seed(seed, d)  # every rank must see the same data order
     torch.manual_seed(seed + d.rank)
     data_gen = torch.Generator().manual_seed(seed)
     stream = _BatchStream(n, batch_size, data_gen, d) if tensors else None

@@ -47,8 +47,15 @@ def fit(
         return ((net(xb) - yb) ** 2).mean()
 
     result = optimize(
-        net, loss_fn, data=(x, y), batch_size=BATCH, seed=0, max_steps=STEPS,
-        optimizer="adam", lr=0.05, progress_bar=False,
+        net,
+        loss_fn,
+        data=(x, y),
+        batch_size=BATCH,
+        seed=0,
+        max_steps=STEPS,
+        optimizer="adam",
+        lr=0.05,
+        progress_bar=False,
     )
     return result, seen
 

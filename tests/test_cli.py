@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -27,13 +28,16 @@ def test_tour_writes_a_report(tmp_path):
 
 
 def test_console_script_is_installed():
+    """The `bayesfn` script that `pip install` put beside this interpreter lists every
+    registered paper."""
+    script = Path(sys.executable).parent / "bayesfn"
+    assert script.exists(), f"no console script at {script}; is the package installed?"
     done = subprocess.run(
-        [sys.executable, "-m", "bayesfn.cli", "reproduce", "--list"],
-        capture_output=True,
-        text=True,
-        timeout=120,
+        [str(script), "reproduce", "--list"], capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0, done.stderr
+    listed = {line.split()[0] for line in done.stdout.splitlines() if line.strip()}
+    assert listed == set(reproduce.REGISTRY)
 
 
 def test_reproduce_rejects_unknown_papers():
@@ -43,12 +47,15 @@ def test_reproduce_rejects_unknown_papers():
 
 
 def test_results_json_format(tmp_path):
-    rows = [result_row("boston", "test NLL", 1.1, paper=1.14, ours_std=0.02)]
-    path = write_results(make_results("Some et al.", "smoke", [0, 1], rows), tmp_path)
+    rows = [
+        result_row("boston", "test NLL", 1.1, paper=1.14, ours_std=0.02),
+        result_row("nltcs", "test LL", -6.1, seeds=[3], reference=-6.0, reference_source="HCLT"),
+    ]
+    path = write_results(make_results("Some et al.", "cpu", [0, 1], rows), tmp_path)
     data = json.loads(path.read_text())
     assert data == {
         "paper": "Some et al.",
-        "scale": "smoke",
+        "scale": "cpu",
         "seeds": [0, 1],
         "rows": [
             {
@@ -57,13 +64,29 @@ def test_results_json_format(tmp_path):
                 "paper": 1.14,
                 "ours": 1.1,
                 "ours_std": 0.02,
-            }
+                "seeds": [0, 1],  # a row without its own seeds used all of them
+            },
+            {
+                "setting": "nltcs",
+                "metric": "test LL",
+                "paper": None,
+                "ours": -6.1,
+                "ours_std": None,
+                "seeds": [3],
+                "reference": -6.0,
+                "reference_source": "HCLT",
+            },
         ],
     }
-    with pytest.raises(ValueError, match="scale"):
-        make_results("p", "medium", [0], rows)
+    report = (tmp_path / "report.md").read_text()
+    assert "| boston | test NLL | 1.14 |  | 1.1 ± 0.02 | -0.04 | 0,1 |" in report
+    assert "| nltcs | test LL |  | -6 [1] | -6.1 |  | 3 |" in report and "[1] HCLT" in report
+    with pytest.raises(ValueError, match="scale must be the name of the preset"):
+        make_results("p", "my scale", [0], rows)
     with pytest.raises(ValueError, match="ours must be a number"):
         result_row("a", "b", float("nan"))
+    with pytest.raises(ValueError, match="reference= and reference_source= together"):
+        result_row("a", "b", 1.0, reference=2.0)
 
 
 def test_reproduce_passes_a_named_scale(monkeypatch, tmp_path):
@@ -81,3 +104,29 @@ def test_reproduce_passes_a_named_scale(monkeypatch, tmp_path):
     assert main(["reproduce", "nngp", "--scale", "cpu", "--seed", "2", "--out", str(tmp_path)]) == 0
     assert seen == {"scale": "cpu", "seeds": [2], "device": "cpu"}
     assert (tmp_path / "results.json").exists()
+
+
+def test_reproduce_merges_split_runs(monkeypatch, tmp_path):
+    class Fake:
+        PAPER = "fake paper"
+
+    monkeypatch.setattr(reproduce, "load", lambda name: Fake)
+    for name, seeds in (("a", [0]), ("b", [1, 2])):
+        rows = [result_row(f"set {name}", "NLL", 1.0 + len(seeds))]
+        write_results(make_results("fake paper", "cpu", seeds, rows, seconds=3.0), tmp_path / name)
+    out = tmp_path / "merged"
+    argv = ["reproduce", "fake", "--merge", str(tmp_path / "a"), str(tmp_path / "b")]
+    assert main([*argv, "--out", str(out)]) == 0
+    merged = json.loads((out / "results.json").read_text())
+    assert merged["scale"] == "cpu" and merged["seeds"] == [0, 1, 2]
+    assert [(r["setting"], r["ours"], r["seeds"]) for r in merged["rows"]] == [
+        ("set a", 2.0, [0]),
+        ("set b", 3.0, [1, 2]),
+    ]
+    assert [m["seconds"] for m in merged["merged_from"]] == [3.0, 3.0]
+    # the same row twice, or two presets, cannot merge
+    with pytest.raises(ValueError, match="appears in both"):
+        main([*argv[:3], str(tmp_path / "a"), str(tmp_path / "a"), "--out", str(out)])
+    write_results(make_results("fake paper", "full", [3], []), tmp_path / "c")
+    with pytest.raises(ValueError, match="only runs of one paper and preset merge"):
+        main([*argv[:3], str(tmp_path / "a"), str(tmp_path / "c"), "--out", str(out)])

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from bayesfn.covariance import GPSampler, build_kernel
+from bayesfn.covariance import GPSampler, batched_covariance, build_kernel
 
 
 def test_fixed_sampler_covariance_is_the_closed_form_kernel():
@@ -55,3 +55,36 @@ def test_bad_specs_are_named():
         GPSampler("rbf+linear")
     with pytest.raises(ValueError, match="num must be a positive integer"):
         GPSampler().sample(torch.zeros(2, 1), 0)
+
+
+def _sq(x):
+    return ((x[:, :, None, :] - x[:, None, :, :]) ** 2).sum(-1)
+
+
+def test_batched_covariance_equals_the_textbook_kernels():
+    """One hyperparameter set per batch element, against the closed forms."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(3, 7, 2, generator=g, dtype=torch.float64) * 4 - 2
+    ls, var = torch.tensor([0.3, 1.0, 2.0]).double(), torch.tensor([0.5, 1.0, 2.0]).double()
+    period, decay = torch.tensor([0.7, 1.5, 3.0]).double(), torch.tensor([1.0, 2.0, 4.0]).double()
+    col = lambda t: t[:, None, None]  # noqa: E731
+    r = _sq(x).sqrt()
+    se = col(var) * torch.exp(-0.5 * r**2 / col(ls) ** 2)
+    s = 5**0.5 * r / col(ls)
+    matern = col(var) * (1 + s + s**2 / 3) * torch.exp(-s)
+    sines = (
+        torch.sin(torch.pi * (x[:, :, None, :] - x[:, None, :, :]) / period[:, None, None, None])
+        ** 2
+    ).sum(-1)
+    periodic = col(var) * torch.exp(-2 * sines / col(ls) ** 2)
+    weakly = periodic * torch.exp(-0.5 * r**2 / col(decay) ** 2)
+    kw = {"variance": var, "lengthscale": ls}
+    torch.testing.assert_close(batched_covariance("rbf", x, **kw), se)
+    torch.testing.assert_close(batched_covariance("matern52", x, **kw), matern)
+    torch.testing.assert_close(batched_covariance("periodic", x, **kw, period=period), periodic)
+    got = batched_covariance(
+        "periodic*rbf", x, variance=var, lengthscale=[ls, decay], period=period
+    )
+    torch.testing.assert_close(got, weakly)
+    with pytest.raises(ValueError, match="give period="):
+        batched_covariance("periodic", x, **kw)

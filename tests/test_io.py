@@ -65,10 +65,19 @@ def _nested_state():
             "special": torch.tensor([math.nan, math.inf, -math.inf, -0.0]),
         },
         "optimizer": {  # shaped like torch.optim state_dicts: parameter-index keys
-            "state": {0: {"step": torch.tensor(3.0), "exp_avg": torch.ones(2)},
-                      1: {"step": torch.tensor(3.0), "exp_avg": torch.zeros(2)}},
-            "param_groups": [{"params": [0, 1], "betas": (0.9, 0.999), "lr": 1e-3,
-                              "foreach": None, "maximize": False}],
+            "state": {
+                0: {"step": torch.tensor(3.0), "exp_avg": torch.ones(2)},
+                1: {"step": torch.tensor(3.0), "exp_avg": torch.zeros(2)},
+            },
+            "param_groups": [
+                {
+                    "params": [0, 1],
+                    "betas": (0.9, 0.999),
+                    "lr": 1e-3,
+                    "foreach": None,
+                    "maximize": False,
+                }
+            ],
         },
         "dtypes": [torch.float32, torch.float64, torch.int64, torch.bfloat16, torch.bool],
         "tuple": (1, "two", 3.0, None, (torch.ones(1), [])),
@@ -124,8 +133,12 @@ def test_shared_and_tied_tensors_round_trip(tmp_path):
     lin = torch.nn.Linear(3, 3)
     lin2 = torch.nn.Linear(3, 3)
     lin2.weight = lin.weight  # weight tying: state_dicts name one tensor twice
-    state = {"w": w, "again": w, "row": w[1], "tied": {**lin.state_dict(), **{
-        f"2.{k}": v for k, v in lin2.state_dict().items()}}}
+    state = {
+        "w": w,
+        "again": w,
+        "row": w[1],
+        "tied": {**lin.state_dict(), **{f"2.{k}": v for k, v in lin2.state_dict().items()}},
+    }
     io.write_state(tmp_path / "s", {}, state)
     got = io.read_state(tmp_path / "s")[1]
     _same(got, {k: v for k, v in state.items()})

@@ -105,6 +105,7 @@ class MixRef:
         out = np.empty(q.shape + shape)
         for qi in np.ndindex(*q.shape):
             for ei in np.ndindex(*shape):
+
                 def f(x, qi=qi, ei=ei):
                     pairs = zip(self.w, self.refs, strict=True)
                     return sum(w * r.cdf(np.full(shape, x))[ei] for w, r in pairs) - q[qi]
@@ -342,6 +343,79 @@ def test_sample_posterior_with_sampler_is_lazy_and_reparameterised():
     post.rsample((5,)).sum().backward()
     np.testing.assert_allclose(loc.grad.numpy(), 5.0)
     assert (post.variance - 1).abs().max() < 0.1
+
+
+# --------------------------------------------------------- chains of a sampler
+def _gelman_rubin(chains: np.ndarray) -> np.ndarray:
+    """Classic (non-split) potential scale reduction of ``(C, D, ...)`` draws,
+    Gelman & Rubin (1992): sqrt(((D - 1)/D W + B/D) / W)."""
+    d = chains.shape[1]
+    w = chains.var(axis=1, ddof=1).mean(axis=0)
+    b = d * chains.mean(axis=1).var(axis=0, ddof=1)
+    return np.sqrt(((d - 1) / d * w + b / d) / w)
+
+
+def _chained(offsets, draws=400, seed=0):
+    """``(C, D, 2, 1)`` draws: chain c is iid N(offsets[c], 1)."""
+    noise = _randn(len(offsets), draws, 2, 1, seed=seed)
+    return noise + torch.tensor(offsets, dtype=D).reshape(-1, 1, 1, 1)
+
+
+def test_chained_sample_posterior_pools_draws_for_moments():
+    chained = _chained([0.0, 0.5, -0.5, 1.0])
+    post = SamplePosterior(chained, chains=True)
+    assert post.num_chains == 4 and post.batch_shape == () and post.event_shape == (2, 1)
+    flat = chained.reshape(-1, 2, 1)
+    assert torch.equal(post.samples, flat) and torch.equal(post.chain_samples, chained)
+    torch.testing.assert_close(post.mean, flat.mean(0))
+    torch.testing.assert_close(
+        post.variance, flat.var(0, correction=0)
+    )  # of the pooled draws themselves
+    q = torch.tensor([0.2, 0.7], dtype=D)
+    torch.testing.assert_close(post.quantile(q), torch.quantile(flat, q, dim=0))
+    assert post.sample((5,), generator=torch.Generator().manual_seed(1)).shape == (5, 2, 1)
+    # the flat constructor keeps its old behaviour
+    flat_post = SamplePosterior(flat)
+    assert flat_post.num_chains is None and flat_post.chain_samples is None
+    torch.testing.assert_close(flat_post.mean, post.mean)
+
+
+def test_arviz_export_keeps_real_chains_and_rhat_diagnoses_them():
+    import arviz as az
+
+    mixed = SamplePosterior(_chained([0.0] * 4), chains=True)
+    stuck = SamplePosterior(_chained([0.0, 3.0, -3.0, 6.0], seed=1), chains=True)
+    for post in (mixed, stuck):
+        idata = post.to_inference_data()
+        arr = idata.posterior_predictive["f"]
+        assert arr.dims[:2] == ("chain", "draw") and arr.shape == (4, 400, 2, 1)
+        np.testing.assert_array_equal(arr.values, post.chain_samples.numpy())
+        ours = _gelman_rubin(post.chain_samples.numpy())
+        theirs = az.rhat(idata.posterior_predictive, method="identity")["f"].values
+        np.testing.assert_allclose(theirs, ours, rtol=1e-10)
+        tree = post.to_datatree()
+        assert tree["posterior_predictive"]["f"].shape == (4, 400, 2, 1)
+    assert (_gelman_rubin(mixed.chain_samples.numpy()) < 1.01).all()
+    assert (_gelman_rubin(stuck.chain_samples.numpy()) > 2).all()
+    rank_rhat = az.rhat(stuck.to_inference_data().posterior_predictive)["f"].values
+    assert (rank_rhat > 2).all()
+    ess = az.ess(mixed.to_inference_data().posterior_predictive)["f"].values
+    assert (ess > 1200).all()  # 1600 independent draws
+
+
+def test_chained_export_subsets_and_rejects_more_than_stored():
+    chained = _chained([0.0, 1.0, 2.0])
+    post = SamplePosterior(chained, chains=True)
+    arr = post.to_inference_data(num_samples=50, num_chains=2).posterior_predictive["f"]
+    np.testing.assert_array_equal(arr.values, chained[:2, -50:].numpy())
+    with pytest.raises(ValueError, match="stores 3 chains of 400 draws"):
+        post.to_inference_data(num_chains=4)
+    with pytest.raises(ValueError, match="with chains=True, samples must have shape"):
+        SamplePosterior(torch.zeros(2, 1), chains=True)
+    with pytest.raises(ValueError, match="with chains=True, samples must have shape"):
+        SamplePosterior(torch.zeros(1, 1, 2, 1), chains=True)
+    with pytest.raises(ValueError, match="a sampler= has no chains"):
+        SamplePosterior(sampler=lambda k, g: torch.zeros(k, 2, 1), chains=True)
 
 
 # ------------------------------------------------------------- categorical

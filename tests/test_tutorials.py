@@ -13,6 +13,22 @@ def test_every_tutorial_is_collected():
 
 
 @pytest.mark.parametrize("path", TUTORIALS, ids=lambda p: p.stem)
+def test_every_tutorial_asserts_its_numbers(path):
+    """A tutorial that only runs proves little: each asserts at least one computed
+    number against a reference (a comparison or a closeness check), so that executing
+    it below fails when what it shows stops being true."""
+    import ast
+
+    checks = [
+        node
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Assert)
+        and isinstance(node.test, ast.Compare | ast.Call | ast.BoolOp)
+    ]
+    assert checks, f"{path.name} asserts none of its numbers"
+
+
+@pytest.mark.parametrize("path", TUTORIALS, ids=lambda p: p.stem)
 def test_tutorial_runs(path, monkeypatch):
     import jupytext
     from nbclient import NotebookClient

@@ -80,14 +80,24 @@ models = {
     "Student-t (inverse gamma)": ScaleMixtureNNGP(depth=2, prior="inverse_gamma"),
     "Burr XII": ScaleMixtureNNGP(depth=2, prior="burr12", prior_params={"c": 2.0, "d": 1.0}),
 }
+test_nll = {}
 for name, model in models.items():
     model.fit(x, y, max_steps=STEPS, progress_bar=False)
     post = model.posterior(x_test, observation_noise=True)
+    test_nll[name] = metrics.nll(post, y_test)
     print(
-        f"{name:28s} {type(post).__name__:18s} test NLL {metrics.nll(post, y_test):6.3f}  "
+        f"{name:28s} {type(post).__name__:18s} test NLL {test_nll[name]:6.3f}  "
         f"95% coverage {metrics.coverage(post, y_test):.2f}  "
         f"log evidence {model.fit_result_.diagnostics['log_marginal_likelihood']:.2f}"
     )
+
+# %% [markdown]
+# On heavy-tailed test data both heavy-tailed processes beat the NNGP in test NLL (in
+# the full run 0.886 and 0.872 against 0.935; at smoke size 1.35 against 2.46).
+
+# %%
+assert test_nll["Student-t (inverse gamma)"] < test_nll["NNGP"]
+assert test_nll["Burr XII"] < test_nll["NNGP"]
 
 # %% [markdown]
 # The Burr XII process reports how accurate its σ² quadrature is (the difference to a
@@ -129,7 +139,9 @@ for name in ("Student-t (inverse gamma)", "Burr XII"):
     density = models[name].scale_posterior(grid).exp()
     plt.plot(grid, density, label=name)
     # a density over σ² integrates to one (trapezoid rule on the grid)
-    print(name, "mass on the grid:", float(torch.trapezoid(density, grid)))
+    mass = float(torch.trapezoid(density, grid))
+    print(name, "mass on the grid:", mass)
+    assert abs(mass - 1) < 1e-3
 plt.xscale("log")
 plt.xlabel("σ² (last-layer variance)")
 plt.ylabel("p(σ² | y)")

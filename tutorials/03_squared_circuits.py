@@ -23,6 +23,7 @@
 # circuits for conditionals and imputations. Set `SMOKE_TEST=1` to run it at a tiny size.
 
 # %%
+import itertools
 import os
 
 import matplotlib.pyplot as plt
@@ -62,8 +63,14 @@ for name, model in models.items():
 # %%
 fig, axes = plt.subplots(1, 3, figsize=(12, 3.5))
 for ax, (name, model) in zip(axes, models.items(), strict=True):
-    plot_density_2d(model.log_prob, xlim=(-2.5, 2.5), ylim=(-2.5, 2.5), ax=ax, resolution=RES,
-                    dtype=torch.float64)
+    plot_density_2d(
+        model.log_prob,
+        xlim=(-2.5, 2.5),
+        ylim=(-2.5, 2.5),
+        ax=ax,
+        resolution=RES,
+        dtype=torch.float64,
+    )
     ax.set_title(name)
 
 # %% [markdown]
@@ -90,8 +97,9 @@ print(f"MPC  K=2 test log-likelihood {mpc2.log_prob(ring_test).mean():.3f}")
 print(f"NPC² K=2 test log-likelihood {npc2.log_prob(ring_test).mean():.3f}")
 fig, axes = plt.subplots(1, 2, figsize=(8, 3.5))
 for ax, (name, model) in zip(axes, [("MPC K=2", mpc2), ("NPC² K=2", npc2)], strict=True):
-    plot_density_2d(model.log_prob, xlim=(-2, 2), ylim=(-2, 2), ax=ax, resolution=RES,
-                    dtype=torch.float64)
+    plot_density_2d(
+        model.log_prob, xlim=(-2, 2), ylim=(-2, 2), ax=ax, resolution=RES, dtype=torch.float64
+    )
     ax.set_title(name)
 
 # %% [markdown]
@@ -110,8 +118,14 @@ print("batch", tuple(post.batch_shape), "event", tuple(post.event_shape))
 print("mean", post.mean.squeeze(-1).tolist(), "std", post.stddev.squeeze(-1).tolist())
 lo, hi = post.interval(0.9)
 print("90% intervals", list(zip(lo.squeeze(-1).tolist(), hi.squeeze(-1).tolist(), strict=True)))
-grid = torch.linspace(-2.5, 2.5, 400, dtype=torch.float64)
+grid = torch.linspace(-4, 4, 2000, dtype=torch.float64)
 dens = post.log_prob(grid.view(-1, 1, 1).expand(-1, 2, 1)).exp()
+# exact means the numbers agree with numerical integration of the conditional density
+mass = torch.trapezoid(dens, grid, dim=0)
+mean = torch.trapezoid(dens * grid[:, None], grid, dim=0)
+print("mass", mass.tolist(), "mean by quadrature", mean.tolist())
+assert torch.allclose(mass, torch.ones(2, dtype=torch.float64), atol=1e-3)
+assert torch.allclose(mean, post.mean.squeeze(-1), atol=1e-3)
 draws = post.sample((300 if SMOKE_TEST else 2000,), generator=torch.Generator().manual_seed(0))
 fig, axes = plt.subplots(1, 2, figsize=(9, 3))
 for b, ax in enumerate(axes):
@@ -141,3 +155,8 @@ filled = binary.impute(holes, method="mode")
 accuracy = (filled[:, [1, 4]] == bits[:8][:, [1, 4]]).double().mean().item()
 print("accuracy of imputed bits:", accuracy)
 print("exact log Z:", float(binary.log_partition()))
+# the 64 states' probabilities, enumerated one by one, sum to one
+states = torch.tensor(list(itertools.product([0.0, 1.0], repeat=6)), dtype=torch.float64)
+total = float(binary.log_prob(states).exp().sum())
+print("sum over all 64 states:", total)
+assert abs(total - 1) < 1e-9

@@ -20,7 +20,14 @@ Infinite width (:mod:`bayesfn.bayesnn.nngp`):
 
 from bayesfn.bayesnn.bnn import BNN
 from bayesfn.bayesnn.functional_prior import FunctionalPriorResult, fit_functional_prior
-from bayesfn.bayesnn.inference import MAP, Inference
+from bayesfn.bayesnn.inference import (
+    MAP,
+    SGHMC,
+    DeepEnsemble,
+    Inference,
+    LastLayerLaplace,
+    MeanFieldVI,
+)
 from bayesfn.bayesnn.likelihoods import CategoricalLikelihood, GaussianLikelihood
 from bayesfn.bayesnn.nets import CNN, MLP
 from bayesfn.bayesnn.nngp import (
@@ -39,13 +46,17 @@ __all__ = [
     "CNN",
     "MAP",
     "MLP",
+    "SGHMC",
     "CategoricalLikelihood",
+    "DeepEnsemble",
     "FlowPrior",
     "FunctionalPriorResult",
     "GaussianLikelihood",
     "GaussianPrior",
     "HierarchicalPrior",
     "Inference",
+    "LastLayerLaplace",
+    "MeanFieldVI",
     "NNGPKernel",
     "OneHotNNGPClassifier",
     "QuadratureWarning",

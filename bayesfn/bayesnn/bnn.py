@@ -213,7 +213,8 @@ class BNN(Model):
                 return self.likelihood.predictive(f, extra, scale=self.y_std_)
         if f.shape[0] == 1:  # a point estimate: a degenerate Gaussian at it
             return GaussianPosterior(f[0], variance=torch.zeros_like(f[0]))
-        return SamplePosterior(f)
+        # keep the chains, so that ArviZ's R-hat and ESS diagnose the sampler
+        return SamplePosterior(f.reshape(chains, per_chain, *f.shape[1:]), chains=True)
 
     # ------------------------------------------------------------ state
     def _get_state(self) -> dict[str, Any]:

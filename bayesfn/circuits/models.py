@@ -78,8 +78,9 @@ class CircuitModel(Model, abc.ABC):
         num_states: states of categorical leaves, ``total_count + 1`` of binomial ones;
             ``None`` takes ``max + 1`` of the training data.
         image_shape: ``(height, width)`` for the quad graphs.
-        spline_bases, spline_degree: ``M`` uniform B-spline bases of degree ``p`` per
+        spline_bases: ``M`` uniform B-spline bases of degree ``p`` per
             spline unit (``p = 2``: piecewise quadratic).
+        spline_degree: as ``spline_bases`` (described together above).
         layer: the sum layers: ``"cp"`` (default; ``y_k = Σ_i W[k,i] a_i b_i``, ``K²``
             weights per region) or ``"tucker"`` (``y_k = Σ_{i,j} W[k,i,j] a_i b_j``, ``K³``
             weights per region). Both keep every inference exact; see
@@ -614,9 +615,15 @@ class CircuitModel(Model, abc.ABC):
             validation: optional ``(m, d)`` validation data; then the fit stops early
                 when the validation log-likelihood has not improved for ``patience``
                 evaluations (every ``val_every`` steps) and keeps the best parameters.
-            max_steps, batch_size, lr, seed, callbacks, progress_bar, checkpoint_dir:
+            max_steps:
                 as in :func:`bayesfn.training.optimize`; ``seed`` defaults to
                 ``self.seed``.
+            batch_size: as ``max_steps`` (described together above).
+            lr: as ``max_steps`` (described together above).
+            seed: as ``max_steps`` (described together above).
+            callbacks: as ``max_steps`` (described together above).
+            progress_bar: as ``max_steps`` (described together above).
+            checkpoint_dir: as ``max_steps`` (described together above).
             warm_start: continue from the current parameters of an already fitted
                 model (same number of variables) instead of building and initialising
                 a new circuit, e.g. after setting parameters by hand.

@@ -68,8 +68,8 @@ from dataclasses import dataclass, field
 import torch
 
 from bayesfn._linalg import safe_cholesky
+from bayesfn.covariance import batched_covariance
 
-from . import _gp_kernels as K
 from ._rng import make_generator
 
 __all__ = ["FunctionBatch", "function_families", "sample_functions"]
@@ -210,17 +210,25 @@ def _sample_family(
         if family in ("se", "matern52"):
             lengthscale = draw("lengthscale", (0.1 * c, 1.0 * c))
             variance = draw("variance", (0.5, 2.0))
-            kernel = K.se_kernel if family == "se" else K.matern52_kernel
-            cov = kernel(x, lengthscale, variance)
+            spec = "rbf" if family == "se" else "matern52"
+            cov = batched_covariance(spec, x, variance=variance, lengthscale=lengthscale)
         else:
             lengthscale = draw("lengthscale", (0.5, 2.0))
             variance = draw("variance", (0.5, 2.0))
             period = draw("period", (0.5 * c, 2.0 * c))
             if family == "periodic":
-                cov = K.periodic_kernel(x, lengthscale, variance, period)
-            else:
+                cov = batched_covariance(
+                    "periodic", x, variance=variance, lengthscale=lengthscale, period=period
+                )
+            else:  # the periodic pattern drifts over distances of order decay_lengthscale
                 decay = draw("decay_lengthscale", (1.0 * c, 4.0 * c))
-                cov = K.weakly_periodic_kernel(x, lengthscale, variance, period, decay)
+                cov = batched_covariance(
+                    "periodic*rbf",
+                    x,
+                    variance=variance,
+                    lengthscale=[lengthscale, decay],
+                    period=period,
+                )
         factor = safe_cholesky(cov, jitter=jitter, name="GP covariance")
         eps = torch.randn(b, n, 1, generator=generator, dtype=torch.float64, device=device)
         return (factor @ eps)[..., 0], params
@@ -279,10 +287,14 @@ def sample_functions(
             per function and point.
         x: fixed inputs instead of random ones: an ``(n, d)`` tensor shared by every
             function or a ``(b, n, d)`` tensor; must match ``num_points``/``input_dim``.
-        lengthscale, variance, period, decay_lengthscale, frequency, amplitude:
-            hyperparameters: ``None`` (default prior), a number (fixed) or
+        lengthscale: a hyperparameter: ``None`` (default prior), a number (fixed) or
             ``(low, high)`` (log-uniform per function). Arguments that do not apply to
             a family are ignored.
+        variance: as ``lengthscale`` (described together above).
+        period: as ``lengthscale`` (described together above).
+        decay_lengthscale: as ``lengthscale`` (described together above).
+        frequency: as ``lengthscale`` (described together above).
+        amplitude: as ``lengthscale`` (described together above).
         noise_std: observation noise standard deviation: a number ``>= 0`` or a
             log-uniform range.
         mixture_families: the families ``"mixture"`` picks from (uniformly, per

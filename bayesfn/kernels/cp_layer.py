@@ -59,7 +59,16 @@ def signed_log(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def signed_logsumexp(
     log: torch.Tensor, sign: torch.Tensor, dim: int | tuple[int, ...]
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Signed log-sum-exp: ``(log|Σ v|, sign(Σ v))`` over ``dim`` of ``v = sign · e^log``."""
+    """Signed log-sum-exp: ``(log|Σ v|, sign(Σ v))`` over ``dim`` of ``v = sign · e^log``.
+
+    Args:
+        log: ``log|v|``, any shape (``-inf`` for exact zeros).
+        sign: the signs of ``v``, the same shape as ``log`` (``+1``, ``-1`` or ``0``).
+        dim: the dimension(s) summed over.
+
+    Returns:
+        ``(log|Σ v|, sign(Σ v))``, each of ``log``'s shape without ``dim``.
+    """
     m = _finite_or_zero(log.detach().amax(dim=dim, keepdim=True))
     total = (sign * (log - m).exp()).sum(dim=dim, keepdim=True)
     out_log, out_sign = signed_log(total)
@@ -79,11 +88,13 @@ def cp_layer(
     """One folded CP (Hadamard-then-sum) layer: ``y[f, b] = W[f] (a[f, b] ⊙ b[f, b])``.
 
     Args:
-        left_log, right_log: ``(F, B, K_in)`` log-magnitudes of the two inputs of each of
+        left_log: ``(F, B, K_in)`` log-magnitudes of the two inputs of each of
             ``F`` folds for a batch of ``B``; ``-inf`` marks exact zero.
-        left_sign, right_sign: ``(F, B, K_in)`` signs in ``{-1, 0, +1}``. With
+        right_log: as ``left_log`` (described together above).
+        left_sign: ``(F, B, K_in)`` signs in ``{-1, 0, +1}``. With
             ``signed=False`` they may be ``None`` (all inputs are then taken as
             non-negative).
+        right_sign: as ``left_sign`` (described together above).
         weight: ``(F, K_out, K_in)``. With ``signed=True`` these are the real (possibly
             negative) weights ``W`` themselves; with ``signed=False`` they are
             **log-weights** ``θ`` of positive weights ``W = exp(θ)`` (the monotonic
@@ -169,9 +180,11 @@ def sq_layer(
     ``W ⊗ W``: two matrix products of cost ``O(K_out K_in (K_in + K_out))`` per fold.
 
     Args:
-        left_log, right_log: ``(F, B, K_in, K_in)`` log-magnitudes; ``B`` may be 1 and is
+        left_log: ``(F, B, K_in, K_in)`` log-magnitudes; ``B`` may be 1 and is
             broadcast.
-        left_sign, right_sign: ``(F, B, K_in, K_in)`` signs in ``{-1, 0, +1}``.
+        right_log: as ``left_log`` (described together above).
+        left_sign: ``(F, B, K_in, K_in)`` signs in ``{-1, 0, +1}``.
+        right_sign: as ``left_sign`` (described together above).
         weight: ``(F, K_out, K_in)`` real weights (pass ``exp(θ)`` for monotonic ones).
 
     Returns:

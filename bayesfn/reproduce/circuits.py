@@ -67,7 +67,9 @@ WORKSHOP_MAF = {
     "hepmass": (-24.19, -21.39),
     "miniboone": (-34.87, -27.76),
 }
-# HCLT (Liu & Van den Broeck, NeurIPS 2021), mean of 5 runs from their released logs
+# HCLT (Liu & Van den Broeck, NeurIPS 2021), mean of 5 runs from their released logs: a
+# reference baseline, not a number of the squared-circuits paper
+HCLT_SOURCE = "HCLT, Liu & Van den Broeck (NeurIPS 2021), mean of 5 runs of their released logs"
 HCLT = {
     "nltcs": -6.00,
     "plants": -14.26,
@@ -654,9 +656,12 @@ def _collect(cfg, results, out: Path) -> tuple[list, list, list, dict]:
         by.setdefault(key, []).append(r)
         steps.setdefault(job["part"], []).append(res["steps"])
 
-    def add(setting, metric, vals, paper=None):
-        mean, std = _mean_std(vals)
-        rows.append(result_row(setting, metric, mean, paper=paper, ours_std=std))
+    def add(setting, metric, runs, key, paper=None, **reference):
+        mean, std = _mean_std([x["out"][key] for x in runs])
+        seeds = sorted(x["job"]["seed"] for x in runs)
+        rows.append(
+            result_row(setting, metric, mean, paper=paper, ours_std=std, seeds=seeds, **reference)
+        )
 
     # (a) ring, in the paper's order
     ring = {r[0]["job"]["model"]: r for k, r in by.items() if r[0]["job"]["part"] == "ring"}
@@ -669,20 +674,23 @@ def _collect(cfg, results, out: Path) -> tuple[list, list, list, dict]:
             add(
                 f"ring/{name}",
                 "test log-likelihood (standardised data)",
-                [x["out"]["test"] for x in runs],
+                runs,
+                "test",
             )
             if name.startswith("NPC2"):
                 add(
                     f"ring/{name}",
                     "number of negative root weights",
-                    [x["out"]["negative_root_weights"] for x in runs],
+                    runs,
+                    "negative_root_weights",
                 )
             grids.update((name, x["out"]["grid"]) for x in runs if x["out"]["grid"])
         first = next(iter(ring.values()))
         add(
             "ring/true density",
             "test log-likelihood (standardised data)",
-            [x["out"]["truth"] for x in first],
+            first,
+            "truth",
         )
         plots.append(
             _plot_grids(
@@ -698,7 +706,8 @@ def _collect(cfg, results, out: Path) -> tuple[list, list, list, dict]:
         add(
             f"2d/{name}/true density",
             "test log-likelihood (standardised data)",
-            [x["out"]["truth"] for x in cells[0]],
+            cells[0],
+            "truth",
         )
         for leaves, k in itertools.product(cfg["toy_leaves"], cfg["toy_units"]):
             paper = WORKSHOP_2D.get(name) if (k, leaves) == (16, "spline") else None
@@ -715,7 +724,8 @@ def _collect(cfg, results, out: Path) -> tuple[list, list, list, dict]:
                 add(
                     f"2d/{name}/{kind} K={k} {leaves}",
                     "test log-likelihood (standardised data)",
-                    [x["out"]["test"] for x in runs[0]],
+                    runs[0],
+                    "test",
                     paper=None if paper is None else paper[i],
                 )
                 grids.update((kind, x["out"]["grid"]) for x in runs[0] if x["out"]["grid"])
@@ -738,7 +748,8 @@ def _collect(cfg, results, out: Path) -> tuple[list, list, list, dict]:
             add(
                 f"2d-discrete/rings 32x32/{kind}",
                 "test log-likelihood",
-                [x["out"]["test"] for x in runs[0]],
+                runs[0],
+                "test",
             )
             rows.append(
                 result_row(
@@ -761,11 +772,13 @@ def _collect(cfg, results, out: Path) -> tuple[list, list, list, dict]:
                 add(
                     setting,
                     "test log-likelihood",
-                    [x["out"]["test"] for x in runs[0]],
-                    paper=HCLT.get(name),
+                    runs[0],
+                    "test",
+                    reference=HCLT.get(name),
+                    reference_source=HCLT_SOURCE,
                 )
                 # fits stop at a wall-clock cap: the steps say how far each one got
-                add(setting, "training steps", [x["out"]["steps"] for x in runs[0]])
+                add(setting, "training steps", runs[0], "steps")
     # (e) MAF
     for name in cfg["maf"]:
         for kind in KINDS:
@@ -783,7 +796,8 @@ def _collect(cfg, results, out: Path) -> tuple[list, list, list, dict]:
             add(
                 f"maf/{name}/{kind} K={cfg['maf_units']} R={cfg['maf_replicas']} gaussian",
                 "test log-likelihood",
-                [x["out"]["test"] for x in runs[0]],
+                runs[0],
+                "test",
                 paper=pcol,
             )
     if skipped:

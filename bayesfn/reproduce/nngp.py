@@ -493,10 +493,9 @@ def run(
         )
     return make_results(
         PAPER,
-        "smoke" if scale == "smoke" else "full",
+        scale,
         list(seeds),
         rows,
-        preset=scale,
         protocol=protocol,
         protocol_description=description,
         settings={k: v for k, v in cfg.items() if k != "datasets"},

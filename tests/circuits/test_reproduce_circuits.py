@@ -22,7 +22,17 @@ def test_reproduce_circuits_smoke(tmp_path):
     assert len(sums) == 3 and all(r["ours"] < 1e-10 for r in sums)
     nltcs = [r for r in results["rows"] if r["setting"].startswith("debd/nltcs")]
     lls = [r for r in nltcs if r["metric"] == "test log-likelihood"]
-    assert lls and all(r["paper"] == -6.00 for r in lls)
+    # HCLT is a reference baseline, not the paper's number; binary data: log p <= 0
+    assert lls and all(r["paper"] is None and "HCLT" in r["reference_source"] for r in lls)
+    assert all(r["ours"] < 0 for r in lls)
+    # no fitted model beats the true ring density by more than test-set noise
+    truth = rows[("ring/true density", "test log-likelihood (standardised data)")]["ours"]
+    fitted = [
+        r["ours"]
+        for (s, m), r in rows.items()
+        if s.startswith("ring/") and "true" not in s and m.startswith("test log-likelihood")
+    ]
+    assert fitted and max(fitted) < truth + 0.05
     steps = [r["ours"] for r in nltcs if r["metric"] == "training steps"]
     assert len(steps) == len(lls) and all(0 < v <= _SMOKE["debd_steps"] for v in steps)
     # the workshop's wave row sits beside K = 16 splines only; smoke runs K = 4
@@ -30,7 +40,6 @@ def test_reproduce_circuits_smoke(tmp_path):
         rows[("2d/wave/NPC2 K=4 spline", "test log-likelihood (standardised data)")]["paper"]
         is None
     )
-    assert results["paper_tables"]["workshop_maf_monotonic_vs_squared"]["gas"] == [-3.48, 4.63]
     assert results["paper_tables"]["iclr_uci_table"] is None  # not found, not invented
     for plot in results["plots"]:
         assert (tmp_path / plot).stat().st_size > 0

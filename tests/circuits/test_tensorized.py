@@ -5,7 +5,7 @@ import torch
 
 from bayesfn.circuits import models as M
 
-from .conftest import fitted
+from .conftest import KINDS, fitted
 
 
 def _apply(weight, a, b):
@@ -36,20 +36,24 @@ def _naive_root_values(model, x):
     return torch.stack(roots)
 
 
+_GRAPHS = {
+    "random-R3": {"region_graph": "random", "num_replicas": 3},
+    "linear": {"region_graph": "linear"},
+    "quad": {"region_graph": "quad", "image_shape": (3, 3)},
+    "quad-graph": {"region_graph": "quad_graph", "image_shape": (3, 3)},
+}
+# squaring a quad graph is refused (tested elsewhere), so only the monotonic circuit runs it
+_KIND_GRAPH = [
+    (kind, name) for kind in KINDS for name in _GRAPHS if kind == "mpc" or name != "quad-graph"
+]
+
+
 @pytest.mark.parametrize(
-    "graph",
-    [
-        {"region_graph": "random", "num_replicas": 3},
-        {"region_graph": "linear"},
-        {"region_graph": "quad", "image_shape": (3, 3)},
-        {"region_graph": "quad_graph", "image_shape": (3, 3)},
-    ],
-    ids=["random-R3", "linear", "quad", "quad-graph"],
+    ("kind", "graph_name"), _KIND_GRAPH, ids=[f"{k}-{g}" for k, g in _KIND_GRAPH]
 )
 @pytest.mark.parametrize("layer", ["cp", "tucker"])
-def test_folded_evaluation_matches_naive_recursion(kind, graph, layer):
-    if kind != "mpc" and graph["region_graph"] == "quad_graph":
-        pytest.skip("squaring a quad graph is refused (tested elsewhere)")
+def test_folded_evaluation_matches_naive_recursion(kind, graph_name, layer):
+    graph = _GRAPHS[graph_name]
     x = torch.randn(30, 9, dtype=torch.float64)
     model = fitted(kind, x, num_units=3, seed=11, layer=layer, **graph)
     assert model.module_.weight[0].ndim == (4 if layer == "tucker" else 3)

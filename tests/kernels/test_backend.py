@@ -55,15 +55,3 @@ def test_forcing_triton_on_cpu_without_interpreter_is_a_clear_error():
     xm = torch.zeros(1, 1, 3, 3, dtype=torch.float64)
     with use_backend("triton"), pytest.raises(RuntimeError, match=r"TRITON_INTERPRET=1|triton"):
         sq_layer(xm, torch.ones_like(xm), xm, torch.ones_like(xm), w)
-
-
-def test_auto_thresholds_follow_the_measured_crossover():
-    if backend.CP_TRITON_MAX_K is None:
-        assert backend.cp_prefers_triton(torch.empty(1, 4096, 4096))
-    else:
-        small = torch.empty(1, backend.CP_TRITON_MAX_K, 16)
-        big = torch.empty(1, 2 * backend.CP_TRITON_MAX_K, 16)
-        assert backend.cp_prefers_triton(small) and not backend.cp_prefers_triton(big)
-    assert backend.sq_prefers_triton(torch.empty(1, backend.SQ_TRITON_MAX_K, 8))
-    assert not backend.sq_prefers_triton(torch.empty(1, backend.SQ_TRITON_MAX_K + 1, 8))
-    assert not backend.sq_prefers_triton(torch.empty(1, 8, 8), needs_grad=True)

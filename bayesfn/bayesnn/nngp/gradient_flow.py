@@ -121,8 +121,10 @@ def trained_network_predictive(
         depth: number of hidden layers (``0``: a linear model).
         activation: as in :func:`~bayesfn.bayesnn.nngp.kernel.nngp_kernel` (``relu``,
             ``leaky_relu``, ``abs``, ``ab_relu``, ``erf``, ``gelu``).
-        w_std, b_std: hidden-layer weight / bias standard deviations.
-        w_std_last, b_std_last: the readout's (default: ``w_std`` and ``b_std``).
+        w_std: hidden-layer weight / bias standard deviations.
+        b_std: as ``w_std`` (described together above).
+        w_std_last: the readout's (default: ``w_std`` and ``b_std``).
+        b_std_last: as ``w_std_last`` (described together above).
         parameterization: ``"ntk"`` (default) or ``"standard"``.
         width: hidden width; needed only by the standard parameterisation with
             ``depth > 0``, whose tangent kernel grows with it.
