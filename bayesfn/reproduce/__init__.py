@@ -19,6 +19,7 @@ from types import ModuleType
 REGISTRY: dict[str, str] = {
     "nngp": "nngp",
     "circuits": "circuits",
+    "funcprior": "funcprior",
 }
 
 
