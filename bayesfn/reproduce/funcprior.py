@@ -73,7 +73,7 @@ _SGHMC_CPU = {
 
 SCALES: dict[str, dict[str, Any]] = {
     "smoke": {
-        "toy": {"hidden": [20], "n": 32, "wasserstein": (4, 5, 16), "grid": 60},
+        "toy": {"hidden": [20], "n": 32, "wasserstein": (4, 5, 16), "grid": 60, "gp_steps": 50},
         "uci": {"datasets": ["boston"], "splits": 1, "hidden": [20], "wasserstein": (3, 5, 16)},
         "classification": {
             "dataset": "digits",
@@ -230,7 +230,9 @@ def run_toy(cfg: dict[str, Any], seed: int, inference: str, out: Path) -> dict[s
             "gap": _regression_metrics(posts[name], y_test.float(), gap),
             "seconds": time.perf_counter() - t0,
         }
-    gp = GaussianProcess(kernel="rbf").fit(x, y, progress_bar=False, seed=seed)
+    gp = GaussianProcess(kernel="rbf").fit(
+        x, y, max_steps=tcfg.get("gp_steps", 300), progress_bar=False, seed=seed
+    )
     posts["exact GP"] = gp.posterior(x_test, observation_noise=True)
     res["metrics"]["exact GP"] = {
         "all": _regression_metrics(posts["exact GP"], y_test),
