@@ -101,7 +101,8 @@ class LipschitzCritic:
             parameters falls below this (``None``: never).
         reset_optimizer: restart Adagrad's state at every :meth:`fit`; ``False`` keeps
             it across fits, as the official code does.
-        dtype, device: of the critic's parameters.
+        dtype: of the critic's parameters.
+        device: of the critic's parameters.
     """
 
     def __init__(
@@ -227,8 +228,10 @@ def wasserstein_estimate(
     (an honest estimate), else on the training draws (biased upwards by overfitting).
 
     Args:
-        f_p, f_q: ``(S, M)`` or ``(S, M, m)`` draws; ``S`` may differ between them.
-        f_p_eval, f_q_eval: optional evaluation draws of the same shapes' trailing dims.
+        f_p: ``(S, M)`` or ``(S, M, m)`` draws of the first law.
+        f_q: draws of the second law, of the same shape.
+        f_p_eval: optional independent evaluation draws of the first law, ``(S', M, m)``.
+        f_q_eval: the same for the second law.
         seed: seeds the critic's initialisation and the penalty's mixing weights.
         critic_options: settings of :class:`LipschitzCritic` (``steps``, ``lr``, ...).
     """
@@ -278,8 +281,9 @@ class FunctionalPriorResult:
         critic_w1: the critic's estimate on its own training bag, each iteration.
         critic_steps: Adagrad steps the critic took each iteration (fewer than the
             budget where the threshold stopped it).
-        x_mean, x_std: ``(d,)`` the standardisation applied to ``x`` (the units the
-            prior was fitted in); zeros and ones without standardisation.
+        x_mean: ``(d,)`` mean subtracted from ``x`` (zeros without standardisation).
+        x_std: ``(d,)`` standard deviation ``x`` was divided by (ones without
+            standardisation): the units the prior was fitted in.
         fit_result: the outer loop's :class:`~bayesfn.training.FitResult`.
         settings: the settings used.
     """
@@ -428,7 +432,8 @@ def fit_functional_prior(
             (``False``: the official code's carried-over state).
         standardize: standardise ``x`` with its mean and std before measuring (default:
             the BNN's own setting; ``True`` for a bare network, as ``BNN`` defaults).
-        dtype, device: default: the BNN's; float32 and CPU for a bare network.
+        dtype: default: the BNN's; float32 for a bare network.
+        device: default: the BNN's; the CPU for a bare network.
         seed: seeds measurement sets, draws and critic initialisations.
         progress_bar: show a ``tqdm`` bar.
         callbacks: called after every outer iteration with a
