@@ -392,6 +392,7 @@ def run(
     inference: str = "sghmc",
     parts: tuple[str, ...] = ("toy", "uci", "classification"),
     datasets: list[str] | None = None,
+    splits: int | None = None,
 ) -> dict:
     """Run the parts at ``scale`` and return the ``results.json`` payload.
 
@@ -403,6 +404,7 @@ def run(
         inference: ``"sghmc"`` (the paper's) or ``"map"`` (a quick stand-in).
         parts: which of ``"toy"``, ``"uci"``, ``"classification"`` to run.
         datasets: a subset of the scale's UCI sets.
+        splits: UCI splits per set (splits ``0 .. splits-1``; default: the scale's).
     """
     if scale not in SCALES:
         raise ValueError(f"scale must be one of {sorted(SCALES)}; got {scale!r}")
@@ -419,6 +421,10 @@ def run(
     if not seeds:
         raise ValueError("seeds must not be empty")
     cfg = SCALES[scale]
+    if splits is not None:
+        if isinstance(splits, bool) or not isinstance(splits, int) or splits < 1:
+            raise ValueError(f"splits must be a positive integer; got {splits!r}")
+        cfg = {**cfg, "uci": {**cfg["uci"], "splits": splits}}
     names = list(cfg["uci"]["datasets"] if datasets is None else datasets)
     from bayesfn.data import uci_names
 
