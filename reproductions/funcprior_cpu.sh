@@ -20,7 +20,7 @@ PY
 run toy 'parts=("toy",)'
 run uci_boston 'parts=("uci",), datasets=["boston"]'
 run classification 'parts=("classification",)'
-for set in concrete energy yacht; do
-  run "uci_$set" "parts=(\"uci\",), datasets=[\"$set\"]"
-done
+run uci_concrete 'parts=("uci",), datasets=["concrete"], splits=1'
+run uci_energy 'parts=("uci",), datasets=["energy"], splits=1'
+# not run in the recorded session (out of time): yacht, and splits 1-2 of concrete and energy
 bayesfn reproduce funcprior --merge "$OUT"/toy "$OUT"/uci_* "$OUT"/classification --out "$OUT"
