@@ -114,6 +114,9 @@ def batched_covariance(
                 ls = ls**2  # GPyTorch's periodic kernel divides by its lengthscale unsquared
             if factor.has_lengthscale:
                 factor.lengthscale = ls.reshape(b, 1, 1).expand(b, 1, d)
+            if isinstance(factor, gpytorch.kernels.LinearKernel):
+                # its own variance starts at softplus(0) = 0.69; the output scale is the variance
+                factor.variance = torch.ones_like(factor.variance)
             if hasattr(factor, "period_length"):
                 if period is None:
                     raise ValueError(f"{spec!r} has a periodic factor: give period=")

@@ -17,6 +17,12 @@ def test_fixed_sampler_covariance_is_the_closed_form_kernel():
     torch.testing.assert_close(cov[1], exact)
 
 
+def test_linear_sampler_variance_is_the_output_scale():
+    x = torch.tensor([[1.0], [2.0]], dtype=torch.float64)
+    cov = GPSampler("linear", variance=4.0).covariance(x, 1)[0]
+    torch.testing.assert_close(cov, 4.0 * x @ x.T)
+
+
 def test_fixed_sampler_draws_have_the_kernel_covariance():
     x = torch.linspace(-1, 1, 4, dtype=torch.float64)[:, None]
     s = GPSampler("matern52", lengthscale=0.7, variance=1.5)

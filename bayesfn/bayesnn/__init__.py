@@ -19,6 +19,7 @@ Infinite width (:mod:`bayesfn.bayesnn.nngp`):
 """
 
 from bayesfn.bayesnn.bnn import BNN
+from bayesfn.bayesnn.functional_prior import FunctionalPriorResult, fit_functional_prior
 from bayesfn.bayesnn.inference import (
     MAP,
     NUTS,
@@ -40,7 +41,7 @@ from bayesfn.bayesnn.nngp import (
     nngp_kernel,
     trained_network_predictive,
 )
-from bayesfn.bayesnn.priors import GaussianPrior, HierarchicalPrior
+from bayesfn.bayesnn.priors import FlowPrior, GaussianPrior, HierarchicalPrior
 
 __all__ = [
     "BNN",
@@ -51,6 +52,8 @@ __all__ = [
     "SGHMC",
     "CategoricalLikelihood",
     "DeepEnsemble",
+    "FlowPrior",
+    "FunctionalPriorResult",
     "GaussianLikelihood",
     "GaussianPrior",
     "HierarchicalPrior",
@@ -63,6 +66,7 @@ __all__ = [
     "QuadratureWarning",
     "SVTPClassifier",
     "ScaleMixtureNNGP",
+    "fit_functional_prior",
     "nngp_kernel",
     "trained_network_predictive",
 ]
