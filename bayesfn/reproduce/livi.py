@@ -232,6 +232,8 @@ def run(
 ) -> dict[str, Any]:
     """Run ``experiments`` (default all of ``EXPERIMENTS``) at ``scale`` and return the
     ``results.json`` payload; plots go into ``out``."""
+    if scale not in SCALES:
+        raise ValueError(f"scale must be one of {SCALES}; got {scale!r}")
     names = list(EXPERIMENTS) if experiments is None else list(experiments)
     unknown = sorted(set(names) - set(EXPERIMENTS))
     if unknown:

@@ -29,7 +29,7 @@ def test_smoke_run_writes_the_toy_table_beside_the_notebook(tmp_path):
 
 
 def test_presets_are_validated_before_any_work(tmp_path):
-    with pytest.raises(ValueError, match="has no scale 'medium'"):
+    with pytest.raises(ValueError, match="scale must be one of"):
         livi.run(scale="medium", seeds=[0], out=tmp_path)
     with pytest.raises(ValueError, match="unknown experiment"):
         livi.run(scale="smoke", seeds=[0], out=tmp_path, experiments=["mnist_large"])
