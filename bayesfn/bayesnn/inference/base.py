@@ -70,6 +70,10 @@ class BNNTarget:
     def device(self) -> torch.device:
         return self.x.device
 
+    def batch_size(self, requested: int | None) -> int | None:
+        """A minibatch size clamped to the data (``None``: the full data every step)."""
+        return None if requested is None else min(requested, self.num_data)
+
     @property
     def num_weights(self) -> int:
         """The number of network weights ``d``."""
@@ -167,6 +171,11 @@ class Inference(Component, abc.ABC):
     ) -> tuple[dict[str, Any], FitResult]:
         """Fit the posterior approximation; return ``(state, fit_result)``. ``state``
         is a nested dict of tensors and JSON-able values."""
+
+    def _check_options(self, options: dict[str, Any]) -> None:
+        """Refuse ``run`` options this inference does not take, naming them."""
+        if options:
+            raise TypeError(f"{type(self).__name__}.run got unexpected option(s) {sorted(options)}")
 
     @abc.abstractmethod
     def draws(

@@ -86,8 +86,7 @@ class DeepEnsemble(Inference):
         max_steps: int | None = None,
         **options: Any,
     ):
-        if options:
-            raise TypeError(f"DeepEnsemble.run got unexpected option(s) {sorted(options)}")
+        self._check_options(options)
         start = self.initial_params(target, seed)
         holder = nn.ParameterDict({k.replace(".", "__"): nn.Parameter(v) for k, v in start.items()})
 
@@ -101,9 +100,7 @@ class DeepEnsemble(Inference):
                 objective = objective + target.log_prior(p)
             return -objective.sum() / target.num_data  # members' gradients stay separate
 
-        batch_size = (
-            self.batch_size if self.batch_size is None else min(self.batch_size, target.num_data)
-        )
+        batch_size = target.batch_size(self.batch_size)
         result = optimize(
             holder,
             loss,

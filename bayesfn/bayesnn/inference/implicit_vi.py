@@ -260,7 +260,7 @@ class ImplicitVI(Inference):
             return 1.0, 1.0
         if target.likelihood.task == "regression":
             return 1.0, 0.1
-        m = target.num_data if self.batch_size is None else min(self.batch_size, target.num_data)
+        m = target.batch_size(self.batch_size) or target.num_data
         ratio = target.num_data / m
         return ratio, 8.5e-4 * ratio
 
@@ -276,8 +276,7 @@ class ImplicitVI(Inference):
         max_steps: int | None = None,
         **options: Any,
     ):
-        if options:
-            raise TypeError(f"ImplicitVI.run got unexpected option(s) {sorted(options)}")
+        self._check_options(options)
         layout = self.layout(target)
         generator = None if seed is None else torch.Generator().manual_seed(seed)
         start = target.init_params(1, generator=generator, how="default")
@@ -338,7 +337,7 @@ class ImplicitVI(Inference):
             def scheduler(opt):
                 return torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps, eta_min)
 
-        batch_size = None if self.batch_size is None else min(self.batch_size, target.num_data)
+        batch_size = target.batch_size(self.batch_size)
 
         def explain(batch, value):
             raise FloatingPointError(

@@ -57,8 +57,7 @@ class MAP(Inference):
         max_steps: int | None = None,
         **options: Any,
     ):
-        if options:
-            raise TypeError(f"MAP.run got unexpected option(s) {sorted(options)}")
+        self._check_options(options)
         generator = None if seed is None else torch.Generator().manual_seed(seed)
         start = target.init_params(1, generator=generator, how=self.init)
         holder = nn.ParameterDict({k.replace(".", "__"): nn.Parameter(v) for k, v in start.items()})
@@ -70,9 +69,7 @@ class MAP(Inference):
             batch = batch if batch else None
             return -target.log_joint(params(), batch)[0] / target.num_data
 
-        batch_size = (
-            self.batch_size if self.batch_size is None else min(self.batch_size, target.num_data)
-        )
+        batch_size = target.batch_size(self.batch_size)
         result = optimize(
             holder,
             loss,

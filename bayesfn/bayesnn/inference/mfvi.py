@@ -213,8 +213,7 @@ class MeanFieldVI(Inference):
         max_steps: int | None = None,
         **options: Any,
     ):
-        if options:
-            raise TypeError(f"MeanFieldVI.run got unexpected option(s) {sorted(options)}")
+        self._check_options(options)
         steps = self.max_steps if max_steps is None else max_steps
         generator = None if seed is None else torch.Generator().manual_seed(seed)
         start = target.init_params(1, generator=generator, how=self.init)
@@ -234,9 +233,7 @@ class MeanFieldVI(Inference):
             mean, std = moments()
             return self.negative_elbo(target, mean, std, batch if batch else None)
 
-        batch_size = (
-            self.batch_size if self.batch_size is None else min(self.batch_size, target.num_data)
-        )
+        batch_size = target.batch_size(self.batch_size)
         scheduler = None
         if self.lr_schedule == "cosine" and steps > 0:
 

@@ -101,8 +101,7 @@ class NUTS(Inference):
         checkpoint_dir=None,
         **options: Any,
     ):
-        if options:
-            raise TypeError(f"NUTS.run got unexpected option(s) {sorted(options)}")
+        self._check_options(options)
         if callbacks or checkpoint_dir is not None:
             raise ValueError("NUTS takes no callbacks= or checkpoint_dir= (Pyro runs the loop)")
         from pyro.infer.mcmc import MCMC

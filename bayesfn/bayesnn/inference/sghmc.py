@@ -161,8 +161,7 @@ class SGHMC(Inference):
         checkpoint_dir: Any = None,
         **options: Any,
     ):
-        if options:
-            raise TypeError(f"SGHMC.run got unexpected option(s) {sorted(options)}")
+        self._check_options(options)
         seed = _shared_seed(seed, distributed_context())
         starts = [
             target.init_params(
