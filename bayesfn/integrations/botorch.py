@@ -134,8 +134,25 @@ def _gaussian_to_botorch(
     return GPyTorchPosterior(MultitaskMultivariateNormal(mean, cov, interleaved=True))
 
 
+class _QBatchPosterior(_BoTorchPosteriorBase):
+    """The shapes shared by the bridge's posteriors: ``batch x q x m`` values, where
+    ``_batch``, ``_q``, ``_m`` and the kept outputs ``_idx`` are set by the subclass."""
+
+    @property
+    def batch_shape(self) -> torch.Size:
+        return self._batch
+
+    @property
+    def event_shape(self) -> torch.Size:
+        m = self._m if self._idx is None else len(self._idx)
+        return torch.Size([self._q, m])
+
+    def _extended_shape(self, sample_shape: torch.Size = torch.Size()) -> torch.Size:  # noqa: B008
+        return torch.Size(sample_shape) + self._batch + self.event_shape
+
+
 # ------------------------------------------------- mixtures of location-scale
-class LocationScaleMixturePosterior(_BoTorchPosteriorBase):
+class LocationScaleMixturePosterior(_QBatchPosterior):
     """A BoTorch posterior over ``batch_shape x q x m`` values that is a mixture of
     location–scale components with global weights: one Student-t (``K = 1``), a
     mixture of Gaussians / Student-t's, or ``K`` stored draws (point masses).
@@ -207,18 +224,6 @@ class LocationScaleMixturePosterior(_BoTorchPosteriorBase):
     @property
     def dtype(self) -> torch.dtype:
         return self._loc.dtype
-
-    @property
-    def batch_shape(self) -> torch.Size:
-        return self._batch
-
-    @property
-    def event_shape(self) -> torch.Size:
-        m = self._m if self._idx is None else len(self._idx)
-        return torch.Size([self._q, m])
-
-    def _extended_shape(self, sample_shape: torch.Size = torch.Size()) -> torch.Size:  # noqa: B008
-        return torch.Size(sample_shape) + self._batch + self.event_shape
 
     @property
     def base_sample_shape(self) -> torch.Size:
@@ -390,7 +395,7 @@ def _mixture_to_botorch(
 
 
 # -------------------------------------------------------- generated samples
-class GeneratedSamplePosterior(_BoTorchPosteriorBase):
+class GeneratedSamplePosterior(_QBatchPosterior):
     """A BoTorch posterior over draws generated on demand by a bayesfn
     :class:`~bayesfn.SamplePosterior` built with ``sampler=`` (as the process
     learners' are).
@@ -433,18 +438,6 @@ class GeneratedSamplePosterior(_BoTorchPosteriorBase):
     @property
     def dtype(self) -> torch.dtype:
         return self._dtype
-
-    @property
-    def batch_shape(self) -> torch.Size:
-        return self._batch
-
-    @property
-    def event_shape(self) -> torch.Size:
-        m = self._m if self._idx is None else len(self._idx)
-        return torch.Size([self._q, m])
-
-    def _extended_shape(self, sample_shape: torch.Size = torch.Size()) -> torch.Size:  # noqa: B008
-        return torch.Size(sample_shape) + self._batch + self.event_shape
 
     @property
     def base_sample_shape(self) -> torch.Size:
