@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from bayesfn.bayesnn.nngp._activations import ab_relu_inplace, diag_map, layer_map
+from bayesfn.bayesnn.nngp._threads import check_threads, intra_op_threads
 
 __all__ = ["cnn_kernel"]
 
@@ -141,7 +142,7 @@ def cnn_kernel(
     slopes: tuple[float, float] = (0.0, 1.0),
     chunk_elements: int = 2**24,
     block_elements: int | None = None,
-    tile_threads: int | None = None,
+    tile_threads: int | None = 1,
     diag: bool = False,
 ) -> torch.Tensor:
     """NNGP or NTK of a SAME-padded CNN with a Flatten readout.
@@ -167,12 +168,13 @@ def cnn_kernel(
             than from memory and each pass is long enough to hide per-call costs; when
             ``x2`` is ``None`` (or views ``x1``'s memory with its shape and strides)
             only the tiles on and above the diagonal are computed.
-        tile_threads: torch intra-op threads for the tiled path (``None``: leave
-            torch's setting). The tiled path makes thousands of small calls, and a call
-            split over threads waits for all of them: on a machine whose cores are
-            shared with other processes that stalled a 0.7 s call for up to 38 s at 2
-            threads. Pass ``1`` on such machines (torch's setting is restored
-            afterwards); the default keeps multi-core speed on a dedicated one.
+        tile_threads: torch intra-op threads for the tiled path (default 1; ``None``
+            leaves torch's setting; torch's setting is restored afterwards). The tiled
+            path makes thousands of small calls, and a call split over threads waits
+            for all of them: on a 2-core machine shared with other processes two
+            threads made the kernel 4 to 20 times slower than one (see
+            :mod:`bayesfn.bayesnn.nngp._threads`). Pass ``None`` to use more cores
+            on a dedicated machine.
         diag: return only ``K(x1_i, x2_i)`` as ``n`` values (needs ``n == m``).
 
     Returns:
@@ -192,8 +194,7 @@ def cnn_kernel(
         raise ValueError(f"filter_size must be a positive integer; got {filter_size!r}")
     if block_elements is None:
         block_elements = 2**20 // x1.element_size()
-    if tile_threads is not None and (not isinstance(tile_threads, int) or tile_threads < 1):
-        raise ValueError(f"tile_threads must be None or a positive integer; got {tile_threads!r}")
+    check_threads(tile_threads, "tile_threads")
     for name, value in (("chunk_elements", chunk_elements), ("block_elements", block_elements)):
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer; got {value!r}")
@@ -244,10 +245,7 @@ def cnn_kernel(
     if inplace:
         k1_layers = k2_layers if symmetric else variance_layers(x1)
         side = max(1, math.isqrt(max(1, block_elements // pixels)))
-        previous = torch.get_num_threads()
-        if tile_threads is not None and tile_threads != previous:
-            torch.set_num_threads(tile_threads)
-        try:
+        with intra_op_threads(tile_threads):
             return _tiled_kernel(
                 x1,
                 x2,
@@ -261,9 +259,6 @@ def cnn_kernel(
                 filter_size=filter_size,
                 scales=(w2, b2, w2_last, b2_last),
             )
-        finally:
-            if torch.get_num_threads() != previous:
-                torch.set_num_threads(previous)
 
     rows = max(1, chunk_elements // max(1, m * pixels))
     out = []

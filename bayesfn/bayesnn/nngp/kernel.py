@@ -24,6 +24,7 @@ import torch
 
 from bayesfn._tiling import tiled_kernel_matrix
 from bayesfn.bayesnn.nngp._activations import ACTIVATIONS, ab_relu_inplace, diag_map, layer_map
+from bayesfn.bayesnn.nngp._threads import check_threads, intra_op_threads
 from bayesfn.bayesnn.nngp.cnn import cnn_kernel
 
 __all__ = ["NNGPKernel", "activation_slopes", "nngp_kernel"]
@@ -99,6 +100,7 @@ def nngp_kernel(
     slopes: tuple[float, float] = (0.0, 1.0),
     width: int | None = None,
     diag: bool = False,
+    threads: int | None = 1,
 ) -> torch.Tensor:
     """NNGP or NTK of a fully connected network, in stax conventions.
 
@@ -117,10 +119,59 @@ def nngp_kernel(
         slopes: ``(a, b)`` of the ReLU family (see :func:`activation_slopes`).
         width: hidden width ``N`` (only for the standard-parameterisation NTK).
         diag: return only ``K(x1_i, x2_i)`` as ``batch x n`` (needs ``n == m``).
+        threads: torch intra-op threads while the matrix is built without autograd
+            (default 1; ``None`` leaves torch's setting; torch's setting is restored
+            afterwards). That path is a dozen elementwise passes per layer over the
+            ``n x m`` buffers; split over threads each waits for the slowest one, and on
+            a 2-core machine shared with other processes two threads were up to 10
+            times slower than one (see :mod:`bayesfn.bayesnn.nngp._threads`). Pass
+            ``None`` to use more cores on a dedicated machine. Autograd evaluations
+            and ``diag`` keep torch's setting.
 
     Returns:
         ``batch x n x m`` kernel matrix, or ``batch x n`` when ``diag``.
     """
+    check_threads(threads, "threads")
+    tracked = torch.is_grad_enabled() and any(
+        isinstance(t, torch.Tensor) and t.requires_grad
+        for t in (x1, x2, w_std, b_std, w_std_last, b_std_last)
+    )
+    arguments = dict(
+        depth=depth,
+        activation=activation,
+        kind=kind,
+        parameterization=parameterization,
+        w_std=w_std,
+        b_std=b_std,
+        w_std_last=w_std_last,
+        b_std_last=b_std_last,
+        slopes=slopes,
+        width=width,
+        diag=diag,
+    )
+    if diag or tracked:
+        return _nngp_kernel(x1, x2, **arguments)
+    with intra_op_threads(threads):
+        return _nngp_kernel(x1, x2, **arguments)
+
+
+def _nngp_kernel(
+    x1: torch.Tensor,
+    x2: torch.Tensor | None,
+    *,
+    depth: int,
+    activation: str,
+    kind: str,
+    parameterization: str,
+    w_std: Any,
+    b_std: Any,
+    w_std_last: Any,
+    b_std_last: Any,
+    slopes: tuple[float, float],
+    width: int | None,
+    diag: bool,
+) -> torch.Tensor:
+    """:func:`nngp_kernel` at the current thread setting (same arguments)."""
     same = x2 is None or x2 is x1 or (x2.shape == x1.shape and torch.equal(x2, x1))
     x2 = x1 if x2 is None else x2
     d = x1.shape[-1]

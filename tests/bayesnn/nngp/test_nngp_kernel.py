@@ -525,6 +525,64 @@ def test_cnn_tile_threads_keep_values_and_restore_torch_threads():
     torch.testing.assert_close(one, left, rtol=1e-14, atol=1e-15)
 
 
+def _record_threads(monkeypatch, module, name):
+    """Patch ``module.name`` to record torch's thread count each time it runs."""
+    seen = []
+    real = getattr(module, name)
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, spy)
+    return seen
+
+
+def test_kernels_build_at_one_thread_by_default_and_restore_torchs_setting(monkeypatch):
+    """The no-autograd paths run at 1 thread unless told otherwise (a 2-core machine
+    shared with other jobs made them 2-10x slower at 2 threads; benchmarks/RESULTS.md);
+    autograd and diag calls keep torch's setting; torch's setting is always restored."""
+    from bayesfn.bayesnn.nngp import cnn, kernel
+
+    fc_seen = _record_threads(monkeypatch, kernel, "_nngp_kernel")
+    cnn_seen = _record_threads(monkeypatch, cnn, "_tiled_kernel")
+    x = torch.randn(7, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    images, _ = _cnn_inputs(1)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with torch.no_grad():
+            fc = [nngp_kernel(x, depth=2, threads=t) for t in (1, None, 3)]
+            default_fc = nngp_kernel(x, depth=2)
+            assert torch.get_num_threads() == 2
+            cnn_out = [cnn.cnn_kernel(images, depth=2, tile_threads=t) for t in (1, None)]
+            default_cnn = cnn.cnn_kernel(images, depth=2)
+            assert torch.get_num_threads() == 2
+            nngp_kernel(x, depth=2, diag=True)
+        w = torch.tensor(1.2, dtype=torch.float64, requires_grad=True)
+        nngp_kernel(x, depth=2, w_std=w)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert fc_seen == [1, 2, 3, 1, 2, 2]
+    assert cnn_seen == [1, 2, 1]
+    for out in fc[1:] + [default_fc]:
+        torch.testing.assert_close(out, fc[0], rtol=1e-14, atol=0)
+    for out in cnn_out[1:] + [default_cnn]:
+        torch.testing.assert_close(out, cnn_out[0], rtol=1e-14, atol=0)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2"])
+def test_bad_thread_counts_name_the_argument(bad):
+    from bayesfn.bayesnn.nngp.cnn import cnn_kernel
+
+    x = torch.zeros(2, 3, 3, 1, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"^threads must be None or a positive integer"):
+        nngp_kernel(x[:, 0, 0], threads=bad)
+    with pytest.raises(ValueError, match=r"^tile_threads must be None or a positive integer"):
+        cnn_kernel(x, tile_threads=bad)
+
+
 # ------------------------------------------------------------------ hardening
 
 
