@@ -36,7 +36,11 @@ Fairness and checks:
   At ``k`` threads torch gets ``k`` intra-op threads and the process (with the
   neural-tangents subprocess, which inherits it) is bound to the first ``k`` cores, so
   XLA is held to the same cores; at one thread XLA's Eigen pool is also switched off.
-  The CPU seconds per wall second of each side are printed as ``cpu/wall``.
+  The CPU seconds per wall second of each side are printed as ``cpu/wall``. bayesfn's
+  kernels build their matrices at one thread by default whatever torch's setting
+  (``nngp_kernel(threads=1)``, ``cnn_kernel(tile_threads=1)``; see
+  ``benchmarks/nngp_threads_study.py``); ``--kernel-threads torch`` passes ``None``
+  instead, so that they use all of torch's threads.
 
 Setup. The script runs in bayesfn's environment (torch, gpytorch, numpy and bayesfn: from
 the repository root, ``pip install torch==2.13.0 -e .``). neural-tangents runs in a
@@ -173,7 +177,7 @@ def _time_calls(fn, repeats: int) -> tuple[object, list[float], float]:
 
 
 def time_ours(
-    arch: str, n: int, x2_mode: str, dtype: str, repeats: int, tile_threads: int | None
+    arch: str, n: int, x2_mode: str, dtype: str, repeats: int, kernel_threads: str
 ) -> dict:
     import torch
 
@@ -182,11 +186,11 @@ def time_ours(
 
     x1, x2 = _inputs(arch, n, x2_mode, dtype)
     kw = dict(activation="relu", w_std=1.5, b_std=0.05, w_std_last=1.5, b_std_last=0.05)
+    if kernel_threads == "torch":
+        kw["threads" if arch == "fc" else "tile_threads"] = None
     if arch == "fc":
         fn = lambda: nngp_kernel(x1, x2, depth=4, **kw)  # noqa: E731
     else:
-        if tile_threads is not None:
-            kw["tile_threads"] = tile_threads
         fn = lambda: cnn_kernel(x1, x2, depth=3, filter_size=3, **kw)  # noqa: E731
     with torch.no_grad():
         out, times, cpu = _time_calls(fn, repeats)
@@ -341,10 +345,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--posterior-repeats", type=int, default=1)
     parser.add_argument(
-        "--tile-threads",
-        type=int,
-        default=None,
-        help="cnn_kernel's tile_threads (default: the library's default)",
+        "--kernel-threads",
+        choices=["default", "torch"],
+        default="default",
+        help="bayesfn kernels' own thread option (nngp_kernel threads, cnn_kernel "
+        "tile_threads): 'default' leaves it at its default (1), 'torch' passes None, so "
+        "the kernels use all of torch's threads",
     )
     parser.add_argument("--json", default=None, help="write every measurement here")
     args = parser.parse_args(argv)
@@ -384,7 +390,7 @@ def main(argv: list[str] | None = None) -> None:
                     args.rounds,
                     first_ours,
                     functools.partial(
-                        time_ours, arch, n, mode, dtype, args.repeats, args.tile_threads
+                        time_ours, arch, n, mode, dtype, args.repeats, args.kernel_threads
                     ),
                     functools.partial(
                         time_nt, args.nt_python, arch, n, mode, dtype, args.repeats, threads
