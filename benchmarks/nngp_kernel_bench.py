@@ -25,9 +25,10 @@ Fairness and checks:
   Before a timing counts, the outputs are compared: every kernel call checks corner
   blocks of the two N x N matrices (``rtol`` 1e-9 in float64, 1e-4 in float32) and the
   output dtype on both sides (neural-tangents runs with ``jax_enable_x64`` only for
-  float64, so its float32 rows are float32); the posterior check asserts the means agree
-  to 1e-8 and the covariances to 1e-6 (relative, after the Student-t factor), which
-  conjugate gradients would not meet.
+  float64, so its float32 rows are float32); the posterior check asserts that the means and the
+  covariances agree to 1e-7 (relative to the largest entry, after the Student-t factor;
+  measured: 6e-9 and 3e-9 at N = 4,000), which GPyTorch's conjugate gradients (relative
+  residual 0.01 in prediction by default) would not meet.
 * Every setting runs ``--rounds`` rounds; the library that runs first alternates from
   round to round, and the ratio (peer / bayesfn) is taken within each round, so load on
   the shared machine hits both alike. The table shows both medians and every round's
@@ -288,7 +289,7 @@ def posterior_pair(n: int, n_test: int):
         factor = (h["b"] + q / 2) / (h["a"] + n / 2)
         mean_err = float((m1 - m2).abs().max() / m2.abs().max())
         cov_err = float((c1 - factor * c2).abs().max() / (factor * c2).abs().max())
-        if not (mean_err <= 1e-8 and cov_err <= 1e-6):
+        if not (mean_err <= 1e-7 and cov_err <= 1e-7):
             raise AssertionError(
                 f"posteriors differ: mean {mean_err:.2e}, covariance {cov_err:.2e} (relative)"
             )
