@@ -3,9 +3,10 @@
 Those paths make many elementwise passes (the FC kernel a dozen per layer over ``n x m``
 buffers, the CNN kernel thousands of small calls over cache-sized tiles). A call split
 over threads waits for the slowest of them, so on a machine whose cores are shared with
-other processes two threads ran 2 to 10 times slower than one (measurements in
-benchmarks/RESULTS.md, ``benchmarks/nngp_threads_study.py``). The kernels therefore run
-those paths at one thread by default and restore torch's setting afterwards.
+other processes two threads ran 1.2 to 9 times (FC) and about 20 times (CNN) slower
+than one (measurements in benchmarks/RESULTS.md, ``benchmarks/nngp_threads_study.py``).
+The kernels therefore run those paths at one thread by default and restore torch's
+setting afterwards.
 """
 
 from __future__ import annotations

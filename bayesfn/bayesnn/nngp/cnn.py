@@ -172,7 +172,7 @@ def cnn_kernel(
             leaves torch's setting; torch's setting is restored afterwards). The tiled
             path makes thousands of small calls, and a call split over threads waits
             for all of them: on a 2-core machine shared with other processes two
-            threads made the kernel 4 to 20 times slower than one (see
+            threads made the kernel about 20 times slower than one (see
             :mod:`bayesfn.bayesnn.nngp._threads`). Pass ``None`` to use more cores
             on a dedicated machine.
         diag: return only ``K(x1_i, x2_i)`` as ``n`` values (needs ``n == m``).

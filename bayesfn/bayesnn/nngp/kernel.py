@@ -123,7 +123,7 @@ def nngp_kernel(
             (default 1; ``None`` leaves torch's setting; torch's setting is restored
             afterwards). That path is a dozen elementwise passes per layer over the
             ``n x m`` buffers; split over threads each waits for the slowest one, and on
-            a 2-core machine shared with other processes two threads were up to 10
+            a 2-core machine shared with other processes two threads were 1.2 to 9
             times slower than one (see :mod:`bayesfn.bayesnn.nngp._threads`). Pass
             ``None`` to use more cores on a dedicated machine. Autograd evaluations
             and ``diag`` keep torch's setting.
