@@ -168,9 +168,10 @@ def cnn_kernel(
             than from memory and each pass is long enough to hide per-call costs; when
             ``x2`` is ``None`` (or views ``x1``'s memory with its shape and strides)
             only the tiles on and above the diagonal are computed.
-        tile_threads: torch intra-op threads for the tiled path (default 1; ``None``
-            leaves torch's setting; torch's setting is restored afterwards). The tiled
-            path makes thousands of small calls, and a call split over threads waits
+        tile_threads: torch intra-op threads while the matrix is built without autograd
+            (the variance maps and the tiled path; default 1; ``None`` leaves torch's
+            setting; torch's setting is restored afterwards). The tiled path makes
+            thousands of small calls, and a call split over threads waits
             for all of them: on a 2-core machine shared with other processes two
             threads made the kernel about 20 times slower than one (see
             :mod:`bayesfn.bayesnn.nngp._threads`). Pass ``None`` to use more cores
@@ -221,31 +222,34 @@ def cnn_kernel(
             k = diag_map(activation, k, slopes, False)[0]
         return layers
 
-    k2_layers = variance_layers(x2)
+    # without autograd the variance maps and the tiles run at tile_threads
+    with intra_op_threads(tile_threads if inplace and not diag else None):
+        k2_layers = variance_layers(x2)
 
-    if diag:
-        if x1.shape[0] != x2.shape[0]:
-            raise ValueError("diag=True needs x1 and x2 with the same number of images")
-        k1_layers = k2_layers if symmetric else variance_layers(x1)
-        # pairs (x1_i, x2_i): every state is n x H x W, elementwise
-        c = (x1 * x2).sum(-1) / channels
-        ntk = torch.zeros_like(c) if want_ntk else None
-        for layer in range(depth):
-            c = w2 * _box(c, filter_size) + b2
-            if want_ntk:
-                ntk = c + w2 * _box(ntk, filter_size)
-            c, dot = layer_map(activation, c, k1_layers[layer], k2_layers[layer], slopes, want_ntk)
-            if want_ntk:
-                ntk = ntk * dot
-        c_out = w2_last * c.mean((-2, -1)) + b2_last
-        return c_out + w2_last * ntk.mean((-2, -1)) if want_ntk else c_out
+        if diag:
+            if x1.shape[0] != x2.shape[0]:
+                raise ValueError("diag=True needs x1 and x2 with the same number of images")
+            k1_layers = k2_layers if symmetric else variance_layers(x1)
+            # pairs (x1_i, x2_i): every state is n x H x W, elementwise
+            c = (x1 * x2).sum(-1) / channels
+            ntk = torch.zeros_like(c) if want_ntk else None
+            for layer in range(depth):
+                c = w2 * _box(c, filter_size) + b2
+                if want_ntk:
+                    ntk = c + w2 * _box(ntk, filter_size)
+                c, dot = layer_map(
+                    activation, c, k1_layers[layer], k2_layers[layer], slopes, want_ntk
+                )
+                if want_ntk:
+                    ntk = ntk * dot
+            c_out = w2_last * c.mean((-2, -1)) + b2_last
+            return c_out + w2_last * ntk.mean((-2, -1)) if want_ntk else c_out
 
-    n, m = x1.shape[0], x2.shape[0]
-    pixels = x1.shape[1] * x1.shape[2]
-    if inplace:
-        k1_layers = k2_layers if symmetric else variance_layers(x1)
-        side = max(1, math.isqrt(max(1, block_elements // pixels)))
-        with intra_op_threads(tile_threads):
+        n, m = x1.shape[0], x2.shape[0]
+        pixels = x1.shape[1] * x1.shape[2]
+        if inplace:
+            k1_layers = k2_layers if symmetric else variance_layers(x1)
+            side = max(1, math.isqrt(max(1, block_elements // pixels)))
             return _tiled_kernel(
                 x1,
                 x2,
@@ -260,23 +264,23 @@ def cnn_kernel(
                 scales=(w2, b2, w2_last, b2_last),
             )
 
-    rows = max(1, chunk_elements // max(1, m * pixels))
-    out = []
-    for start in range(0, n, rows):
-        a = x1[start : start + rows]
-        c = torch.einsum("nhwc,mhwc->nmhw", a, x2) / channels  # chunk x m x H x W
-        k1 = ((a * a).sum(-1) / channels).unsqueeze(1)  # chunk x 1 x H x W
-        ntk = torch.zeros_like(c) if want_ntk else None
-        for layer in range(depth):
-            c = w2 * _box(c, filter_size) + b2
-            k1 = w2 * _box(k1, filter_size) + b2
-            if want_ntk:
-                ntk = c + w2 * _box(ntk, filter_size)
-            k2 = k2_layers[layer].unsqueeze(0)  # 1 x m x H x W
-            c, dot = layer_map(activation, c, k1, k2, slopes, want_ntk)
-            k1 = diag_map(activation, k1, slopes, False)[0]
-            if want_ntk:
-                ntk = ntk * dot
-        c_out = w2_last * c.mean((-2, -1)) + b2_last
-        out.append(c_out + w2_last * ntk.mean((-2, -1)) if want_ntk else c_out)
-    return torch.cat(out, 0)
+        rows = max(1, chunk_elements // max(1, m * pixels))
+        out = []
+        for start in range(0, n, rows):
+            a = x1[start : start + rows]
+            c = torch.einsum("nhwc,mhwc->nmhw", a, x2) / channels  # chunk x m x H x W
+            k1 = ((a * a).sum(-1) / channels).unsqueeze(1)  # chunk x 1 x H x W
+            ntk = torch.zeros_like(c) if want_ntk else None
+            for layer in range(depth):
+                c = w2 * _box(c, filter_size) + b2
+                k1 = w2 * _box(k1, filter_size) + b2
+                if want_ntk:
+                    ntk = c + w2 * _box(ntk, filter_size)
+                k2 = k2_layers[layer].unsqueeze(0)  # 1 x m x H x W
+                c, dot = layer_map(activation, c, k1, k2, slopes, want_ntk)
+                k1 = diag_map(activation, k1, slopes, False)[0]
+                if want_ntk:
+                    ntk = ntk * dot
+            c_out = w2_last * c.mean((-2, -1)) + b2_last
+            out.append(c_out + w2_last * ntk.mean((-2, -1)) if want_ntk else c_out)
+        return torch.cat(out, 0)

@@ -546,6 +546,7 @@ def test_kernels_build_at_one_thread_by_default_and_restore_torchs_setting(monke
 
     fc_seen = _record_threads(monkeypatch, kernel, "_nngp_kernel")
     cnn_seen = _record_threads(monkeypatch, cnn, "_tiled_kernel")
+    maps_seen = _record_threads(monkeypatch, cnn, "diag_map")  # the per-image variance maps
     x = torch.randn(7, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     images, _ = _cnn_inputs(1)
     before = torch.get_num_threads()
@@ -566,6 +567,7 @@ def test_kernels_build_at_one_thread_by_default_and_restore_torchs_setting(monke
         torch.set_num_threads(before)
     assert fc_seen == [1, 2, 3, 1, 2, 2]
     assert cnn_seen == [1, 2, 1]
+    assert maps_seen == [1, 1, 2, 2, 1, 1]  # depth 2: two maps per call
     for out in fc[1:] + [default_fc]:
         torch.testing.assert_close(out, fc[0], rtol=1e-14, atol=0)
     for out in cnn_out[1:] + [default_cnn]:
