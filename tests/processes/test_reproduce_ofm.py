@@ -24,7 +24,7 @@ def test_smoke_run_writes_rows_beside_the_analytic_references(tmp_path):
     assert "could not be retrieved" in loaded["notes"]
     rows = loaded["rows"]
     settings = {r["setting"].split(")")[0] for r in rows}
-    assert settings == {"(a", "(b", "(c", "(e"}  # no 2-D field at smoke size
+    assert settings == {"(a", "(b", "(c", "(d", "(e"}  # (d): the two-channel field only
     for r in rows:
         assert r["paper"] is None and math.isfinite(r["ours"])
         assert "reference" not in r or "computed here" in r["reference_source"]
