@@ -4,7 +4,8 @@ GP on the same tasks and NDP's committed numbers (``reproductions/ndp_results.js
 
     python reproductions/ofm_ndp_cpu_run.py se          # one family (about 45 min here)
     python reproductions/ofm_ndp_cpu_run.py matern52
-    python reproductions/ofm_ndp_cpu_run.py matern52 --independent   # the sampler check
+    python reproductions/ofm_ndp_cpu_run.py se --independent         # the sampler check
+    python reproductions/ofm_ndp_cpu_run.py matern52 --independent
     python reproductions/ofm_ndp_cpu_run.py --merge     # -> reproductions/ofm_ndp_results.json
 
 Run from the repository root (the saved tasks and NDP's results are read relative to it).
@@ -41,6 +42,7 @@ if sys.argv[1] == "--merge":
     merged["commands"] = [
         "python reproductions/ofm_ndp_cpu_run.py se",
         "python reproductions/ofm_ndp_cpu_run.py matern52",
+        "python reproductions/ofm_ndp_cpu_run.py se --independent",
         "python reproductions/ofm_ndp_cpu_run.py matern52 --independent",
         "python reproductions/ofm_ndp_cpu_run.py --merge",
     ]
