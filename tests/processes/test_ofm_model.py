@@ -151,3 +151,43 @@ def test_latent_posterior_matches_the_analytic_gaussian_posterior(sampler):
     # the posterior is much tighter than the prior at the observed points
     assert sd[5] < 0.5 * prior[5, 5].sqrt()
     assert 0.05 < model.sampler_diagnostics_["accept"] <= 1.0
+
+
+def test_conditional_density_of_an_identity_flow_is_the_reference_gp_conditional():
+    """With the operator's output zeroed the flow is the identity, so the learned process
+    is the reference GP itself (on inputs rescaled to the unit box): the conditional
+    log density, joint minus context by two ODE solves, must equal the closed-form
+    Gaussian conditional."""
+    x_train = torch.linspace(-2, 2, 9, dtype=F64)[:, None]
+    model = OperatorFlowMatching(
+        operator="attention",
+        operator_options={"width": 8, "heads": 2, "depth": 1},
+        reference_kernel="matern52",
+        reference_lengthscale=0.3,
+    ).fit(x_train, torch.randn(8, 9, 1), max_steps=1, batch_size=4, progress_bar=False)
+    head = model.operator_.head[-1]
+    nn.init.zeros_(head.weight)
+    nn.init.zeros_(head.bias)
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 5, 1, generator=g, dtype=F64) * 4 - 2
+    x_c = torch.rand(2, 3, 1, generator=g, dtype=F64) * 4 - 2
+    y, y_c = torch.randn(2, 5, 1, generator=g, dtype=F64), torch.randn(2, 3, generator=g)
+    got = model.log_prob(x, y, context=(x_c, y_c), rtol=1e-6, atol=1e-6)
+    ref = GPSampler("matern52", lengthscale=0.3)
+    for i in range(2):
+        pts = (torch.cat([x_c[i], x[i]]) + 2) / 4
+        k = ref.covariance(pts)[0]
+        k = k + 1e-6 * k.diagonal().mean() * torch.eye(8, dtype=F64)  # the reference's jitter
+        kcc, kct, ktt = k[:3, :3], k[:3, 3:], k[3:, 3:]
+        mean = kct.T @ torch.linalg.solve(kcc, y_c[i].double())
+        cov = ktt - kct.T @ torch.linalg.solve(kcc, kct)
+        cov = 0.5 * (cov + cov.T)
+        want = torch.distributions.MultivariateNormal(mean, cov).log_prob(y[i, :, 0])
+        assert got[i].item() == pytest.approx(want.item(), abs=1e-6)
+    # an unbatched call is the first problem of the batch
+    one = model.log_prob(x[0], y[0], context=(x_c[0], y_c[0]), rtol=1e-6, atol=1e-6)
+    assert one.shape == () and one.item() == pytest.approx(got[0].item(), abs=1e-9)
+    with pytest.raises(ValueError, match="operator='attention'"):
+        OperatorFlowMatching(operator_options={"width": 8, "modes": 3, "depth": 1}).fit(
+            x_train, torch.randn(8, 9, 1), max_steps=1, batch_size=4, progress_bar=False
+        ).log_prob(x_train, torch.zeros(9, 1), context=(x_train[:2], torch.zeros(2)))

@@ -18,8 +18,8 @@ import pytest
 import torch
 
 from bayesfn import Model, NotFittedError, Posterior
-from bayesfn.data import FunctionSampler
-from bayesfn.processes import NeuralDiffusionProcess
+from bayesfn.data import FunctionSampler, sample_functions
+from bayesfn.processes import NeuralDiffusionProcess, OperatorFlowMatching
 
 
 @dataclass
@@ -42,6 +42,29 @@ PROCESS_CASES = [
         {"max_steps": 20, "progress_bar": False, "seed": 0},
         {"num_samples": 64},
         {"ode_steps": 4},
+    ),
+    # OFM with its point-set operator takes any points; the grid-only Fourier operator
+    # has its own contract file (test_process_contract_ofm.py)
+    ProcessCase(
+        "ofm_attention_tiny",
+        lambda: OperatorFlowMatching(
+            operator="attention",
+            operator_options={"width": 16, "heads": 2, "depth": 1},
+            ode_method="rk4",
+            ode_steps=4,
+        ),
+        lambda: sample_functions(
+            "se",
+            64,
+            10,
+            x=torch.linspace(-2, 2, 10)[:, None],
+            lengthscale=0.5,
+            noise_std=0.05,
+            seed=0,
+        ),
+        {"max_steps": 20, "batch_size": 16, "progress_bar": False, "seed": 0},
+        {"num_samples": 64, "num_chains": 8, "burn_in": 10, "noise": 0.05},
+        {"rtol": 1e-3, "atol": 1e-3},
     ),
 ]
 

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bayesfn.data import FunctionBatch
+from bayesfn.data import FunctionBatch, as_function_set
 from bayesfn.model import Model, as_tensor, check_inputs, resolve_device, resolve_dtype
 from bayesfn.posterior import SamplePosterior
 from bayesfn.processes.ofm import latent
@@ -141,12 +141,17 @@ class OperatorFlowMatching(Model):
             if y is not None:
                 raise TypeError("give either a FunctionBatch or (x, y), not both")
             x, y = functions.x, functions.y
-        else:
-            if y is None:
-                raise TypeError(
-                    "fit takes a FunctionBatch, or x (b, n, d) or (n, d) with y (b, n, c); "
-                    f"got {type(functions).__name__} and no y"
+        elif y is None:
+            # a FunctionSet, an (x, y) pair of (b, n, d) / (b, n, c) tensors or a sequence
+            # of (x_i, y_i) sets; every function must be observed at the same points
+            fs = as_function_set(functions, dtype=torch.float64, name="functions")
+            if not fs.mask.all():
+                raise ValueError(
+                    "every function must be observed at the same points (a common grid); "
+                    "the functions have different numbers of points"
                 )
+            x, y = fs.x, fs.y
+        else:
             x = functions
         x = as_tensor(x, "x", dtype=torch.float64)
         y = as_tensor(y, "y", dtype=self.dtype)
@@ -275,8 +280,11 @@ class OperatorFlowMatching(Model):
         """Learn the process from functions observed on a common set of points.
 
         Args:
-            functions: a :class:`~bayesfn.data.FunctionBatch` (its ``x`` and ``y``), or
-                inputs ``x`` ``(b, n, d)`` / ``(n, d)`` with ``y`` given.
+            functions: a :class:`~bayesfn.data.FunctionBatch` (its ``x`` and ``y``), a
+                :class:`~bayesfn.data.FunctionSet`, an ``(x, y)`` pair of ``(b, n, d)`` /
+                ``(b, n, c)`` tensors, a sequence of ``(x_i, y_i)`` sets, or inputs ``x``
+                ``(b, n, d)`` / ``(n, d)`` with ``y`` given; in every form all functions
+                share one set of points.
             y: ``(b, n, c)`` (or ``(b, n)``) values when ``functions`` is ``x``.
             max_steps: optimisation steps of :func:`bayesfn.training.optimize`.
             batch_size: functions per step (paired with as many reference draws).
@@ -436,6 +444,37 @@ class OperatorFlowMatching(Model):
         mat.scatter_add_(1, idx, w)
         return mat
 
+    def _check_context(self, context: Any, batch: int | None) -> tuple[torch.Tensor, ...]:
+        """``(x_c (m, d) or (b, m, d), y_c (m, c) or (b, m, c))`` float64, batched like
+        ``x`` (``batch`` its batch size, None when unbatched)."""
+        if not (isinstance(context, tuple | list) and len(context) == 2):
+            raise TypeError("context must be a pair (x_c, y_c)")
+        x_c = check_inputs(
+            context[0],
+            "context[0] (x_c)",
+            dtype=torch.float64,
+            num_features=self.input_dim_,
+            allow_batch=True,
+        )
+        if (x_c.ndim == 3) != (batch is not None) or (batch is not None and x_c.shape[0] != batch):
+            expected = "(m, d)" if batch is None else f"({batch}, m, d)"
+            raise ValueError(
+                f"context[0] (x_c) must have shape {expected} to match x "
+                f"({'unbatched' if batch is None else f'batch {batch}'}); got {tuple(x_c.shape)}"
+            )
+        y_c = as_tensor(context[1], "context[1] (y_c)", dtype=torch.float64)
+        if y_c.ndim == x_c.ndim - 1:
+            y_c = y_c.unsqueeze(-1)
+        if y_c.shape != (*x_c.shape[:-1], self.channels_):
+            raise ValueError(
+                f"context[1] (y_c) must have the same rows as context[0] (x_c) and "
+                f"{self.channels_} channel(s): shape {tuple(x_c.shape[:-1])} or "
+                f"{(*x_c.shape[:-1], self.channels_)}; got {tuple(y_c.shape)}"
+            )
+        if not torch.isfinite(y_c).all():
+            raise ValueError("context[1] (y_c) contains NaN or inf values")
+        return x_c, y_c
+
     def posterior(
         self,
         x: Any,
@@ -463,8 +502,10 @@ class OperatorFlowMatching(Model):
         map with ``ode_steps`` steps.
 
         Args:
-            x: ``(n, d)`` target inputs.
-            context: ``(x_c (m, d), y_c (m,) or (m, c))``, or None for the prior.
+            x: ``(n, d)`` target inputs, or ``(b, n, d)`` for ``b`` independent problems
+                (each conditioned on its own context).
+            context: ``(x_c (m, d), y_c (m,) or (m, c))`` (batched like ``x``:
+                ``(b, m, d)``, ``(b, m)`` or ``(b, m, c)``), or None for the prior.
             noise: observation-noise variance of the context (and of ``observation_noise``).
             observation_noise: add ``N(0, noise)`` to the draws (predictive of ``y``).
             num_samples: prior draws cached; with context, the total kept draws
@@ -479,16 +520,22 @@ class OperatorFlowMatching(Model):
             progress_bar: show the sampler's progress.
 
         Returns:
-            A :class:`SamplePosterior` with event ``(n, c)``. With context, the model's
-            ``sampler_diagnostics_`` holds the acceptance rate and the chains' draws.
+            A :class:`SamplePosterior` with event ``(n, c)`` (batch ``(b,)`` for batched
+            ``x``). With context, the model's ``sampler_diagnostics_`` holds the
+            acceptance rate and the chains' draws (of the last problem of a batch).
         """
-        x = self._check_x(x)
+        self._check_fitted()
+        xs = check_inputs(
+            x, "x", dtype=torch.float64, num_features=self.input_dim_, allow_batch=True
+        )
+        batch = xs.shape[0] if xs.ndim == 3 else None
         if not (isinstance(noise, int | float) and noise > 0 and math.isfinite(noise)):
             raise ValueError(f"noise must be a positive variance; got {noise!r}")
         if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 2:
             raise ValueError(f"num_samples must be an int >= 2; got {num_samples!r}")
         generator = None if seed is None else torch.Generator().manual_seed(seed)
         sd = math.sqrt(noise)
+        problems = [xs] if batch is None else list(xs)
 
         def finish(draws: torch.Tensor, g: torch.Generator | None) -> torch.Tensor:
             if observation_noise:
@@ -496,31 +543,57 @@ class OperatorFlowMatching(Model):
                 draws = draws + sd * eps.to(draws.device)
             return draws
 
+        def join(parts: list[torch.Tensor]) -> torch.Tensor:
+            return parts[0] if batch is None else torch.stack(parts, 1)
+
         if context is None:
+            for xi in problems:
+                self._layout(xi)  # fail now on points the operator cannot take
             first = [generator]
 
             def draw(num: int, g: torch.Generator | None) -> torch.Tensor:
                 g = g if g is not None else first.pop() if first else None
-                return finish(self.sample(x, num, generator=g), g)
+                return finish(join([self.sample(xi, num, generator=g) for xi in problems]), g)
 
             return SamplePosterior(sampler=draw, num_samples=num_samples)
 
         if sampler not in _SAMPLERS:
             raise ValueError(f"sampler must be one of {_SAMPLERS}; got {sampler!r}")
-        if not (isinstance(context, tuple | list) and len(context) == 2):
-            raise TypeError("context must be a pair (x_c, y_c)")
-        x_c = self._check_x(context[0], "context[0] (x_c)")
-        y_c = as_tensor(context[1], "context[1] (y_c)", dtype=torch.float64)
-        if y_c.ndim == 1:
-            y_c = y_c.unsqueeze(-1)
-        if y_c.ndim != 2 or y_c.shape != (x_c.shape[0], self.channels_):
-            raise ValueError(
-                f"context[1] (y_c) must have shape (m,) or (m, {self.channels_}) with "
-                f"m = {x_c.shape[0]}; got {tuple(context[1].shape)}"
-            )
-        if not torch.isfinite(y_c).all():
-            raise ValueError("context[1] (y_c) contains NaN or inf values")
+        x_c, y_c = self._check_context(context, batch)
+        if batch is None:
+            x_c, y_c = x_c[None], y_c[None]
+        settings = {
+            "noise": noise,
+            "num_samples": num_samples,
+            "sampler": sampler,
+            "num_chains": num_chains,
+            "burn_in": burn_in,
+            "thin": thin,
+            "step_size": step_size,
+            "generator": generator,
+            "progress_bar": progress_bar,
+        }
+        draws = [self._condition(xi, x_c[i], y_c[i], **settings) for i, xi in enumerate(problems)]
+        return SamplePosterior(finish(join(draws), generator))
 
+    def _condition(
+        self,
+        x: torch.Tensor,
+        x_c: torch.Tensor,
+        y_c: torch.Tensor,
+        *,
+        noise: float,
+        num_samples: int,
+        sampler: str,
+        num_chains: int,
+        burn_in: int,
+        thin: int,
+        step_size: float | None,
+        generator: torch.Generator | None,
+        progress_bar: bool,
+    ) -> torch.Tensor:
+        """``(num_samples, n, c)`` posterior draws of the values at ``x`` ``(n, d)`` given
+        ``y_c`` ``(m, c)`` at ``x_c`` ``(m, d)`` (see :meth:`posterior`)."""
         n = x.shape[0]
         if self.operator == "attention":
             layout = self._layout(torch.cat([x, x_c]))
@@ -569,8 +642,7 @@ class OperatorFlowMatching(Model):
             "accept": res["accept"],
             "chains": out.detach(),
         }
-        draws = out.flatten(0, 1)[:num_samples].detach()
-        return SamplePosterior(finish(draws, generator))
+        return out.flatten(0, 1)[:num_samples].detach()
 
     # ---------------------------------------------------------------- density
     def log_prob(
@@ -578,6 +650,7 @@ class OperatorFlowMatching(Model):
         x: Any,
         y: Any,
         *,
+        context: tuple[Any, Any] | None = None,
         trace: str = "exact",
         num_probes: int = 16,
         rtol: float | None = None,
@@ -589,47 +662,93 @@ class OperatorFlowMatching(Model):
 
         ``log p(u) = log ν₀(a) − ∫₀¹ tr ∂v/∂u dt`` with ``a`` the ODE solved backward
         from ``u``, in float64 (a float64 copy of the operator, the adaptive solver).
+        With ``context``, the conditional density of the process's values,
+        ``log p(y_c, y) − log p(y_c)`` on the points ``[x_c; x]`` (``operator="attention"``
+        only: a grid operator has no density on a grid plus extra points). These are
+        densities of the values of the learned process: noise enters only as far as the
+        training functions carried it.
 
         Args:
-            x: ``(n, d)`` inputs.
-            y: ``(n, c)`` (one function) or ``(b, n, c)`` values.
+            x: ``(n, d)`` inputs, or ``(b, n, d)`` with one function per set of inputs.
+            y: ``(n,)`` or ``(n, c)`` (one function), ``(b, n, c)`` values (``b``
+                functions at the shared ``x``, or one per set of a batched ``x``).
+            context: ``(x_c (m, d), y_c (m,) or (m, c))``, batched like ``x``, or None.
             trace: ``"exact"`` or ``"hutchinson"`` (``num_probes`` probes).
             rtol: solver tolerances (default: the model's).
             atol: as ``rtol`` (described together above).
             seed: for Hutchinson probes.
 
         Returns:
-            ``()`` or ``(b,)`` float64 log densities (nats).
+            ``()`` for one function, else ``(b,)``: float64 log densities (nats).
         """
-        x = self._check_x(x)
+        self._check_fitted()
+        xs = check_inputs(
+            x, "x", dtype=torch.float64, num_features=self.input_dim_, allow_batch=True
+        )
+        batch = xs.shape[0] if xs.ndim == 3 else None
+        n, c = xs.shape[-2], self.channels_
         y = as_tensor(y, "y", dtype=torch.float64)
-        single = y.ndim == 2
+        if y.ndim == xs.ndim - 1 and c == 1:
+            y = y.unsqueeze(-1)
+        single = batch is None and y.ndim == 2
         if single:
             y = y.unsqueeze(0)
-        if y.ndim != 3 or y.shape[1:] != (x.shape[0], self.channels_):
+        if y.ndim != 3 or y.shape[1:] != (n, c) or (batch is not None and y.shape[0] != batch):
+            lead = "b" if batch is None else str(batch)
             raise ValueError(
-                f"y must have shape (n, c) or (b, n, c) = (b, {x.shape[0]}, {self.channels_}); "
-                f"got {tuple(y.shape)}"
+                f"y must have shape (n, c) or ({lead}, n, c) with n = {n} rows (the points "
+                f"of x) and c = {c}; got {tuple(y.shape)}"
             )
         if not torch.isfinite(y).all():
             raise ValueError("y contains NaN or inf values")
+        kw = {
+            "trace": trace,
+            "num_probes": num_probes,
+            "rtol": self.rtol if rtol is None else rtol,
+            "atol": self.atol if atol is None else atol,
+            "seed": seed,
+            "chunk": chunk,
+        }
+        if context is not None:
+            if self.operator != "attention":
+                raise ValueError(
+                    "log_prob with context needs operator='attention' (the conditional "
+                    "density lives on the grid plus the context points); got operator='fno'"
+                )
+            x_c, y_c = self._check_context(context, batch)
+            if batch is None:
+                x_c, y_c = x_c[None], y_c[None]
+        if batch is None:
+            if context is None:
+                out = self._density(xs, y, **kw)
+            else:
+                joint_y = torch.cat([y_c.expand(y.shape[0], -1, -1), y], 1)
+                out = self._density(torch.cat([x_c[0], xs]), joint_y, **kw)
+                out = out - self._density(x_c[0], y_c, **kw)
+        else:
+            out = []
+            for i in range(batch):
+                lp = self._density(xs[i], y[i : i + 1], **kw)
+                if context is not None:
+                    joint = self._density(
+                        torch.cat([x_c[i], xs[i]]), torch.cat([y_c[i], y[i]])[None], **kw
+                    )
+                    lp = joint - self._density(x_c[i], y_c[i : i + 1], **kw)
+                out.append(lp)
+            out = torch.cat(out)
+        return out[0] if single else out
+
+    def _density(self, x: torch.Tensor, y: torch.Tensor, *, seed, **kw) -> torch.Tensor:
+        """``(b,)`` log densities of ``y`` ``(b, n, c)`` at ``x`` ``(n, d)`` (float64)."""
         layout = self._layout(x)
         reference = self._reference(layout)
         module = copy.deepcopy(self.operator_).double().eval()
         field = self._field(layout, module)
         g = None if seed is None else torch.Generator().manual_seed(seed)
         lp, _ = log_density(
-            field,
-            y[:, layout["perm"]].to(self.device),
-            reference,
-            trace=trace,
-            num_probes=num_probes,
-            rtol=self.rtol if rtol is None else rtol,
-            atol=self.atol if atol is None else atol,
-            chunk=chunk,
-            generator=g,
+            field, y[:, layout["perm"]].to(self.device), reference, generator=g, **kw
         )
-        return lp[0] if single else lp
+        return lp
 
     # ------------------------------------------------------------ save / load
     def _get_state(self) -> dict[str, Any]:

@@ -1,0 +1,83 @@
+"""Row group (e) of ``bayesfn reproduce ofm`` at the ``cpu`` preset: OFM on the NDP
+reproduction's saved 1-D regression tasks (``reproductions/ndp_tasks``), beside the exact
+GP on the same tasks and NDP's committed numbers (``reproductions/ndp_results.json``).
+
+    python reproductions/ofm_ndp_cpu_run.py se          # one family (about 45 min here)
+    python reproductions/ofm_ndp_cpu_run.py matern52
+    python reproductions/ofm_ndp_cpu_run.py se --independent         # the sampler check
+    python reproductions/ofm_ndp_cpu_run.py matern52 --independent
+    python reproductions/ofm_ndp_cpu_run.py --merge     # -> reproductions/ofm_ndp_results.json
+
+Run from the repository root (the saved tasks and NDP's results are read relative to it).
+The families run as separate processes so that they fit side by side on two cores;
+``bayesfn reproduce ofm --scale cpu`` runs the same code one family after the other.
+"""
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from bayesfn.reproduce import ofm
+from bayesfn.reproduce.results import make_results, merge_results
+
+torch.set_num_threads(1)
+OUT = Path("reproductions/ofm_ndp_tasks")
+SEED = 0
+
+if sys.argv[1] == "--merge":
+    names = [OUT / f"{f}.json" for f in ofm.NDP_FAMILIES]
+    names += sorted(OUT.glob("*_independent.json"))
+    parts = [json.loads(n.read_text()) for n in names]
+    for family, part in zip(ofm.NDP_FAMILIES, parts, strict=False):
+        # the per-family runs predate gp_moment_rows: add its rows (seconds of work, the
+        # same function ndp_regression now calls) when a part lacks them
+        if not any("independent draws" in r["metric"] for r in part["rows"]):
+            tasks, _, _ = ofm._ndp_tasks(family, ofm.SCALES["cpu"]["ndp"])
+            rows = ofm.gp_moment_rows(tasks, family, seed=SEED)
+            part["rows"] += [{**r, "seeds": [SEED]} for r in rows]
+    merged = merge_results(parts, [str(n) for n in names])
+    merged["commands"] = [
+        "python reproductions/ofm_ndp_cpu_run.py se",
+        "python reproductions/ofm_ndp_cpu_run.py matern52",
+        "python reproductions/ofm_ndp_cpu_run.py se --independent",
+        "python reproductions/ofm_ndp_cpu_run.py matern52 --independent",
+        "python reproductions/ofm_ndp_cpu_run.py --merge",
+    ]
+    Path("reproductions/ofm_ndp_results.json").write_text(json.dumps(merged, indent=1) + "\n")
+    sys.exit(0)
+
+family = sys.argv[1]
+cfg = dict(ofm.SCALES["cpu"])
+cfg["ndp"] = {**cfg["ndp"], "families": [family]}
+name = family
+if sys.argv[2:3] == ["--independent"]:
+    # the sampler check: the first 8 tasks with one draw from each of 128 independent
+    # pCN chains (the preset keeps 8 thinned draws from each of 16 chains)
+    cfg["ndp"].update(
+        chains=128,
+        thin=1,
+        burn_in=150,
+        first_tasks=8,
+        label=", first 8 tasks, one draw from each of 128 pCN chains",
+    )
+    name = f"{family}_independent"
+start = time.perf_counter()
+rows, details = ofm.ndp_regression(cfg, SEED, "cpu")
+for row in rows:
+    row["seeds"] = [SEED]
+results = make_results(
+    ofm.PAPER,
+    "cpu",
+    [SEED],
+    rows,
+    config={"ndp": cfg["ndp"]},
+    details=details,
+    seconds=round(time.perf_counter() - start, 1),
+    notes=ofm.NDP_NOTES,
+)
+OUT.mkdir(parents=True, exist_ok=True)
+(OUT / f"{name}.json").write_text(json.dumps(results, indent=1) + "\n")
+print(json.dumps(rows, indent=1))
