@@ -51,11 +51,13 @@ _CHILD = textwrap.dedent(
         if model == "bayesfn-gp":
             gp = GaussianProcess("rbf").fit(x, y, max_steps=0, progress_bar=False)
             gp.module_.train()
+            gp._cache = None  # the factor fit(max_steps=0) cached is not the step's memory
             return gp.module_, lambda: -gp._unit_log_marginal_likelihood() / n, torch.enable_grad()
         if model == "bayesfn-scale-mixture":
             sm = ScaleMixtureNNGP(depth=2, prior="inverse_gamma").fit(
                 x, y, max_steps=0, progress_bar=False
             )
+            sm._cache = None  # idem
             return sm.module_, lambda: -sm.log_marginal_likelihood() / n, torch.enable_grad()
 
         class Exact(gpytorch.models.ExactGP):
