@@ -132,6 +132,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps at size n")
     parser.add_argument("--models", nargs="+", choices=_MODELS, default=list(_MODELS))
     parser.add_argument("--timeout", type=float, default=1800)
+    parser.add_argument("--reverse", action="store_true", help="start with the reversed order")
     args = parser.parse_args()
     print(
         f"machine: {platform.processor() or platform.machine()}, torch threads {args.threads}, "
@@ -141,7 +142,7 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for i, n in enumerate(args.sizes):
         chosen = [m for m in _MODELS if m in args.models]
-        order = chosen if i % 2 == 0 else chosen[::-1]
+        order = chosen if (i + args.reverse) % 2 == 0 else chosen[::-1]
         matrix = n * n * 8 / 2**20
         for model in order:
             r = _run(model, n, args.threads, args.steps, args.warmup, args.timeout)
