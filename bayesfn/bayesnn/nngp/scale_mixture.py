@@ -318,7 +318,11 @@ class ScaleMixtureNNGP(Model):
         ``2**18`` numbers: the recursion's temporaries stay one tile's, not the
         matrix's."""
         return tiled_kernel_matrix(
-            lambda p, q: self._kernel(p, q), a, b, [], tile_rows=default_tile_rows(b.shape[-2])
+            lambda p, q: self._kernel(p, q),
+            a.detach(),  # predictions carry no gradient in x (posterior runs under no_grad)
+            b.detach(),
+            [],
+            tile_rows=default_tile_rows(b.shape[-2]),
         )
 
     def _factor(self) -> dict[str, torch.Tensor]:
