@@ -11,6 +11,7 @@ __all__ = [
     "available_memory",
     "check_allocation",
     "gaussian_log_likelihood",
+    "posterior_covariance_",
     "quad_logdet",
     "safe_cholesky",
 ]
@@ -205,3 +206,32 @@ def quad_logdet(
         factor and ``α = C⁻¹Y`` (not differentiable).
     """
     return _QuadLogdet.apply(cov, y, name)
+
+
+def posterior_covariance_(prior: torch.Tensor, v: torch.Tensor, *, tile: int = 512) -> torch.Tensor:
+    """``prior − vᵀv``, made exactly symmetric, written into ``prior``'s own memory.
+
+    The predictive covariance of a Gaussian conditional (``v = L⁻¹K(X, X*)``) without an
+    ``n* x n*`` temporary: the product is accumulated into ``prior`` by the BLAS call
+    itself, and the two triangles are averaged one ``tile x tile`` block pair at a time,
+    so that the only extra memory is two such blocks.
+
+    Args:
+        prior: ``(..., n*, n*)`` symmetric prior covariance, contiguous; overwritten.
+        v: ``(..., n, n*)``, broadcastable to ``prior``'s batch.
+        tile: side of the blocks of the symmetrisation.
+
+    Returns:
+        ``prior``, now holding the posterior covariance.
+    """
+    ns = prior.shape[-1]
+    flat = prior.view(-1, ns, ns)
+    vv = v.expand(prior.shape[:-2] + v.shape[-2:]).reshape(-1, v.shape[-2], ns)
+    flat.baddbmm_(vv.mT, vv, alpha=-1)
+    for i in range(0, ns, tile):
+        for j in range(i, ns, tile):
+            upper, lower = flat[:, i : i + tile, j : j + tile], flat[:, j : j + tile, i : i + tile]
+            mean = (upper + lower.mT).mul_(0.5)
+            upper.copy_(mean)
+            lower.copy_(mean.mT)
+    return prior

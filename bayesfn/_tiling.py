@@ -35,15 +35,18 @@ def default_tile_rows(num_columns: int, batch: int = 1) -> int:
 
 class _TiledKernel(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, fn, x1, x2, tile, *params):
+    def forward(ctx, fn, full, x1, x2, tile, *params):
         n = x1.shape[-2]
         with torch.no_grad():
-            first = fn(x1[..., :tile, :], x2)
-            out = first.new_empty(first.shape[:-2] + (n, first.shape[-1]))
-            out[..., : first.shape[-2], :] = first
-            del first
-            for start in range(tile, n, tile):
-                out[..., start : start + tile, :] = fn(x1[..., start : start + tile, :], x2)
+            if full is not None:
+                out = full(x1, x2)
+            else:
+                first = fn(x1[..., :tile, :], x2)
+                out = first.new_empty(first.shape[:-2] + (n, first.shape[-1]))
+                out[..., : first.shape[-2], :] = first
+                del first
+                for start in range(tile, n, tile):
+                    out[..., start : start + tile, :] = fn(x1[..., start : start + tile, :], x2)
         ctx.fn, ctx.tile, ctx.params = fn, tile, params
         ctx.save_for_backward(x1, x2)
         return out
@@ -51,7 +54,7 @@ class _TiledKernel(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         x1, x2 = ctx.saved_tensors
-        wanted = [i for i, p in enumerate(ctx.params) if ctx.needs_input_grad[4 + i]]
+        wanted = [i for i, p in enumerate(ctx.params) if ctx.needs_input_grad[5 + i]]
         grads: list[torch.Tensor | None] = [None] * len(ctx.params)
         if wanted:
             targets = [ctx.params[i] for i in wanted]
@@ -67,7 +70,7 @@ class _TiledKernel(torch.autograd.Function):
                 for i, g in zip(wanted, parts, strict=True):
                     if g is not None:
                         grads[i] = g if grads[i] is None else grads[i] + g
-        return (None, None, None, None, *grads)
+        return (None, None, None, None, None, *grads)
 
 
 def tiled_kernel_matrix(
@@ -77,6 +80,7 @@ def tiled_kernel_matrix(
     params: Sequence[torch.Tensor],
     *,
     tile_rows: int | None = None,
+    full: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """``fn(x1, x2)`` computed in tiles of ``tile_rows`` rows of ``x1``.
 
@@ -88,6 +92,9 @@ def tiled_kernel_matrix(
         params: every tensor ``fn`` reads that needs a gradient; the result's backward
             gives theirs.
         tile_rows: rows per tile (default :func:`default_tile_rows`).
+        full: computes the whole ``(..., n, m)`` value of ``fn(x1, x2)`` without autograd
+            in the forward pass instead of the tiles (for a kernel with a faster or
+            leaner no-grad route of its own); the backward pass is tiled either way.
 
     Returns:
         The ``(..., n, m)`` matrix, differentiable in ``params``.
@@ -98,4 +105,4 @@ def tiled_kernel_matrix(
         tile_rows = default_tile_rows(x2.shape[-2])
     if not isinstance(tile_rows, int) or tile_rows < 1:
         raise ValueError(f"tile_rows must be a positive integer; got {tile_rows!r}")
-    return _TiledKernel.apply(fn, x1, x2, tile_rows, *params)
+    return _TiledKernel.apply(fn, full, x1, x2, tile_rows, *params)

@@ -4,20 +4,26 @@ same kernel (ARD RBF with an output scale, constant mean, Gaussian noise) and de
 Cholesky forced (``gpytorch.settings.max_cholesky_size``), so that all three do the
 same exact algebra.
 
-Each (model, n) runs in a fresh subprocess: one warm-up step, then ``--steps`` timed
-steps (forward, backward and Adam update of the negative log marginal likelihood per
-point), reporting the median step time and the growth of the process's peak resident
-memory over its state before the model was built (``ru_maxrss``, MiB), next to the size
-of one ``n x n`` float64 matrix. The models alternate order at every ``n``.
+Each (model, n) runs in a fresh subprocess: ``--warmup`` untimed steps (default 1;
+the lazy imports and library buffers are warmed up at n = 20 beforehand in any case),
+then ``--steps`` timed steps (forward, backward and Adam update of the negative log
+marginal likelihood per point), reporting the median step time and the growth of the
+process's peak resident memory over its state before the model was built
+(``ru_maxrss``, MiB), next to the size of one ``n x n`` float64 matrix. The models
+alternate order at every ``n``.
 
 Run:  python benchmarks/exact_models_scale.py --sizes 1000 2000 5000 --threads 1
       python benchmarks/exact_models_scale.py --sizes 1000 2000 5000 --threads 2
+      python benchmarks/exact_models_scale.py --sizes 10000 --steps 1 --warmup 0 --threads 1
+At n = 20,000 see ``exact_models_large_n.py`` (GPyTorch's Cholesky ExactGP, at about 8
+n x n matrices, would need some 25 GB there).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -28,7 +34,7 @@ _CHILD = textwrap.dedent(
     import json, resource, sys, time
     import numpy as np
     import torch
-    model, n, threads, steps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+    model, n, threads, steps, warmup = sys.argv[1], *map(int, sys.argv[2:6])
     torch.set_num_threads(threads)
     import gpytorch
     from bayesfn.bayesnn import ScaleMixtureNNGP
@@ -45,11 +51,13 @@ _CHILD = textwrap.dedent(
         if model == "bayesfn-gp":
             gp = GaussianProcess("rbf").fit(x, y, max_steps=0, progress_bar=False)
             gp.module_.train()
+            gp._cache = None  # the factor fit(max_steps=0) cached is not the step's memory
             return gp.module_, lambda: -gp._unit_log_marginal_likelihood() / n, torch.enable_grad()
         if model == "bayesfn-scale-mixture":
             sm = ScaleMixtureNNGP(depth=2, prior="inverse_gamma").fit(
                 x, y, max_steps=0, progress_bar=False
             )
+            sm._cache = None  # idem
             return sm.module_, lambda: -sm.log_marginal_likelihood() / n, torch.enable_grad()
 
         class Exact(gpytorch.models.ExactGP):
@@ -88,10 +96,10 @@ _CHILD = textwrap.dedent(
     opt = torch.optim.Adam([p for p in module.parameters() if p.requires_grad], lr=0.05)
     times = []
     with context:
-        for i in range(steps + 1):
+        for i in range(warmup + steps):
             start = time.perf_counter()
             step(module, loss_fn, opt)
-            if i:
+            if i >= warmup:
                 times.append(time.perf_counter() - start)
     print(json.dumps({"step_s": float(np.median(times)), "peak_mib": peak() - before}))
     """
@@ -100,10 +108,10 @@ _CHILD = textwrap.dedent(
 _MODELS = ("bayesfn-gp", "gpytorch-exactgp-cholesky", "bayesfn-scale-mixture")
 
 
-def _run(model: str, n: int, threads: int, steps: int, timeout: float) -> dict:
+def _run(model: str, n: int, threads: int, steps: int, warmup: int, timeout: float) -> dict:
     try:
         done = subprocess.run(
-            [sys.executable, "-c", _CHILD, model, str(n), str(threads), str(steps)],
+            [sys.executable, "-c", _CHILD, model, *map(str, (n, threads, steps, warmup))],
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -121,16 +129,23 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 2000, 5000])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps at size n")
+    parser.add_argument("--models", nargs="+", choices=_MODELS, default=list(_MODELS))
     parser.add_argument("--timeout", type=float, default=1800)
+    parser.add_argument("--reverse", action="store_true", help="start with the reversed order")
     args = parser.parse_args()
-    print(f"machine: {platform.processor() or platform.machine()}, torch threads {args.threads}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, torch threads {args.threads}, "
+        f"load average at start {os.getloadavg()}"
+    )
     print("| n | n x n float64 (MiB) | model | step (s) | peak memory growth (MiB) |")
     print("|---|---|---|---|---|")
     for i, n in enumerate(args.sizes):
-        order = _MODELS if i % 2 == 0 else tuple(reversed(_MODELS))
+        chosen = [m for m in _MODELS if m in args.models]
+        order = chosen if (i + args.reverse) % 2 == 0 else chosen[::-1]
         matrix = n * n * 8 / 2**20
         for model in order:
-            r = _run(model, n, args.threads, args.steps, args.timeout)
+            r = _run(model, n, args.threads, args.steps, args.warmup, args.timeout)
             if "error" in r:
                 print(f"| {n} | {matrix:.0f} | {model} | failed: {r['error']} | |", flush=True)
             else:

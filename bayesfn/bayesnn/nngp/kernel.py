@@ -22,7 +22,7 @@ from typing import Any
 import gpytorch
 import torch
 
-from bayesfn._tiling import tiled_kernel_matrix
+from bayesfn._tiling import default_tile_rows, tiled_kernel_matrix
 from bayesfn.bayesnn.nngp._activations import ACTIVATIONS, ab_relu_inplace, diag_map, layer_map
 from bayesfn.bayesnn.nngp._threads import check_threads, intra_op_threads
 from bayesfn.bayesnn.nngp.cnn import cnn_kernel
@@ -424,18 +424,7 @@ class NNGPKernel(gpytorch.kernels.Kernel):
                     "the CNN kernel takes n x (H·W·C) inputs without batch dims; got "
                     f"{tuple(x1.shape)} and {tuple(x2.shape)}"
                 )
-            hyper = {n: v.reshape(()) for n, v in hyper.items()}
-            return cnn_kernel(
-                x1.reshape(-1, *self.image_shape),
-                x2.reshape(-1, *self.image_shape),
-                depth=self.depth,
-                activation=self.activation,
-                kind=self.kind,
-                filter_size=self.filter_size,
-                slopes=self.slopes,
-                diag=diag,
-                **hyper,
-            )
+            return self._cnn(x1, x2, diag)
 
         def evaluate(a: torch.Tensor, b: torch.Tensor, hyper=hyper) -> torch.Tensor:
             return nngp_kernel(
@@ -453,13 +442,7 @@ class NNGPKernel(gpytorch.kernels.Kernel):
 
         params = [p for p in self.parameters() if p.requires_grad]
         large = x1.shape[-2] * x2.shape[-2] > _TILE_ABOVE_ELEMENTS
-        if (
-            large
-            and not diag
-            and params
-            and torch.is_grad_enabled()
-            and not (x1.requires_grad or x2.requires_grad)
-        ):
+        if large and not diag and self._differentiable(params, x1, x2):
             # a differentiable evaluation of a large matrix: in row tiles, so that
             # autograd keeps no n x m temporaries of the recursion (see bayesfn._tiling)
             def tile(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -470,4 +453,46 @@ class NNGPKernel(gpytorch.kernels.Kernel):
                 return evaluate(a, b, fresh)
 
             return tiled_kernel_matrix(tile, x1, x2, params)
+        return evaluate(x1, x2)
+
+    @staticmethod
+    def _differentiable(params: list[torch.Tensor], x1: torch.Tensor, x2: torch.Tensor) -> bool:
+        """Whether an evaluation builds a graph in the hyperparameters only (the case
+        that :func:`~bayesfn._tiling.tiled_kernel_matrix` serves)."""
+        return bool(
+            params and torch.is_grad_enabled() and not (x1.requires_grad or x2.requires_grad)
+        )
+
+    def _cnn(self, x1: torch.Tensor, x2: torch.Tensor, diag: bool) -> torch.Tensor:
+        """The CNN kernel of ``n x (H·W·C)`` inputs. A differentiable ``n x m`` matrix
+        with more than ``2**20`` pair-pixel states is tiled like the FC kernel's: the
+        forward pass is the kernel's own no-grad route (square tiles of image pairs,
+        the symmetric half only for ``K(x, x)``), the backward pass recomputes rows of
+        the pair grid with autograd, about ``2**18`` pair-pixel states per tile (at
+        least one row: ``m · H · W`` states), so that autograd never holds the per-pixel
+        states of the whole grid."""
+
+        def evaluate(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+            hyper = {
+                n: self._value(n).to(a.dtype).reshape(())
+                for n in ("w_std", "b_std", "w_std_last", "b_std_last")
+            }
+            return cnn_kernel(
+                a.reshape(-1, *self.image_shape),
+                b.reshape(-1, *self.image_shape),
+                depth=self.depth,
+                activation=self.activation,
+                kind=self.kind,
+                filter_size=self.filter_size,
+                slopes=self.slopes,
+                diag=diag,
+                **hyper,
+            )
+
+        pixels = self.image_shape[0] * self.image_shape[1]
+        params = [p for p in self.parameters() if p.requires_grad]
+        large = x1.shape[-2] * x2.shape[-2] * pixels > _TILE_ABOVE_ELEMENTS
+        if large and not diag and self._differentiable(params, x1, x2):
+            rows = default_tile_rows(x2.shape[-2], pixels)
+            return tiled_kernel_matrix(evaluate, x1, x2, params, tile_rows=rows, full=evaluate)
         return evaluate(x1, x2)

@@ -42,8 +42,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from bayesfn._linalg import check_allocation, quad_logdet, safe_cholesky
-from bayesfn._tiling import tiled_kernel_matrix
+from bayesfn._linalg import check_allocation, posterior_covariance_, quad_logdet, safe_cholesky
+from bayesfn._tiling import default_tile_rows, tiled_kernel_matrix
 from bayesfn.bayesnn.nngp._scale_priors import LEARNABLE, PRIORS, check_prior, prior_log_density
 from bayesfn.bayesnn.nngp.kernel import activation_slopes, check_architecture, nngp_kernel
 from bayesfn.model import Model, check_inputs, check_targets, resolve_device, resolve_dtype
@@ -311,6 +311,18 @@ class ScaleMixtureNNGP(Model):
                 None if self.slopes is None else tuple(self.slopes),
             ),
             diag=diag,
+        )
+
+    def _kernel_blocks(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """``K(a, b)`` ``(..., n_a, n_b)`` without autograd, in row tiles of about
+        ``2**18`` numbers: the recursion's temporaries stay one tile's, not the
+        matrix's."""
+        return tiled_kernel_matrix(
+            lambda p, q: self._kernel(p, q),
+            a.detach(),  # predictions carry no gradient in x (posterior runs under no_grad)
+            b.detach(),
+            [],
+            tile_rows=default_tile_rows(b.shape[-2]),
         )
 
     def _factor(self) -> dict[str, torch.Tensor]:
@@ -821,39 +833,49 @@ class ScaleMixtureNNGP(Model):
         ns = x.shape[-2]
         if not joint:
             return self._marginal_posterior(self._unit_x(x), cache, observation_noise, chunk_size)
-        check_allocation(
-            x.shape[:-2] + (ns * m, ns * m),
-            dtype=self.dtype,
-            device=self.device,
-            copies=3,
-            what="the joint predictive covariance",
-            way_out="ask for posterior(x, joint=False) (marginals only) or predict at "
-            "fewer points per call",
+        # the covariance, two temporaries of its size while the posterior checks its
+        # symmetry (plus its factor and one scaled factor per node for a mixture), and
+        # (m > 1) the n* x n* block the outputs share; K(X*, X) and L⁻¹K(X, X*) before it
+        way_out = (
+            "ask for posterior(x, joint=False) (marginals only) or predict at fewer points per call"
         )
+        copies = 3 if self._prior_name in ("inverse_gamma", "point_mass") else 4 + len(cache["t"])
+        for shape, count, what in [
+            (x.shape[:-2] + (ns * m, ns * m), copies + (m > 1), "joint predictive covariance"),
+            (x.shape[:-2] + (ns, self.train_x_.shape[0]), 2, "test-train cross-covariance"),
+        ]:
+            check_allocation(
+                shape,
+                dtype=self.dtype,
+                device=self.device,
+                copies=count,
+                what=f"the {what}",
+                way_out=way_out,
+            )
         x = self._unit_x(x)
         with torch.no_grad():
-            k_star = self._kernel(x, self.train_x_)  # (..., n*, n)
+            k_star = self._kernel_blocks(x, self.train_x_)  # (..., n*, n)
             mean = k_star @ cache["alpha"]  # (..., n*, m)
             v = _solve_lower(cache["chol"], k_star.mT)  # (..., n, n*)
-            cov = self._kernel(x) - v.mT @ v
+            del k_star
+            cov = posterior_covariance_(self._kernel_blocks(x, x), v)  # in place
+            del v
             if observation_noise:
-                eye = torch.eye(cov.shape[-1], dtype=cov.dtype, device=cov.device)
-                cov = cov + self.module_.get("noise") * eye
-            cov = 0.5 * (cov + cov.mT)
+                cov.diagonal(dim1=-2, dim2=-1).add_(self.module_.get("noise"))
             full = _kron_outputs(cov, m)
             # back to the data's units: row-major (n*, m) event, output j scaled by s_j
             y_shift, y_scale = self.standardizer_["y_shift"], self.standardizer_["y_scale"]
             mean = mean * y_scale + y_shift
             if not bool((y_scale == 1).all()):
                 s_flat = y_scale.repeat(ns)
-                full = full * (s_flat.unsqueeze(-1) * s_flat)
+                full.mul_(s_flat.unsqueeze(-1)).mul_(s_flat)  # rows, then columns
             num = self.train_y_.numel()
             if self._prior_name == "point_mass":
-                return GaussianPosterior(mean, self._prior_full["value"] * full)
+                return GaussianPosterior(mean, full.mul_(self._prior_full["value"]))
             if self._prior_name == "inverse_gamma":
                 a, b = self.module_.get("a"), self.module_.get("b")
                 scale = (b + cache["q"] / 2) / (a + num / 2)
-                return StudentTPosterior(2 * a + num, mean, scale * full)
+                return StudentTPosterior(2 * a + num, mean, full.mul_(scale))
             tril = safe_cholesky(full, name="posterior covariance")
             comps = [
                 GaussianPosterior(mean, scale_tril=torch.exp(0.5 * t) * tril) for t in cache["t"]
@@ -875,7 +897,7 @@ class ScaleMixtureNNGP(Model):
         with torch.no_grad():
             for start in range(0, x.shape[-2], chunk_size):
                 xc = x[..., start : start + chunk_size, :]
-                k_star = self._kernel(xc, self.train_x_)
+                k_star = self._kernel_blocks(xc, self.train_x_)
                 means.append(k_star @ cache["alpha"])
                 v = _solve_lower(cache["chol"], k_star.mT)
                 variances.append((self._kernel(xc, diag=True) - v.pow(2).sum(-2)).clamp_min(0))

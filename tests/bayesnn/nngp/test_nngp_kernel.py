@@ -639,3 +639,38 @@ def test_large_differentiable_matrices_are_tiled_with_the_same_values_and_gradie
     torch.testing.assert_close(tiled, direct, rtol=1e-13, atol=1e-14)
     for a, b in zip(gt, gd, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("kind", ["nngp", "ntk"])
+def test_large_differentiable_cnn_matrices_are_tiled_with_the_same_values_and_gradients(
+    monkeypatch, kind
+):
+    """The CNN kernel's differentiable path is tiled like the FC kernel's (no-grad
+    forward, per-row-tile recompute in the backward): the same matrix and the same
+    hyperparameter gradients as autograd through the whole recursion."""
+    from bayesfn.bayesnn.nngp import kernel as kernel_module
+
+    x, y = _cnn_inputs(2)
+    x, y = x.reshape(9, -1), y.reshape(5, -1)
+    k = NNGPKernel(
+        depth=2, activation="relu", w_std=1.3, b_std=0.2, kind=kind, image_shape=(5, 6, 2)
+    )
+    weights = torch.randn(9, 9, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    for args, wts in [((x,), weights), ((x, y), weights[:, :5])]:
+        direct = k(*args).to_dense()
+        gd = torch.autograd.grad((direct * wts).sum(), list(k.parameters()))
+        calls = []
+        real = kernel_module.tiled_kernel_matrix
+        with monkeypatch.context() as patch:
+            patch.setattr(kernel_module, "_TILE_ABOVE_ELEMENTS", 100)
+            patch.setattr(
+                kernel_module,
+                "tiled_kernel_matrix",
+                lambda *a, **kw: calls.append(kw) or real(*a, **{**kw, "tile_rows": 2}),
+            )
+            tiled = k(*args).to_dense()
+            gt = torch.autograd.grad((tiled * wts).sum(), list(k.parameters()))
+        assert calls and calls[0]["full"] is not None  # the tiled route was taken
+        torch.testing.assert_close(tiled, direct, rtol=1e-12, atol=1e-14)
+        for a, b in zip(gt, gd, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-11, atol=1e-13)
