@@ -161,6 +161,8 @@ SCALES: dict[str, dict[str, Any]] = {"smoke": _SMOKE, "full": _FULL}
 def _model(kind: str, units: int, seed: int, device: str, **kwargs: Any):
     from bayesfn.circuits import MonotonicCircuit, SquaredCircuit
 
+    # the paper's recipe: one start, re-initialised by paper_init (not the fit's defaults)
+    kwargs = {"init": "data", "restarts": 1, **kwargs}
     if kind == "NPC2":
         return SquaredCircuit(units, seed=seed, device=device, **kwargs)
     return MonotonicCircuit(units, squared=kind == "MPC2", seed=seed, device=device, **kwargs)
