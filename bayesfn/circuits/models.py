@@ -61,6 +61,7 @@ _INITS = ("data", "centred", "auto")
 # each restart's trial run takes (benchmarks/npc2_init_rates.py measured these)
 _CENTRED_SCALES = (1.0, 0.5)
 _RESTART_SHARE = 0.1
+_RESTART_SEED_STRIDE = 100_003
 #: Version of the saved parameter layout (2: leaves and folds in reader order, signed leaves)
 _LAYOUT = 2
 
@@ -105,6 +106,8 @@ class CircuitModel(Model, abc.ABC):
         restarts: number of starts :meth:`fit` tries: each runs a tenth of ``max_steps``,
             the one with the best validation log-likelihood (training log-likelihood
             without ``validation``) continues for the rest. ``1``: one start, no trial.
+            Start ``r`` draws its parameters as start 0 of the same model with seed
+            ``seed + 100003 r`` would (the region graph stays the one ``seed`` made).
         seed: seeds the region graph and the initialisation.
         dtype: ``"float64"`` (default) or ``"float32"``.
         device: where the circuit lives.
@@ -752,8 +755,8 @@ class CircuitModel(Model, abc.ABC):
 
     @torch.no_grad()
     def _initialise(self, x: torch.Tensor, generator: torch.Generator, start: int) -> None:
-        """Start ``start`` (0-based) of a built circuit, as ``init`` says, from the
-        ``(n, d)`` training data. Start 0 keeps the weights drawn at build time."""
+        """Start ``start`` (0-based) of a circuit whose weights were just drawn as at
+        build time, from the ``(n, d)`` training data, as ``init`` says."""
         init = self.init
         if init == "auto":
             init = "centred" if start % 2 == 0 else "data"
@@ -767,9 +770,7 @@ class CircuitModel(Model, abc.ABC):
             inputs.init_centred(x, generator, scales if k > 1 else scales[:1])
         for w in module.weight:
             if init == "data":
-                if start > 0:
-                    w.copy_(module._init_weight(w.shape, w.dtype, generator).to(w))
-                continue
+                continue  # the build-time draw
             u = 0.5 + 0.5 * torch.rand(w.shape, generator=generator, dtype=torch.float64)
             if module.weights_kind == "real":
                 sign = 1 - 2 * (torch.arange(w.shape[-1], dtype=torch.float64) % 2)
@@ -788,7 +789,11 @@ class CircuitModel(Model, abc.ABC):
         best, best_state = -math.inf, None
         for start in range(self.restarts):
             if start > 0:
-                g = torch.Generator().manual_seed(self.seed + 100_003 * start)
+                # start r is start 0 of the same circuit seeded seed + 100003 r
+                g = torch.Generator().manual_seed(self.seed + _RESTART_SEED_STRIDE * start)
+                with torch.no_grad():
+                    for w in module.weight:
+                        w.copy_(module._init_weight(tuple(w.shape), w.dtype, g).to(w))
                 self._initialise(x, g, start)
             try:
                 optimize(
