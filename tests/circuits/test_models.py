@@ -125,8 +125,8 @@ def test_fit_early_stopping_and_diagnostics():
     assert r.diagnostics["train_log_likelihood"] > -3.5
 
 
-def test_npc2_starts_from_positive_uniform_weights():
-    model = SquaredCircuit(4).fit(
+def test_npc2_data_start_has_positive_uniform_weights():
+    model = SquaredCircuit(4, init="data").fit(
         torch.randn(20, 2, dtype=torch.float64), max_steps=0, progress_bar=False
     )
     for w in model.module_.weight:
