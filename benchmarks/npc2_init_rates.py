@@ -147,12 +147,15 @@ def _lbfgs(cfg, x, start: int) -> Any:
     return model
 
 
-def run_config(name: str) -> dict[str, Any]:
+def run_config(name: str, methods: tuple[str, ...] = ("before", "after", "MPC", "refs")) -> dict:
+    """Fit ``methods`` (``"refs"``: the reference runs) on configuration ``name``."""
     cfg = {**_DEFAULTS, **CONFIGS[name]}
     x, test = _data(cfg["data"])
     fit = {"max_steps": STEPS, **cfg.get("fit", {})}
     k, settings = cfg["k"], _settings(cfg)
-    runs: dict[str, list[dict[str, float]]] = {m: [] for m in ("before", "after", "MPC")}
+    runs: dict[str, list[dict[str, float]]] = {
+        m: [] for m in ("before", "after", "MPC") if m in methods
+    }
 
     def score(model) -> float:
         with torch.no_grad():
@@ -161,13 +164,16 @@ def run_config(name: str) -> dict[str, Any]:
 
     for seed in range(cfg["seeds"]):
         order = ("before", "after") if seed % 2 == 0 else ("after", "before")
-        for method in order:
+        for method in (m for m in order if m in methods):
             extra = {"init": "data", "restarts": 1} if method == "before" else {}
             model, wall = _timed_fit(SquaredCircuit(k, seed=seed, **settings, **extra), x, **fit)
             runs[method].append({"seed": seed, "test": score(model), "seconds": wall})
-        model, wall = _timed_fit(MonotonicCircuit(k, seed=seed, **settings), x, **fit)
-        runs["MPC"].append({"seed": seed, "test": score(model), "seconds": wall})
+        if "MPC" in methods:
+            model, wall = _timed_fit(MonotonicCircuit(k, seed=seed, **settings), x, **fit)
+            runs["MPC"].append({"seed": seed, "test": score(model), "seconds": wall})
     refs: dict[str, list[float]] = {"long Adam": [], "L-BFGS": [], "hand-set": []}
+    if "refs" not in methods:
+        cfg = {**cfg, "ref_seeds": 0, "lbfgs": 0}
     long_fit = {**fit, "max_steps": cfg["long"] * fit["max_steps"]}
     for seed in range(cfg["ref_seeds"]):
         model, _ = _timed_fit(SquaredCircuit(k, seed=100 + seed, **settings), x, **long_fit)
@@ -189,6 +195,26 @@ def run_config(name: str) -> dict[str, Any]:
         "runs": runs,
         "refs": refs,
     }
+
+
+def _combine(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One entry per configuration: a later file's runs of a method replace an earlier
+    file's; the reference runs of all files are pooled (the data of a configuration are
+    the same draw in every run)."""
+    by: dict[str, dict[str, Any]] = {}
+    for r in results:
+        if r["config"] not in by:
+            by[r["config"]] = {**r, "runs": dict(r["runs"]), "refs": dict(r["refs"])}
+            continue
+        old = by[r["config"]]
+        for m, v in r["runs"].items():
+            if v and old["runs"].get(m):
+                old["runs"][f"{m}, earlier run"] = old["runs"][m]  # kept in the JSON
+            if v:
+                old["runs"][m] = v
+        for m, v in r["refs"].items():
+            old["refs"][m] = old["refs"].get(m, []) + v
+    return list(by.values())
 
 
 def summarise(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -246,13 +272,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only", nargs="*", help="configuration names to run")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--only-rings", action="store_true")
+    parser.add_argument(
+        "--methods", nargs="*", default=["before", "after", "MPC", "refs"], help="what to fit"
+    )
+    parser.add_argument("--seeds", type=int, help="override the seeds of before/after/MPC")
     parser.add_argument("--skip-rings", action="store_true")
     parser.add_argument("--merge", nargs="*", help="part files to merge into --out")
     parser.add_argument("--out", default="benchmarks/npc2_init_rates.json")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     if args.merge:
-        results = [r for p in args.merge for r in json.loads(Path(p).read_text())["results"]]
+        results = _combine(
+            [r for p in args.merge for r in json.loads(Path(p).read_text())["results"]]
+        )
         order = list(CONFIGS)
         results.sort(key=lambda r: order.index(r["config"]) if r["config"] in order else 99)
     else:
@@ -268,10 +300,13 @@ def main(argv: list[str] | None = None) -> None:
             for name in ("ring r=1 noise=0.25", "two rings r=1,2 noise=0.15 K=4"):
                 CONFIGS[name].update(seeds=2, ref_seeds=1, lbfgs=1)
             names = ["ring r=1 noise=0.25", "two rings r=1,2 noise=0.15 K=4"]
+        if args.seeds:
+            for name in names:
+                CONFIGS[name]["seeds"] = args.seeds
         results = []
         for name in names:
             t = time.perf_counter()
-            results.append(run_config(name))
+            results.append(run_config(name, tuple(args.methods)))
             rows = summarise(results[-1:])
             print(markdown(rows).splitlines()[-1], f"({time.perf_counter() - t:.0f} s)", flush=True)
             _write(args.out, results)

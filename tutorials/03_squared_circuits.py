@@ -80,7 +80,7 @@ for ax, (name, model) in zip(axes, models.items(), strict=True):
 # make a ring. A squared circuit can: a wide Gaussian *minus* a narrow one, squared, is a
 # ring. From the paper's all-positive initialisation Adam rarely finds that solution;
 # the default fit (`init="auto"`, `restarts=4`) also tries nested starts whose weights
-# alternate in sign (a wide unit minus a narrower one), runs each start for a tenth of
+# alternate in sign (a wide unit minus a narrower one), runs each start for a quarter of
 # the steps and continues the best, which finds the ring without any help.
 
 # %%

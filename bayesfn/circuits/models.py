@@ -60,7 +60,7 @@ _INITS = ("data", "centred", "auto")
 # the nested start's unit scales, in data standard deviations, and how much of max_steps
 # each restart's trial run takes (benchmarks/npc2_init_rates.py measured these)
 _CENTRED_SCALES = (1.0, 0.5)
-_RESTART_SHARE = 0.1
+_RESTART_SHARE = 0.25
 _RESTART_SEED_STRIDE = 100_003
 #: Version of the saved parameter layout (2: leaves and folds in reader order, signed leaves)
 _LAYOUT = 2
@@ -103,7 +103,7 @@ class CircuitModel(Model, abc.ABC):
             with ``K = 2``); discrete leaves have no centre and start as with
             ``"data"``. ``"auto"``: restart ``r`` starts ``"centred"`` for even ``r`` and
             ``"data"`` for odd ``r``.
-        restarts: number of starts :meth:`fit` tries: each runs a tenth of ``max_steps``,
+        restarts: number of starts :meth:`fit` tries: each runs a quarter of ``max_steps``,
             the one with the best validation log-likelihood (training log-likelihood
             without ``validation``) continues for the rest. ``1``: one start, no trial.
             Start ``r`` draws its parameters as start 0 of the same model with seed
@@ -651,6 +651,9 @@ class CircuitModel(Model, abc.ABC):
             validation: optional ``(m, d)`` validation data; then the fit stops early
                 when the validation log-likelihood has not improved for ``patience``
                 evaluations (every ``val_every`` steps) and keeps the best parameters.
+                Without it, a full-batch fit (``batch_size=None``) checks the training
+                log-likelihood every ``val_every`` steps and ends at the best check (no
+                early stopping).
             max_steps: as in :func:`bayesfn.training.optimize`, like ``batch_size``,
                 ``lr``, ``callbacks``, ``progress_bar``, ``checkpoint_dir`` and
                 ``checkpoint_every`` (a checkpoint resumes only a fit of the same data
@@ -677,7 +680,7 @@ class CircuitModel(Model, abc.ABC):
             ``restarts > 1`` also ``restart_log_likelihoods`` (each start's score after
             its trial steps) and ``restart_chosen`` (the start kept). The trial steps
             count in ``max_steps``: the kept start runs ``max_steps`` in all, the fit
-            ``(1 + (restarts - 1) / 10) max_steps`` steps.
+            ``(1 + (restarts - 1) / 4) max_steps`` steps.
 
         Raises:
             FloatingPointError: the loss became non-finite; the message names the first
@@ -706,6 +709,14 @@ class CircuitModel(Model, abc.ABC):
         def val_fn() -> float:
             return float(-self._log_prob(xv).mean())
 
+        def train_fn() -> float:
+            return float(-self._log_prob(x).mean())
+
+        # full batches and no validation data: every step's loss is the training NLL, so
+        # checking it every val_every steps costs little and lets a late Adam spike
+        # (measured on squared circuits near a cancellation) be undone
+        keep_best_train = xv is None and batch_size is None and not cuda_graph
+
         trials: list[float] = []
         if not warm_start and self.restarts > 1 and max_steps > 0:
             trial_steps = max(1, int(_RESTART_SHARE * max_steps))
@@ -731,7 +742,7 @@ class CircuitModel(Model, abc.ABC):
             lr=lr,
             seed=self.seed if seed is None else seed,
             callbacks=callbacks,
-            val_fn=val_fn if xv is not None else None,
+            val_fn=val_fn if xv is not None else (train_fn if keep_best_train else None),
             val_every=val_every,
             patience=patience if xv is not None else None,
             progress_bar=progress_bar,
@@ -928,7 +939,7 @@ class SquaredCircuit(CircuitModel):
     sign, ``p(x) = Σ_r c_r(x)² / Z``.
 
     By default (``init="auto"``, ``restarts=4``) :meth:`fit` tries two nested,
-    sign-alternating starts and two data starts (see :class:`CircuitModel`) for a tenth of
+    sign-alternating starts and two data starts (see :class:`CircuitModel`) for a quarter of
     ``max_steps`` each and continues the best: from the paper's all-positive ``U(0, 1)``
     start alone (``init="data", restarts=1``, the initialisation before this option
     existed) Adam rarely leaves the monotonic basin, e.g. it fits a ring like a monotonic

@@ -62,7 +62,7 @@ def test_restarts_keep_the_start_with_the_best_validation_likelihood():
             seed=seed + 100_003 * r,
             init="centred" if r % 2 == 0 else "data",
             restarts=1,
-        ).fit(x, max_steps=steps // 10, seed=seed, progress_bar=False)
+        ).fit(x, max_steps=steps // 4, seed=seed, progress_bar=False)
         assert math.isclose(float(single.log_prob(xv).mean()), score, rel_tol=1e-9)
     assert len(set(scores)) == 3  # the starts differ, so the choice means something
 
