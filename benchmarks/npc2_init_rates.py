@@ -147,8 +147,11 @@ def _lbfgs(cfg, x, start: int) -> Any:
     return model
 
 
-def run_config(name: str, methods: tuple[str, ...] = ("before", "after", "MPC", "refs")) -> dict:
-    """Fit ``methods`` (``"refs"``: the reference runs) on configuration ``name``."""
+def run_config(
+    name: str, methods: tuple[str, ...] = ("before", "after", "MPC", "refs"), on_seed=None
+) -> dict:
+    """Fit ``methods`` (``"refs"``: the reference runs) on configuration ``name``;
+    ``on_seed(partial_result)`` after each seed (to save partial results)."""
     cfg = {**_DEFAULTS, **CONFIGS[name]}
     x, test = _data(cfg["data"])
     fit = {"max_steps": STEPS, **cfg.get("fit", {})}
@@ -171,6 +174,8 @@ def run_config(name: str, methods: tuple[str, ...] = ("before", "after", "MPC", 
         if "MPC" in methods:
             model, wall = _timed_fit(MonotonicCircuit(k, seed=seed, **settings), x, **fit)
             runs["MPC"].append({"seed": seed, "test": score(model), "seconds": wall})
+        if on_seed is not None:
+            on_seed({"config": name, "runs": runs, "refs": {}})
     refs: dict[str, list[float]] = {"long Adam": [], "L-BFGS": [], "hand-set": []}
     if "refs" not in methods:
         cfg = {**cfg, "ref_seeds": 0, "lbfgs": 0}
@@ -220,21 +225,27 @@ def _combine(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def summarise(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for r in results:
-        npc = [v["test"] for m in ("before", "after") for v in r["runs"][m]]
+        npc = [
+            v["test"]
+            for m, vs in r["runs"].items()
+            if m.startswith(("before", "after"))
+            for v in vs
+        ]
         best = max(npc + [v for vs in r["refs"].values() for v in vs])
 
         def rate(method: str, r=r, best=best) -> float:
-            vals = [v["test"] for v in r["runs"][method]]
-            return sum(v >= best - TOLERANCE for v in vals) / len(vals)
+            vals = [v["test"] for v in r["runs"].get(method, [])]
+            return sum(v >= best - TOLERANCE for v in vals) / len(vals) if vals else math.nan
 
         def mean(method: str, key: str = "test", r=r) -> float:
-            vals = [v[key] for v in r["runs"][method]]
-            return sum(vals) / len(vals)
+            vals = [v[key] for v in r["runs"].get(method, [])]
+            return sum(vals) / len(vals) if vals else math.nan
 
         rows.append(
             {
                 "config": r["config"],
-                "seeds": len(r["runs"]["after"]),
+                "seeds": len(r["runs"].get("after", [])),
+                "seeds before": len(r["runs"].get("before", [])),
                 "best NPC2": best,
                 "best reference": {m: max(v) if v else None for m, v in r["refs"].items()},
                 "rate before": rate("before"),
@@ -306,7 +317,13 @@ def main(argv: list[str] | None = None) -> None:
         results = []
         for name in names:
             t = time.perf_counter()
-            results.append(run_config(name, tuple(args.methods)))
+            done = list(results)
+            results.append(
+                run_config(
+                    name, tuple(args.methods), on_seed=lambda p, d=done: _write(args.out, d + [p])
+                )
+            )
+            _write(args.out, results)
             rows = summarise(results[-1:])
             print(markdown(rows).splitlines()[-1], f"({time.perf_counter() - t:.0f} s)", flush=True)
             _write(args.out, results)
