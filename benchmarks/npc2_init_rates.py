@@ -215,6 +215,7 @@ def _combine(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for m, v in r["runs"].items():
             if v and old["runs"].get(m):
                 old["runs"][f"{m}, earlier run"] = old["runs"][m]  # kept in the JSON
+                old["separate_runs"] = True  # before / after no longer timed side by side
             if v:
                 old["runs"][m] = v
         for m, v in r["refs"].items():
@@ -255,7 +256,9 @@ def summarise(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "mean MPC": mean("MPC"),
                 "seconds before": mean("before", "seconds"),
                 "seconds after": mean("after", "seconds"),
-                "time ratio": mean("after", "seconds") / mean("before", "seconds"),
+                "time ratio": math.nan
+                if r.get("separate_runs")
+                else mean("after", "seconds") / mean("before", "seconds"),
             }
         )
     return rows
