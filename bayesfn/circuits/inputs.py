@@ -170,6 +170,21 @@ class GaussianInput(InputLayer):
         std = xs.std(0).clamp_min(1e-3) if x.shape[0] > 1 else ones
         self.log_sigma.copy_((0.5 * std).log().to(self.mu.dtype).unsqueeze(-1).expand_as(self.mu))
 
+    @torch.no_grad()
+    def init_centred(
+        self, x: torch.Tensor, generator: torch.Generator, scales: torch.Tensor
+    ) -> None:
+        """Means at each variable's data mean plus ``N(0, 0.1²)`` standard deviations of
+        jitter, unit ``k``'s scale ``scales[k]`` (``(K,)``) times the variable's standard
+        deviation: nested units, wide to narrow, for subtractive starts."""
+        xs = x[:, self.variables]  # (n, L)
+        mean = xs.mean(0)
+        std = xs.std(0).clamp_min(1e-3) if x.shape[0] > 1 else torch.ones_like(mean)
+        jitter = torch.randn(self.mu.shape, generator=generator, dtype=torch.float64)
+        jitter = jitter.to(x.device, x.dtype)
+        self.mu.copy_((mean.unsqueeze(-1) + 0.1 * std.unsqueeze(-1) * jitter).to(self.mu.dtype))
+        self.log_sigma.copy_((std.unsqueeze(-1) * scales.to(std)).log().to(self.mu.dtype))
+
     def _params(self, index: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         if index is None:
             return self.mu, self.log_sigma
@@ -513,6 +528,30 @@ class SplineInput(InputLayer):
         shape = (self.num_leaves, self.num_units, m)
         noise = torch.rand(shape, generator=generator, dtype=torch.float64)
         logits = (hist + 1e-3).log().unsqueeze(1) + noise.to(x.device, x.dtype)
+        if self.signed:
+            self.coef.copy_(torch.softmax(logits, dim=-1))
+        else:
+            self.logits.copy_(logits)
+
+    @torch.no_grad()
+    def init_centred(
+        self, x: torch.Tensor, generator: torch.Generator, scales: torch.Tensor
+    ) -> None:
+        """Knots as :meth:`init_from_data`; unit ``k`` starts as a Gaussian bump at the
+        variable's data mean, ``scales[k]`` (``(K,)``) standard deviations wide (at
+        least one knot spacing), with 10 % multiplicative noise on its coefficients."""
+        self.init_from_data(x, generator)
+        xs = x[:, self.variables]  # (n, L)
+        mean = xs.mean(0)
+        std = xs.std(0).clamp_min(1e-3) if x.shape[0] > 1 else torch.ones_like(mean)
+        p, m = self.degree, self.num_bases
+        centres = self.t0.unsqueeze(-1) + (
+            torch.arange(m, dtype=x.dtype, device=x.device) + (p + 1) / 2
+        ) * self.h.unsqueeze(-1)  # (L, M)
+        width = torch.maximum(std.unsqueeze(-1) * scales.to(std), self.h.unsqueeze(-1))  # (L, K)
+        z = (centres.unsqueeze(1) - mean[:, None, None]) / width.unsqueeze(-1)  # (L, K, M)
+        noise = torch.rand(z.shape, generator=generator, dtype=torch.float64)
+        logits = -0.5 * z**2 + 0.1 * noise.to(x.device, x.dtype)
         if self.signed:
             self.coef.copy_(torch.softmax(logits, dim=-1))
         else:

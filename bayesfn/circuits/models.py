@@ -56,6 +56,12 @@ __all__ = ["MonotonicCircuit", "SquaredCircuit"]
 MARGINALIZE, OBSERVE, CDF, MOMENT1, MOMENT2 = 0, 1, 2, 3, 4
 _INPUTS = ("gaussian", "spline", "categorical", "bernoulli", "binomial")
 _GRAPHS = ("random", "linear", "quad", "quad_graph")
+_INITS = ("data", "centred", "auto")
+# the nested start's unit scales, in data standard deviations, and how much of max_steps
+# each restart's trial run takes (benchmarks/npc2_init_rates.py measured these)
+_CENTRED_SCALES = (1.0, 0.5)
+_RESTART_SHARE = 0.25
+_RESTART_SEED_STRIDE = 100_003
 #: Version of the saved parameter layout (2: leaves and folds in reader order, signed leaves)
 _LAYOUT = 2
 
@@ -85,6 +91,23 @@ class CircuitModel(Model, abc.ABC):
             weights per region) or ``"tucker"`` (``y_k = Σ_{i,j} W[k,i,j] a_i b_j``, ``K³``
             weights per region). Both keep every inference exact; see
             :mod:`bayesfn.circuits.tensorized`.
+        init: how :meth:`fit` starts the parameters. ``"data"``: leaf means at random
+            training values (spline / categorical leaves from a noisy histogram / noise),
+            scales half the variable's standard deviation, sum weights ``U(0, 1)``
+            (``log U(0.01, 1)`` for positive weights). ``"centred"``: nested leaves,
+            every unit at the variable's data mean (plus 0.1 std jitter) and unit ``k``
+            ``s_k`` standard deviations wide, ``s`` spaced geometrically from 1 down to
+            0.5; sum weights of magnitude ``U(0.5, 1)`` whose signs alternate over the
+            input units (``+ - + ...``) for real weights, positive otherwise. Squaring
+            ``wide - narrow`` gives a hole, the start a subtractive circuit needs (a ring
+            with ``K = 2``); discrete leaves have no centre and start as with
+            ``"data"``. ``"auto"``: restart ``r`` starts ``"centred"`` for even ``r`` and
+            ``"data"`` for odd ``r``.
+        restarts: number of starts :meth:`fit` tries: each runs a quarter of ``max_steps``,
+            the one with the best validation log-likelihood (training log-likelihood
+            without ``validation``) continues for the rest. ``1``: one start, no trial.
+            Start ``r`` draws its parameters as start 0 of the same model with seed
+            ``seed + 100003 r`` would (the region graph stays the one ``seed`` made).
         seed: seeds the region graph and the initialisation.
         dtype: ``"float64"`` (default) or ``"float32"``.
         device: where the circuit lives.
@@ -109,6 +132,8 @@ class CircuitModel(Model, abc.ABC):
         spline_bases: int = 32,
         spline_degree: int = 2,
         layer: str = "cp",
+        init: str = "data",
+        restarts: int = 1,
         seed: int = 0,
         dtype: str | torch.dtype = "float64",
         device: str | None = None,
@@ -149,6 +174,16 @@ class CircuitModel(Model, abc.ABC):
         if layer not in LAYERS:
             raise ValueError(f"layer must be one of {LAYERS}; got {layer!r}")
         self.layer = layer
+        if not isinstance(init, str):
+            raise TypeError(f"init must be a str, one of {_INITS}; got {type(init).__name__}")
+        if init not in _INITS:
+            raise ValueError(f"init must be one of {_INITS}; got {init!r}")
+        self.init = init
+        if isinstance(restarts, bool) or not isinstance(restarts, int):
+            raise TypeError(f"restarts must be an int (at least 1); got {type(restarts).__name__}")
+        if restarts < 1:
+            raise ValueError(f"restarts must be at least 1; got {restarts}")
+        self.restarts = restarts
         self.seed = int(seed)
         self.dtype = resolve_dtype(dtype, torch.float64)
         self.device = None if device is None else str(resolve_device(device))
@@ -616,6 +651,9 @@ class CircuitModel(Model, abc.ABC):
             validation: optional ``(m, d)`` validation data; then the fit stops early
                 when the validation log-likelihood has not improved for ``patience``
                 evaluations (every ``val_every`` steps) and keeps the best parameters.
+                Without it, a full-batch fit (``batch_size=None``) checks the training
+                log-likelihood every ``val_every`` steps and ends at the best check (no
+                early stopping).
             max_steps: as in :func:`bayesfn.training.optimize`, like ``batch_size``,
                 ``lr``, ``callbacks``, ``progress_bar``, ``checkpoint_dir`` and
                 ``checkpoint_every`` (a checkpoint resumes only a fit of the same data
@@ -629,7 +667,8 @@ class CircuitModel(Model, abc.ABC):
             checkpoint_every: see ``max_steps``.
             warm_start: continue from the current parameters of an already fitted
                 model (same number of variables) instead of building and initialising
-                a new circuit, e.g. after setting parameters by hand.
+                a new circuit, e.g. after setting parameters by hand (``init`` and
+                ``restarts`` are then not used).
             cuda_graph: on a CUDA device, replay each training step's kernels as one
                 recorded CUDA graph (:func:`bayesfn.training.optimize`); this removes the
                 per-kernel launch cost that bounds small circuits on a GPU. Untimed so
@@ -637,7 +676,11 @@ class CircuitModel(Model, abc.ABC):
 
         Returns:
             ``self``; ``fit_result_.diagnostics`` holds ``train_log_likelihood`` and, with
-            validation data, ``val_log_likelihood`` (means per example).
+            validation data, ``val_log_likelihood`` (means per example); with
+            ``restarts > 1`` also ``restart_log_likelihoods`` (each start's score after
+            its trial steps) and ``restart_chosen`` (the start kept). The trial steps
+            count in ``max_steps``: the kept start runs ``max_steps`` in all, the fit
+            ``(1 + (restarts - 1) / 4) max_steps`` steps.
 
         Raises:
             FloatingPointError: the loss became non-finite; the message names the first
@@ -656,7 +699,7 @@ class CircuitModel(Model, abc.ABC):
         else:
             generator = self._build(x.shape[1], self._infer_states(x))
             x = self._check_x(x, "X")
-            self.module_.inputs.init_from_data(x, generator)
+            self._initialise(x, generator, 0)
         xv = None if validation is None else self._check_x(validation, "validation")
         module = self.module_
 
@@ -666,6 +709,30 @@ class CircuitModel(Model, abc.ABC):
         def val_fn() -> float:
             return float(-self._log_prob(xv).mean())
 
+        def train_fn() -> float:
+            return float(-self._log_prob(x).mean())
+
+        # full batches and no validation data: every step's loss is the training NLL, so
+        # checking it every val_every steps costs little and lets a late Adam spike
+        # (measured on squared circuits near a cancellation) be undone
+        keep_best_train = xv is None and batch_size is None and not cuda_graph
+
+        trials: list[float] = []
+        if not warm_start and self.restarts > 1 and max_steps > 0:
+            trial_steps = max(1, int(_RESTART_SHARE * max_steps))
+            trials = self._try_starts(
+                x,
+                xv,
+                generator,
+                loss_fn,
+                steps=trial_steps,
+                batch_size=batch_size,
+                lr=lr,
+                seed=self.seed if seed is None else seed,
+                callbacks=callbacks,
+                cuda_graph=cuda_graph,
+            )
+            max_steps -= trial_steps
         result = optimize(
             module,
             loss_fn,
@@ -675,7 +742,7 @@ class CircuitModel(Model, abc.ABC):
             lr=lr,
             seed=self.seed if seed is None else seed,
             callbacks=callbacks,
-            val_fn=val_fn if xv is not None else None,
+            val_fn=val_fn if xv is not None else (train_fn if keep_best_train else None),
             val_every=val_every,
             patience=patience if xv is not None else None,
             progress_bar=progress_bar,
@@ -691,8 +758,79 @@ class CircuitModel(Model, abc.ABC):
             if xv is not None:
                 result.diagnostics["val_log_likelihood"] = float(self._log_prob(xv).mean())
             result.diagnostics["log_partition"] = float(self._log_partition())
+        if trials:
+            result.diagnostics["restart_log_likelihoods"] = trials
+            result.diagnostics["restart_chosen"] = max(range(len(trials)), key=trials.__getitem__)
         self.fit_result_ = result
         return self
+
+    @torch.no_grad()
+    def _initialise(self, x: torch.Tensor, generator: torch.Generator, start: int) -> None:
+        """Start ``start`` (0-based) of a circuit whose weights were just drawn as at
+        build time, from the ``(n, d)`` training data, as ``init`` says."""
+        init = self.init
+        if init == "auto":
+            init = "centred" if start % 2 == 0 else "data"
+        module, inputs = self.module_, self.module_.inputs
+        if init == "data" or not hasattr(inputs, "init_centred"):
+            inputs.init_from_data(x, generator)
+        else:
+            k = self.num_units
+            hi, lo = _CENTRED_SCALES
+            scales = torch.logspace(math.log10(hi), math.log10(lo), k, dtype=torch.float64)
+            inputs.init_centred(x, generator, scales if k > 1 else scales[:1])
+        for w in module.weight:
+            if init == "data":
+                continue  # the build-time draw
+            u = 0.5 + 0.5 * torch.rand(w.shape, generator=generator, dtype=torch.float64)
+            if module.weights_kind == "real":
+                sign = 1 - 2 * (torch.arange(w.shape[-1], dtype=torch.float64) % 2)
+                w.copy_((u * sign).to(w))
+            else:
+                w.copy_(u.log().to(w))
+
+    def _try_starts(
+        self, x, xv, generator, loss_fn, *, steps, batch_size, lr, seed, callbacks, cuda_graph
+    ) -> list[float]:
+        """Run ``restarts`` starts for ``steps`` Adam steps each, leave the circuit at the
+        best one and return each start's score (validation, else training, mean
+        log-likelihood; ``-inf`` for a start whose loss diverged)."""
+        module = self.module_
+        scores: list[float] = []
+        best, best_state = -math.inf, None
+        for start in range(self.restarts):
+            if start > 0:
+                # start r is start 0 of the same circuit seeded seed + 100003 r
+                g = torch.Generator().manual_seed(self.seed + _RESTART_SEED_STRIDE * start)
+                with torch.no_grad():
+                    for w in module.weight:
+                        w.copy_(module._init_weight(tuple(w.shape), w.dtype, g).to(w))
+                self._initialise(x, g, start)
+            try:
+                optimize(
+                    module,
+                    loss_fn,
+                    data=(x,),
+                    batch_size=batch_size,
+                    max_steps=steps,
+                    lr=lr,
+                    seed=seed,
+                    callbacks=callbacks,
+                    progress_bar=False,
+                    desc=f"{type(self).__name__} start {start}",
+                    cuda_graph=cuda_graph,
+                )
+                with torch.no_grad():
+                    score = float(self._log_prob(x if xv is None else xv).mean())
+            except FloatingPointError:
+                score = -math.inf
+            score = score if math.isfinite(score) else -math.inf
+            scores.append(score)
+            if score > best or best_state is None:
+                best = score
+                best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+        module.load_state_dict(best_state)
+        return scores
 
     def _explain_nonfinite(self, x: torch.Tensor, loss: torch.Tensor) -> None:
         for name, p in self.module_.named_parameters():
@@ -770,6 +908,8 @@ class MonotonicCircuit(CircuitModel):
         spline_bases: int = 32,
         spline_degree: int = 2,
         layer: str = "cp",
+        init: str = "data",
+        restarts: int = 1,
         seed: int = 0,
         dtype: str | torch.dtype = "float64",
         device: str | None = None,
@@ -784,6 +924,8 @@ class MonotonicCircuit(CircuitModel):
             spline_bases=spline_bases,
             spline_degree=spline_degree,
             layer=layer,
+            init=init,
+            restarts=restarts,
             seed=seed,
             dtype=dtype,
             device=device,
@@ -794,7 +936,14 @@ class MonotonicCircuit(CircuitModel):
 
 class SquaredCircuit(CircuitModel):
     """Squared non-monotonic PC (NPC², Loconte et al., ICLR 2024): real weights of any
-    sign, ``p(x) = Σ_r c_r(x)² / Z``, initialised with positive ``U(0, 1)`` weights.
+    sign, ``p(x) = Σ_r c_r(x)² / Z``.
+
+    By default (``init="auto"``, ``restarts=4``) :meth:`fit` tries two nested,
+    sign-alternating starts and two data starts (see :class:`CircuitModel`) for a quarter of
+    ``max_steps`` each and continues the best: from the paper's all-positive ``U(0, 1)``
+    start alone (``init="data", restarts=1``, the initialisation before this option
+    existed) Adam rarely leaves the monotonic basin, e.g. it fits a ring like a monotonic
+    circuit of the same size (``benchmarks/npc2_init_rates.py`` measures the rates).
     Spline and categorical leaves are signed too (real B-spline coefficients and real
     tables over the states, see :class:`~bayesfn.circuits.inputs.SplineInput` and
     :class:`~bayesfn.circuits.inputs.CategoricalInput`); Gaussian, binomial and Bernoulli
@@ -820,6 +969,8 @@ class SquaredCircuit(CircuitModel):
         spline_bases: int = 32,
         spline_degree: int = 2,
         layer: str = "cp",
+        init: str = "auto",
+        restarts: int = 4,
         seed: int = 0,
         dtype: str | torch.dtype = "float64",
         device: str | None = None,
@@ -834,6 +985,8 @@ class SquaredCircuit(CircuitModel):
             spline_bases=spline_bases,
             spline_degree=spline_degree,
             layer=layer,
+            init=init,
+            restarts=restarts,
             seed=seed,
             dtype=dtype,
             device=device,

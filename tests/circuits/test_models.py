@@ -125,8 +125,8 @@ def test_fit_early_stopping_and_diagnostics():
     assert r.diagnostics["train_log_likelihood"] > -3.5
 
 
-def test_npc2_starts_from_positive_uniform_weights():
-    model = SquaredCircuit(4).fit(
+def test_npc2_data_start_has_positive_uniform_weights():
+    model = SquaredCircuit(4, init="data").fit(
         torch.randn(20, 2, dtype=torch.float64), max_steps=0, progress_bar=False
     )
     for w in model.module_.weight:
@@ -294,8 +294,9 @@ def test_checkpoints_resume_only_the_same_fit(tmp_path):
     g = torch.Generator().manual_seed(0)
     x = torch.randn(40, 3, generator=g, dtype=torch.float64)
     kw = {"max_steps": 4, "batch_size": 10, "progress_bar": False, "checkpoint_dir": tmp_path}
-    SquaredCircuit(num_units=2, num_replicas=1).fit(x, checkpoint_every=2, **kw)
-    again = SquaredCircuit(num_units=2, num_replicas=1).fit(x, checkpoint_every=2, **kw)
+    # one start: with restarts the checkpoint holds the continued start's steps only
+    SquaredCircuit(num_units=2, restarts=1).fit(x, checkpoint_every=2, **kw)
+    again = SquaredCircuit(num_units=2, restarts=1).fit(x, checkpoint_every=2, **kw)
     assert again.fit_result_.resumed_from == 4
     with pytest.raises(ValueError, match=r"checkpoint_dir=.*another fit .*the data differ"):
         SquaredCircuit(num_units=2, num_replicas=1).fit(x + 1, **kw)

@@ -49,7 +49,8 @@ def test_job_order_puts_the_ring_first_and_skips_nothing_by_default():
     jobs = _jobs(dict(_SMOKE), [0, 1], ("ring", "2d", "2d-discrete", "debd", "maf"))
     parts = [j["part"] for j in jobs]
     assert parts[0] == "ring" and parts[-1] == "2d-discrete"
-    assert parts.count("ring") == 2 * 3  # three Figure 1 models, two seeds
+    # three Figure 1 models and the default-start row, two seeds
+    assert parts.count("ring") == 2 * 4
     assert parts.count("2d-discrete") == 2 * 3
 
 

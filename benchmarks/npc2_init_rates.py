@@ -1,0 +1,351 @@
+"""How often the default fit of a squared circuit (NPC²) reaches its best solution.
+
+For each configuration (a data set, a leaf family, ``K``) the script fits, over seeds:
+
+- ``before``: ``SquaredCircuit(K, init="data", restarts=1).fit(x)``, the default fit before
+  ``init=`` / ``restarts=`` existed (leaf means at random data points, ``U(0, 1)``
+  weights, one start);
+- ``after``: ``SquaredCircuit(K).fit(x)``, today's default (``init="auto"``,
+  ``restarts=4``);
+- ``MPC``: ``MonotonicCircuit(K).fit(x)`` at the same ``K``;
+- references for the best NPC² solution, each on a few seeds: ``long Adam`` (the new
+  default with 3x the steps; 2x for the 2-D and DEBD sets), ``L-BFGS`` (rings only: full
+  batch, strong Wolfe, from ``"centred"`` and ``"data"`` starts) and, for Gaussian K=2
+  rings, the hand-set subtractive start
+  (:func:`bayesfn.reproduce.circuits.subtractive_ring_init`) followed by long Adam.
+
+Every fit sees the same data of its configuration (one fixed draw: training, and a
+held-out test set); seeds change only the initialisation. A seed *reaches* the best when
+its held-out mean log-likelihood is within 0.05 nats of the best held-out value of any
+NPC² run of that configuration (all methods, all seeds). The default fit is called as a
+user would, ``fit(x)`` with no validation set (its restarts are then picked on the
+training likelihood). Wall times are per fit, ``before`` and ``after`` alternating in
+order from seed to seed, at one torch thread.
+
+Commands (the results in benchmarks/npc2_init_rates.json and RESULTS.md came from five
+processes run side by side, then merged)::
+
+    for i in 0 1 2; do  # the six ring configurations, two per process
+        python benchmarks/npc2_init_rates.py --only-rings --part $i/3 \
+            --out /tmp/npc2_rates_$i.json &
+    done
+    for i in 0 1; do  # the 2-D sets and nltcs
+        python benchmarks/npc2_init_rates.py --skip-rings --part $i/2 \
+            --out /tmp/npc2_rates_more_$i.json &
+    done; wait
+    python benchmarks/npc2_init_rates.py --merge /tmp/npc2_rates_*.json \
+        --out benchmarks/npc2_init_rates.json
+
+``--quick`` runs 2 seeds of two ring configurations (a check that the script works).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bayesfn.circuits import MonotonicCircuit, SquaredCircuit
+from bayesfn.data import load_debd, sample_rings_nd, sample_toy2d
+from bayesfn.reproduce.circuits import subtractive_ring_init
+
+TOLERANCE = 0.05  # nats of held-out mean log-likelihood
+STEPS = 1000  # the fit's default max_steps
+
+# name -> settings; "seeds" for before / after / MPC, "ref_seeds" for long Adam and
+# hand-set starts, "lbfgs" L-BFGS starts
+CONFIGS: dict[str, dict[str, Any]] = {
+    "ring r=1 noise=0.1": {"data": ("ring", (1.0,), 0.1, (0.0, 0.0)), "k": 2},
+    "ring r=1 noise=0.25": {"data": ("ring", (1.0,), 0.25, (0.0, 0.0)), "k": 2},
+    "ring r=0.5 noise=0.05": {"data": ("ring", (0.5,), 0.05, (0.0, 0.0)), "k": 2},
+    "ring r=3 noise=0.5 at (4,-2)": {"data": ("ring", (3.0,), 0.5, (4.0, -2.0)), "k": 2},
+    "two rings r=1,2 noise=0.15 K=2": {"data": ("ring", (1.0, 2.0), 0.15, (0.0, 0.0)), "k": 2},
+    "two rings r=1,2 noise=0.15 K=4": {"data": ("ring", (1.0, 2.0), 0.15, (0.0, 0.0)), "k": 4},
+}
+# the 2-D sets: Gaussian leaves at K = 2, 4, 8 and spline leaves at K = 4 only, 3 seeds
+# (the shared 2-core machine allowed no more in the time we had)
+for _set in ("banana", "spiral"):
+    for _leaf, _ks in (("gaussian", (2, 4, 8)), ("spline", (4,))):
+        for _k in _ks:
+            CONFIGS[f"{_set} {_leaf} K={_k}"] = {
+                "data": ("toy", _set),
+                "k": _k,
+                "input": _leaf,
+                "seeds": 3,
+                "ref_seeds": 1,
+                "lbfgs": 0,
+                "long": 2,
+            }
+CONFIGS["nltcs bernoulli K=4"] = {
+    "data": ("debd", "nltcs"),
+    "k": 4,
+    "input": "bernoulli",
+    "seeds": 2,
+    "ref_seeds": 1,
+    "lbfgs": 0,
+    "long": 2,
+    "fit": {"batch_size": 512, "max_steps": 300},
+}
+_DEFAULTS = {
+    "seeds": 20,
+    "ref_seeds": 2,
+    "lbfgs": 3,
+    "long": 3,
+    "input": "gaussian",
+    "num_replicas": 1,
+}
+
+
+def _data(spec: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+    """Training ``(n, d)`` and held-out test ``(m, d)`` data of a configuration."""
+    g = torch.Generator().manual_seed(2024)
+    if spec[0] == "ring":
+        _, radii, noise, shift = spec
+        x = sample_rings_nd(3000, 2, radii=radii, noise=noise, generator=g)
+        x = x + torch.tensor(shift, dtype=x.dtype)
+        return x[:1000], x[1000:]
+    if spec[0] == "toy":
+        x = sample_toy2d(spec[1], 3000, generator=g)
+        return x[:1000], x[1000:]
+    data = load_debd(spec[1], dtype=torch.float64)
+    return data.train, data.test
+
+
+def _settings(cfg: dict[str, Any]) -> dict[str, Any]:
+    return {"input": cfg["input"], "num_replicas": cfg["num_replicas"]}
+
+
+def _timed_fit(model, x, **fit) -> tuple[Any, float]:
+    t = time.perf_counter()
+    model.fit(x, progress_bar=False, **fit)
+    return model, time.perf_counter() - t
+
+
+def _lbfgs(cfg, x, start: int) -> Any:
+    """Full-batch L-BFGS from a single ``"centred"`` (even start) or ``"data"`` start."""
+    init = "centred" if start % 2 == 0 else "data"
+    model = SquaredCircuit(cfg["k"], init=init, restarts=1, seed=start, **_settings(cfg))
+    model.fit(x, max_steps=0, progress_bar=False)
+    params = list(model.module_.parameters())
+    opt = torch.optim.LBFGS(
+        params, lr=1, max_iter=400, line_search_fn="strong_wolfe", tolerance_grad=1e-9
+    )
+
+    def closure():
+        opt.zero_grad()
+        loss = -model._log_prob(x).mean()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return model
+
+
+def run_config(
+    name: str, methods: tuple[str, ...] = ("before", "after", "MPC", "refs"), on_seed=None
+) -> dict:
+    """Fit ``methods`` (``"refs"``: the reference runs) on configuration ``name``;
+    ``on_seed(partial_result)`` after each seed (to save partial results)."""
+    cfg = {**_DEFAULTS, **CONFIGS[name]}
+    x, test = _data(cfg["data"])
+    fit = {"max_steps": STEPS, **cfg.get("fit", {})}
+    k, settings = cfg["k"], _settings(cfg)
+    runs: dict[str, list[dict[str, float]]] = {
+        m: [] for m in ("before", "after", "MPC") if m in methods
+    }
+
+    def score(model) -> float:
+        with torch.no_grad():
+            ll = float(model.log_prob(test).mean())
+        return ll if math.isfinite(ll) else -math.inf
+
+    for seed in range(cfg["seeds"]):
+        order = ("before", "after") if seed % 2 == 0 else ("after", "before")
+        for method in (m for m in order if m in methods):
+            extra = {"init": "data", "restarts": 1} if method == "before" else {}
+            model, wall = _timed_fit(SquaredCircuit(k, seed=seed, **settings, **extra), x, **fit)
+            runs[method].append({"seed": seed, "test": score(model), "seconds": wall})
+        if "MPC" in methods:
+            model, wall = _timed_fit(MonotonicCircuit(k, seed=seed, **settings), x, **fit)
+            runs["MPC"].append({"seed": seed, "test": score(model), "seconds": wall})
+        if on_seed is not None:
+            on_seed({"config": name, "runs": runs, "refs": {}})
+    refs: dict[str, list[float]] = {"long Adam": [], "L-BFGS": [], "hand-set": []}
+    if "refs" not in methods:
+        cfg = {**cfg, "ref_seeds": 0, "lbfgs": 0}
+    long_fit = {**fit, "max_steps": cfg["long"] * fit["max_steps"]}
+    for seed in range(cfg["ref_seeds"]):
+        model, _ = _timed_fit(SquaredCircuit(k, seed=100 + seed, **settings), x, **long_fit)
+        refs["long Adam"].append(score(model))
+        if cfg["data"][0] == "ring" and k == 2 and cfg["input"] == "gaussian":
+            model = SquaredCircuit(k, seed=seed, init="data", restarts=1, **settings)
+            model.fit(x, max_steps=0, progress_bar=False)
+            subtractive_ring_init(model, x)
+            model.fit(x, warm_start=True, progress_bar=False, **long_fit)
+            refs["hand-set"].append(score(model))
+    for start in range(cfg["lbfgs"]):
+        try:
+            refs["L-BFGS"].append(score(_lbfgs(cfg, x, start)))
+        except (FloatingPointError, RuntimeError):
+            refs["L-BFGS"].append(-math.inf)
+    return {
+        "config": name,
+        "settings": {**cfg, "data": list(cfg["data"])},
+        "runs": runs,
+        "refs": refs,
+    }
+
+
+def _combine(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One entry per configuration: a later file's runs of a method replace an earlier
+    file's; the reference runs of all files are pooled (the data of a configuration are
+    the same draw in every run)."""
+    by: dict[str, dict[str, Any]] = {}
+    for r in results:
+        if r["config"] not in by:
+            by[r["config"]] = {**r, "runs": dict(r["runs"]), "refs": dict(r["refs"])}
+            continue
+        old = by[r["config"]]
+        for m, v in r["runs"].items():
+            if v and old["runs"].get(m):
+                old["runs"][f"{m}, earlier run"] = old["runs"][m]  # kept in the JSON
+                old["separate_runs"] = True  # before / after no longer timed side by side
+            if v:
+                old["runs"][m] = v
+        for m, v in r["refs"].items():
+            old["refs"][m] = old["refs"].get(m, []) + v
+    return list(by.values())
+
+
+def summarise(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    rows = []
+    for r in results:
+        npc = [
+            v["test"]
+            for m, vs in r["runs"].items()
+            if m.startswith(("before", "after"))
+            for v in vs
+        ]
+        best = max(npc + [v for vs in r["refs"].values() for v in vs])
+
+        def rate(method: str, r=r, best=best) -> float:
+            vals = [v["test"] for v in r["runs"].get(method, [])]
+            return sum(v >= best - TOLERANCE for v in vals) / len(vals) if vals else math.nan
+
+        def mean(method: str, key: str = "test", r=r) -> float:
+            vals = [v[key] for v in r["runs"].get(method, [])]
+            return sum(vals) / len(vals) if vals else math.nan
+
+        rows.append(
+            {
+                "config": r["config"],
+                "seeds": len(r["runs"].get("after", [])),
+                "seeds before": len(r["runs"].get("before", [])),
+                "best NPC2": best,
+                "best reference": {m: max(v) if v else None for m, v in r["refs"].items()},
+                "rate before": rate("before"),
+                "rate after": rate("after"),
+                "mean before": mean("before"),
+                "mean after": mean("after"),
+                "mean MPC": mean("MPC"),
+                "seconds before": mean("before", "seconds"),
+                "seconds after": mean("after", "seconds"),
+                "time ratio": math.nan
+                if r.get("separate_runs")
+                else mean("after", "seconds") / mean("before", "seconds"),
+            }
+        )
+    return rows
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    head = (
+        "| configuration | seeds | best NPC² | reached before | reached after | mean before "
+        "| mean after | mean MPC | s/fit before | s/fit after | time ratio |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|\n"
+    )
+    lines = [
+        f"| {r['config']} | {r['seeds']} | {r['best NPC2']:.3f} | {100 * r['rate before']:.0f} % "
+        f"| {100 * r['rate after']:.0f} % | {r['mean before']:.3f} | {r['mean after']:.3f} "
+        f"| {r['mean MPC']:.3f} | {r['seconds before']:.1f} | {r['seconds after']:.1f} "
+        f"| {r['time ratio']:.2f} |"
+        for r in rows
+    ]
+    return head + "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--part", default="0/1", help="i/n: run every n-th configuration")
+    parser.add_argument("--only", nargs="*", help="configuration names to run")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--only-rings", action="store_true")
+    parser.add_argument(
+        "--methods", nargs="*", default=["before", "after", "MPC", "refs"], help="what to fit"
+    )
+    parser.add_argument("--seeds", type=int, help="override the seeds of before/after/MPC")
+    parser.add_argument("--skip-rings", action="store_true")
+    parser.add_argument("--merge", nargs="*", help="part files to merge into --out")
+    parser.add_argument("--out", default="benchmarks/npc2_init_rates.json")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    if args.merge:
+        results = _combine(
+            [r for p in args.merge for r in json.loads(Path(p).read_text())["results"]]
+        )
+        order = list(CONFIGS)
+        results.sort(key=lambda r: order.index(r["config"]) if r["config"] in order else 99)
+    else:
+        i, n = (int(v) for v in args.part.split("/"))
+        names = [
+            c
+            for c in CONFIGS
+            if not (args.only_rings and CONFIGS[c]["data"][0] != "ring")
+            and not (args.skip_rings and CONFIGS[c]["data"][0] == "ring")
+        ]
+        names = args.only or names[i::n]
+        if args.quick:
+            for name in ("ring r=1 noise=0.25", "two rings r=1,2 noise=0.15 K=4"):
+                CONFIGS[name].update(seeds=2, ref_seeds=1, lbfgs=1)
+            names = ["ring r=1 noise=0.25", "two rings r=1,2 noise=0.15 K=4"]
+        if args.seeds:
+            for name in names:
+                CONFIGS[name]["seeds"] = args.seeds
+        results = []
+        for name in names:
+            t = time.perf_counter()
+            done = list(results)
+            results.append(
+                run_config(
+                    name, tuple(args.methods), on_seed=lambda p, d=done: _write(args.out, d + [p])
+                )
+            )
+            _write(args.out, results)
+            rows = summarise(results[-1:])
+            print(markdown(rows).splitlines()[-1], f"({time.perf_counter() - t:.0f} s)", flush=True)
+            _write(args.out, results)
+    _write(args.out, results)
+    print(markdown(summarise(results)))
+
+
+def _write(out: str, results: list[dict[str, Any]]) -> None:
+    meta = {
+        "command": "python benchmarks/npc2_init_rates.py (see its docstring)",
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch thread(s), shared",
+        "torch": torch.__version__,
+        "tolerance_nats": TOLERANCE,
+    }
+    summary = summarise(results)
+    payload = {"meta": meta, "summary": summary, "results": results}
+    Path(out).write_text(json.dumps(payload, indent=1, default=float))
+    Path(out).with_suffix(".md").write_text(markdown(summary))
+
+
+if __name__ == "__main__":
+    main()
