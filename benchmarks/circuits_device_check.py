@@ -34,9 +34,11 @@ def main() -> None:
     kinds = ((MonotonicCircuit, {}), (MonotonicCircuit, {"squared": True}), (SquaredCircuit, {}))
     for (cls, kw), backend in itertools.product(kinds, ("torch", "auto")):
         cpu = cls(4, input="categorical", num_replicas=3, **kw).fit(
-            x, max_steps=30, progress_bar=False)
+            x, max_steps=30, progress_bar=False
+        )
         gpu = cls(4, input="categorical", num_replicas=3, device="cuda", **kw).fit(
-            x.cuda(), max_steps=1, progress_bar=False)
+            x.cuda(), max_steps=1, progress_bar=False
+        )
         _same_params(cpu, gpu)
         with use_backend(backend):
             _check(cls, kw, backend, cpu, gpu, allx)
@@ -48,9 +50,19 @@ def _check(cls, kw, backend, cpu, gpu, allx) -> None:
     total = float(torch.logsumexp(gpu.log_prob(allx.cuda()), 0))
     diff = float((gpu.log_prob(allx.cuda()).cpu() - cpu.log_prob(allx)).abs().max())
     s = gpu.sample(500, generator=torch.Generator(device="cuda").manual_seed(0))
-    print(json.dumps({"check": "cuda", "backend": backend, "model": cls.__name__, **kw,
-                      "log_total_mass": total,
-                      "max_abs_diff_cpu_cuda": diff, "sample_device": str(s.device)}))
+    print(
+        json.dumps(
+            {
+                "check": "cuda",
+                "backend": backend,
+                "model": cls.__name__,
+                **kw,
+                "log_total_mass": total,
+                "max_abs_diff_cpu_cuda": diff,
+                "sample_device": str(s.device),
+            }
+        )
+    )
 
 
 def _timing(g) -> None:
@@ -59,7 +71,8 @@ def _timing(g) -> None:
     for device in ("cpu", "cuda"):
         for k in (16, 64):
             m = SquaredCircuit(k, input="bernoulli", num_replicas=8, device=device).fit(
-                xb.to(device), max_steps=3, progress_bar=False)
+                xb.to(device), max_steps=3, progress_bar=False
+            )
             if device == "cuda":
                 torch.cuda.synchronize()
             start = time.perf_counter()
@@ -67,8 +80,19 @@ def _timing(g) -> None:
             if device == "cuda":
                 torch.cuda.synchronize()
             per_step = (time.perf_counter() - start) / 20
-            print(json.dumps({"check": "train step", "device": device, "K": k, "R": 8,
-                              "batch": 512, "d": 16, "seconds_per_step": per_step}))
+            print(
+                json.dumps(
+                    {
+                        "check": "train step",
+                        "device": device,
+                        "K": k,
+                        "R": 8,
+                        "batch": 512,
+                        "d": 16,
+                        "seconds_per_step": per_step,
+                    }
+                )
+            )
 
 
 if __name__ == "__main__":
