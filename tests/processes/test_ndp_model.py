@@ -138,6 +138,7 @@ def test_se_ordering_gp_above_ndp_above_diagonal_gp(tmp_path):
         out=tmp_path,
         families=["se"],
         overrides={"ode_tasks": 8, "ode_steps": 12},
+        task_sets=("interpolation",),
     )
     rows = {r["metric"].split(";")[0].split(" (the")[0]: r["ours"] for r in results["rows"]}
     gp = rows["LL per target, GP full (true kernel)"]
