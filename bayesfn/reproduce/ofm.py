@@ -597,7 +597,7 @@ def gp_moment_rows(
     from bayesfn.reproduce import ndp
 
     noise = ndp._COMMON["noise_std"] ** 2
-    kernel = GPSampler(ndp._KERNEL[family], lengthscale=ndp._COMMON["lengthscale"])
+    kernel = GPSampler(ndp._GP_SPEC[family], lengthscale=ndp._COMMON["lengthscale"])
     g = torch.Generator().manual_seed(seed)
     means, chols = [], []
     for i in range(len(tasks)):
@@ -740,7 +740,7 @@ def ndp_regression(cfg: dict, seed: int, device: str) -> tuple[list[dict], dict]
                     + ("y_target", "target_mask", "f_target")
                 },
             )
-        kernel = GPSampler(ndp._KERNEL[family], lengthscale=ndp._COMMON["lengthscale"])
+        kernel = GPSampler(ndp._GP_SPEC[family], lengthscale=ndp._COMMON["lengthscale"])
         # noise-free draws of the NDP family on the grid; the model is told the noise
         fns = sample_functions(
             family,
