@@ -32,7 +32,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -268,6 +268,16 @@ class TaskSet:
     target_mask: torch.Tensor
     f_target: torch.Tensor
     info: dict[str, Any] = field(default_factory=dict)
+    #: the names of the tensor attributes, in saved order
+    TENSORS: ClassVar[tuple[str, ...]] = (
+        "x_context",
+        "y_context",
+        "context_mask",
+        "x_target",
+        "y_target",
+        "target_mask",
+        "f_target",
+    )
 
     def __len__(self) -> int:
         return self.x_target.shape[0]
@@ -287,18 +297,7 @@ class TaskSet:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the tasks into folder ``path`` (``weights.safetensors`` + ``config.json``)."""
-        state = {
-            name: getattr(self, name)
-            for name in (
-                "x_context",
-                "y_context",
-                "context_mask",
-                "x_target",
-                "y_target",
-                "target_mask",
-                "f_target",
-            )
-        }
+        state = {name: getattr(self, name) for name in self.TENSORS}
         return io.write_state(path, {"format": _TASKS_FORMAT, "info": self.info}, state)
 
     @classmethod

@@ -211,15 +211,7 @@ def make_family_tasks(family: str, num_tasks: int, num_target: int, *, generalis
     rows = torch.arange(num_tasks)
     fields = {
         name: torch.stack([getattr(s, name) for s in sets])[choice, rows]
-        for name in (
-            "x_context",
-            "y_context",
-            "context_mask",
-            "x_target",
-            "y_target",
-            "target_mask",
-            "f_target",
-        )
+        for name in TaskSet.TENSORS
     }
     info = {
         "family": "mixture",

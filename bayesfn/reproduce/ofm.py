@@ -734,11 +734,7 @@ def ndp_regression(cfg: dict, seed: int, device: str) -> tuple[list[dict], dict]
         if first is not None:  # a subset: the first tasks of the set
             tasks = dataclasses.replace(
                 tasks,
-                **{
-                    k: getattr(tasks, k)[:first]
-                    for k in ("x_context", "y_context", "context_mask", "x_target")
-                    + ("y_target", "target_mask", "f_target")
-                },
+                **{k: getattr(tasks, k)[:first] for k in tasks.TENSORS},
             )
         kernel = GPSampler(ndp._GP_SPEC[family], lengthscale=ndp._COMMON["lengthscale"])
         # noise-free draws of the NDP family on the grid; the model is told the noise
