@@ -66,6 +66,13 @@ class InputLayer(nn.Module, abc.ABC):
         self.register_buffer("variables", torch.as_tensor(variables, dtype=torch.long))
         self.num_units = int(num_units)
 
+    def _leaf_data(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Each leaf's column of ``x`` ``(n, L)``, its mean ``(L,)`` and standard deviation
+        ``(L,)`` (at least 1e-3; 1 for a single example), for data-dependent starts."""
+        xs = x[:, self.variables]
+        std = xs.std(0).clamp_min(1e-3) if x.shape[0] > 1 else torch.ones_like(xs[0])
+        return xs, xs.mean(0), std
+
     @property
     def num_leaves(self) -> int:
         return int(self.variables.shape[0])
@@ -163,11 +170,9 @@ class GaussianInput(InputLayer):
     def init_from_data(self, x: torch.Tensor, generator: torch.Generator) -> None:
         """Means at random training values of each leaf's variable, scales at a
         fraction of that variable's standard deviation."""
-        xs = x[:, self.variables]  # (n, L)
+        xs, _, std = self._leaf_data(x)
         idx = torch.randint(0, x.shape[0], (self.num_leaves, self.num_units), generator=generator)
         self.mu.copy_(xs.T.gather(1, idx.to(x.device)))
-        ones = torch.ones(self.num_leaves, dtype=x.dtype, device=x.device)
-        std = xs.std(0).clamp_min(1e-3) if x.shape[0] > 1 else ones
         self.log_sigma.copy_((0.5 * std).log().to(self.mu.dtype).unsqueeze(-1).expand_as(self.mu))
 
     @torch.no_grad()
@@ -177,9 +182,7 @@ class GaussianInput(InputLayer):
         """Means at each variable's data mean plus ``N(0, 0.1²)`` standard deviations of
         jitter, unit ``k``'s scale ``scales[k]`` (``(K,)``) times the variable's standard
         deviation: nested units, wide to narrow, for subtractive starts."""
-        xs = x[:, self.variables]  # (n, L)
-        mean = xs.mean(0)
-        std = xs.std(0).clamp_min(1e-3) if x.shape[0] > 1 else torch.ones_like(mean)
+        _, mean, std = self._leaf_data(x)
         jitter = torch.randn(self.mu.shape, generator=generator, dtype=torch.float64)
         jitter = jitter.to(x.device, x.dtype)
         self.mu.copy_((mean.unsqueeze(-1) + 0.1 * std.unsqueeze(-1) * jitter).to(self.mu.dtype))
@@ -541,9 +544,7 @@ class SplineInput(InputLayer):
         variable's data mean, ``scales[k]`` (``(K,)``) standard deviations wide (at
         least one knot spacing), with 10 % multiplicative noise on its coefficients."""
         self.init_from_data(x, generator)
-        xs = x[:, self.variables]  # (n, L)
-        mean = xs.mean(0)
-        std = xs.std(0).clamp_min(1e-3) if x.shape[0] > 1 else torch.ones_like(mean)
+        _, mean, std = self._leaf_data(x)
         p, m = self.degree, self.num_bases
         centres = self.t0.unsqueeze(-1) + (
             torch.arange(m, dtype=x.dtype, device=x.device) + (p + 1) / 2
