@@ -26,6 +26,7 @@ REGISTRY: dict[str, str] = {
     "ofm": "ofm",
     "livi": "livi",
     "ndp": "ndp",
+    "ndp_extras": "ndp_extras",
     "funcprior": "funcprior",
 }
 
