@@ -1,13 +1,16 @@
 """Run the ``cpu`` preset of ``bayesfn reproduce ndp_extras`` for one row group and write
-``reproductions/ndp_<group>_results.json`` and its plot ``reproductions/ndp_<group>.png``:
+``reproductions/ndp_<group>_results.json`` and its plots ``reproductions/ndp_nongauss.png``,
+``reproductions/ndp_thompson_<d>d.png``:
 
     python reproductions/ndp_extras_cpu_run.py nongauss   # (d) step functions
-    python reproductions/ndp_extras_cpu_run.py thompson   # (e) Thompson sampling, 1-D
+    python reproductions/ndp_extras_cpu_run.py thompson [--dims 1 2]  # (e) Thompson sampling
 
 ``nongauss`` trains the step-function NDP once and saves it to
 ``reproductions/ndp_nongauss_run/model_step_seed0`` (committed, about 530 KB) with its
 tasks; later calls reload it, so only the evaluation reruns. ``thompson`` reuses the
-committed ``se`` model of ``bayesfn reproduce ndp`` (``reproductions/ndp_tasks/se_run``).
+committed ``se`` model of ``bayesfn reproduce ndp`` (``reproductions/ndp_tasks/se_run``) in
+1-D and the ``se-2`` model of ``bayesfn reproduce ndp_multidim``
+(``reproductions/ndp_multidim/se-2_run``) in 2-D.
 Equivalent to ``bayesfn reproduce ndp_extras --scale cpu`` with one group per process.
 """
 
@@ -23,14 +26,29 @@ from bayesfn.reproduce import ndp_extras
 torch.set_num_threads(1)
 parser = argparse.ArgumentParser()
 parser.add_argument("group", choices=ndp_extras.GROUPS)
+parser.add_argument(
+    "--dims", type=int, nargs="+", default=[1, 2], help="thompson: input dimensions"
+)
 args = parser.parse_args()
 out = f"reproductions/ndp_{args.group}_run"
 start = time.time()
-results = ndp_extras.run(scale="cpu", seeds=[0], device="cpu", out=out, groups=[args.group])
+results = ndp_extras.run(
+    scale="cpu",
+    seeds=[0],
+    device="cpu",
+    out=out,
+    groups=[args.group],
+    overrides={"ts_dims": args.dims},
+)
 results["wall_seconds"] = round(time.time() - start, 1)
 with open(f"reproductions/ndp_{args.group}_results.json", "w") as f:
     json.dump(results, f, indent=1)
-plot = "ndp_nongauss_seed0.png" if args.group == "nongauss" else "ndp_thompson_regret_seed0.png"
-shutil.copy(f"{out}/{plot}", f"reproductions/ndp_{args.group}.png")
+if args.group == "nongauss":
+    shutil.copy(f"{out}/ndp_nongauss_seed0.png", "reproductions/ndp_nongauss.png")
+else:
+    for dim in args.dims:
+        shutil.copy(
+            f"{out}/ndp_thompson_regret_{dim}d_seed0.png", f"reproductions/ndp_thompson_{dim}d.png"
+        )
 for row in results["rows"]:
     print(f"{row['setting']} | {row['metric']} | {row['ours']:.3f} ± {row['ours_std'] or 0:.3f}")

@@ -14,22 +14,26 @@ ICML 2023 (arXiv 2206.03992), the experiments beyond the regression table:
   hyperparameters fitted by maximum marginal likelihood on step draws. Metrics per
   target: probability of the upper mode (``y > 1/2``), Wasserstein-1 distance to the
   exact predictive, predictive log density of held-out values.
-* ``thompson`` (row group (e)) — global optimisation by Thompson sampling in 1-D. Test
-  functions are GP draws (SE, variance 1, lengthscale 0.25) on a grid of candidate
-  inputs in [-2, 2], observed with N(0, 0.05²) noise; at each step one conditional
-  draw on the grid given all observations so far picks the next query (its argmin).
-  The NDP (the ``se`` model of ``bayesfn reproduce ndp``, trained on exactly this
-  prior) is compared with the exact GP Thompson sampler (true kernel and noise) and
-  random search, by simple regret ``min_{i <= k} f(x_i) - min_grid f``.
+* ``thompson`` (row group (e)) — global optimisation by Thompson sampling in 1-D and
+  2-D (``ts_dims``). Test functions are GP draws (SE, variance 1, lengthscale
+  ``0.25 sqrt(d)``) on a regular grid of candidate inputs in [-2, 2]^d, observed with
+  N(0, 0.05²) noise; all methods share a random first query, then at each step one
+  conditional draw on the grid given all observations so far picks the next query (its
+  argmin). The NDP (the ``se`` models of ``bayesfn reproduce ndp`` in 1-D and
+  ``ndp_multidim`` in 2-D, trained on exactly this prior; they draw noisy values) is
+  compared with the exact GP Thompson sampler (true kernel and noise; it draws the
+  latent function) and random search, by simple regret
+  ``min_{i <= k} f(x_i) - min_grid f``.
 
 Presets (``scale``):
 
 * ``"smoke"`` — a tiny network trained for 30 steps, few tasks and draws; seconds.
 * ``"cpu"`` — the CPU scale-down: 2 blocks, 32 channels, 4 heads, T = 100; the step
   NDP trained for ``steps`` (10,000) Adam steps; RePaint U = 2; 256 draws per task;
-  Thompson sampling with 32 test functions, a 45-point grid and 15 queries (at most 59
-  points per set, as in training), the NDP
-  loaded from ``ndp_model`` (the committed ``se`` model of the ``cpu`` 1-D table).
+  Thompson sampling with 64 test functions; 1-D: a 45-point grid and 15 queries (at
+  most 59 points per set, as in training), the committed ``se`` model of the ``cpu``
+  1-D table; 2-D: a 7 × 7 grid and 10 queries, the ``se-2`` model of
+  ``ndp_multidim``'s ``cpu`` run.
 * ``"full"`` — the paper's network (4 blocks, 64 channels, 8 heads, T = 500), 128,000
   steps, U = 5: GPU only; it needs an ``se`` model of the same size for ``thompson``.
 
@@ -81,10 +85,13 @@ SCALES: dict[str, dict[str, Any]] = {
         "ode_tasks": 2,
         "ode_steps": 2,
         "num_gp_fit_functions": 16,
-        "ndp_model": None,  # thompson: a smoke model trained on SE draws in place
+        "ts_dims": [1, 2],
         "ts_functions": 3,
-        "ts_grid": 12,
-        "ts_queries": 4,
+        # per input dimension; ndp_model None: a smoke model trained on SE draws in place
+        "thompson": {
+            "1": {"ndp_model": None, "grid_side": 12, "queries": 4},
+            "2": {"ndp_model": None, "grid_side": 3, "queries": 3},
+        },
     },
     "cpu": {
         "model": {"hidden": 32, "num_layers": 2, "num_heads": 4, "num_steps": 100},
@@ -99,10 +106,20 @@ SCALES: dict[str, dict[str, Any]] = {
         "ode_tasks": 12,
         "ode_steps": 12,
         "num_gp_fit_functions": 256,
-        "ndp_model": "reproductions/ndp_tasks/se_run/model_se_seed0",
-        "ts_functions": 32,
-        "ts_grid": 45,
-        "ts_queries": 15,
+        "ts_dims": [1, 2],
+        "ts_functions": 64,
+        "thompson": {
+            "1": {
+                "ndp_model": "reproductions/ndp_tasks/se_run/model_se_seed0",
+                "grid_side": 45,
+                "queries": 15,
+            },
+            "2": {
+                "ndp_model": "reproductions/ndp_multidim/se-2_run/model_se-2_seed0",
+                "grid_side": 7,
+                "queries": 10,
+            },
+        },
     },
     "full": {
         "model": {"hidden": 64, "num_layers": 4, "num_heads": 8, "num_steps": 500},
@@ -117,10 +134,16 @@ SCALES: dict[str, dict[str, Any]] = {
         "ode_tasks": 128,
         "ode_steps": 100,
         "num_gp_fit_functions": 256,
-        "ndp_model": "results/ndp/model_se_seed0",
-        "ts_functions": 64,
-        "ts_grid": 45,
-        "ts_queries": 15,
+        "ts_dims": [1, 2],
+        "ts_functions": 128,
+        "thompson": {
+            "1": {"ndp_model": "results/ndp/model_se_seed0", "grid_side": 45, "queries": 15},
+            "2": {
+                "ndp_model": "results/ndp_multidim/model_se-2_seed0",
+                "grid_side": 7,
+                "queries": 10,
+            },
+        },
     },
 }
 
@@ -147,17 +170,19 @@ def fit_ndp(
     out: Path,
     *,
     progress_bar: bool,
+    name: str | None = None,
 ):
     """The NDP of ``family`` (a :func:`~bayesfn.data.sample_functions` family with
     settings ``data``) fitted with ``cfg``'s network and steps on fresh draws at every
-    step: loaded from ``out/model_<family>_seed<seed>`` when a fit with the same settings
-    was saved there, else trained and saved (with ``..._fit.json``: steps, seconds,
-    final loss). Returns ``(model, fit_info)``."""
+    step: loaded from ``out/model_<name>_seed<seed>`` (``name`` defaults to ``family``)
+    when a fit with the same settings was saved there, else trained and saved (with
+    ``..._fit.json``: steps, seconds, final loss). Returns ``(model, fit_info)``."""
     from bayesfn.data import FunctionSampler
     from bayesfn.processes import NeuralDiffusionProcess
 
-    path = out / f"model_{family}_seed{seed}"
-    info_path = out / f"model_{family}_seed{seed}_fit.json"
+    name = family if name is None else name
+    path = out / f"model_{name}_seed{seed}"
+    info_path = out / f"model_{name}_seed{seed}_fit.json"
     wanted = {
         "steps": cfg["steps"],
         "model": cfg["model"],
@@ -271,7 +296,7 @@ def step_moment_kernel(x1: torch.Tensor, x2: torch.Tensor, x_range=(-2.0, 2.0)) 
 
 def _se_kernel(params: dict[str, torch.Tensor]):
     def kernel(x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
-        d2 = (x1 - x2.transpose(-1, -2)) ** 2
+        d2 = ((x1[..., :, None, :] - x2[..., None, :, :]) ** 2).sum(-1)
         return params["variance"] * torch.exp(-0.5 * d2 / params["lengthscale"] ** 2)
 
     return kernel
@@ -310,9 +335,10 @@ def fit_se_gp(x: torch.Tensor, y: torch.Tensor, *, max_iter: int = 200) -> dict[
 
 def gp_predict(kernel, mean: float, noise: float, xc, yc, xt) -> tuple[torch.Tensor, torch.Tensor]:
     """Predictive mean ``(n_t,)`` and covariance ``(n_t, n_t)`` of noisy values at
-    ``xt (n_t, 1)`` given ``xc (n_c, 1)``, ``yc (n_c,)`` under a GP with constant ``mean``,
-    ``kernel`` and noise variance ``noise`` (float64)."""
-    xc, xt = xc.double().reshape(-1, 1), xt.double().reshape(-1, 1)
+    ``xt (n_t, d)`` given ``xc (n_c, d)``, ``yc (n_c,)`` under a GP with constant ``mean``,
+    ``kernel`` and noise variance ``noise`` (float64; 1-D inputs may be ``(n,)``)."""
+    xt = xt.double().reshape(xt.shape[0], -1)
+    xc = xc.double().reshape(-1, xt.shape[1])
     yc = yc.double().reshape(-1)
     ktt = kernel(xt, xt) + noise * torch.eye(xt.shape[0], dtype=torch.float64)
     if xc.shape[0] == 0:
@@ -627,22 +653,33 @@ _THOMPSON_SEED = 4000
 METHODS = ("NDP", "GP (true kernel)", "random search")
 
 
-def _se_model(cfg: dict[str, Any], seed: int, device: str, out: Path, *, progress_bar: bool):
-    """The NDP of SE draws: loaded from ``cfg["ndp_model"]`` (a model saved by
-    ``bayesfn reproduce ndp``), or for ``ndp_model=None`` fitted here with ``cfg``."""
+def se_data(dim: int) -> dict[str, Any]:
+    """The SE family of the NDP benchmark in ``dim`` input dimensions (lengthscale
+    ``0.25 sqrt(dim)``), as :func:`~bayesfn.data.sample_functions` arguments."""
+    return {**SE_DATA, "lengthscale": SE_DATA["lengthscale"] * math.sqrt(dim), "input_dim": dim}
+
+
+def _se_model(
+    cfg: dict[str, Any], dim: int, seed: int, device: str, out: Path, *, progress_bar: bool
+):
+    """The NDP of SE draws in ``dim`` dimensions: loaded from
+    ``cfg["thompson"][str(dim)]["ndp_model"]`` (a model saved by ``bayesfn reproduce
+    ndp`` / ``ndp_multidim``), or for ``None`` fitted here with ``cfg``."""
     from bayesfn.processes import NeuralDiffusionProcess
 
-    if cfg["ndp_model"] is None:
-        return fit_ndp("se", SE_DATA, cfg, seed, device, out, progress_bar=progress_bar)
-    path = Path(cfg["ndp_model"])
-    if not path.exists():
-        raise FileNotFoundError(
-            f"the SE model {path} is missing: run `bayesfn reproduce ndp` first (its "
-            "model_se_seed0) or set ndp_model"
+    where = cfg["thompson"][str(dim)]["ndp_model"]
+    if where is None:
+        return fit_ndp(
+            "se", se_data(dim), cfg, seed, device, out, progress_bar=progress_bar, name=f"se-{dim}"
         )
+    path = Path(where)
     fit_path = path.parent / f"{path.name}_fit.json"
-    info = json.loads(fit_path.read_text()) if fit_path.exists() else {"path": str(path)}
-    return NeuralDiffusionProcess.load(path), info
+    info = json.loads(fit_path.read_text()) if fit_path.exists() else {}
+    info["path"] = str(path)
+    model = NeuralDiffusionProcess.load(path)
+    if model.input_dim_ != dim:
+        raise ValueError(f"{path} models {model.input_dim_}-D inputs, not {dim}-D")
+    return model, info
 
 
 def thompson_sampling(
@@ -654,51 +691,53 @@ def thompson_sampling(
     noise_std: float,
     generator: torch.Generator,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Minimise the functions ``f (b, g)`` on ``grid (g,)`` by Thompson sampling: query
-    ``first (b,)`` (grid indices), then at each step the argmin of ``draw(x_obs (b, k, 1),
-    y_obs (b, k, 1), generator) -> (b, g)``, one conditional draw per function given the
-    ``k`` noisy observations ``f + noise_std ε`` so far.
+    """Minimise the functions ``f (b, g)`` on the candidate inputs ``grid (g, d)`` by
+    Thompson sampling: query ``first (b,)`` (grid indices), then at each step the argmin
+    of ``draw(x_obs (b, k, d), y_obs (b, k, 1), generator) -> (b, g)``, one conditional
+    draw per function given the ``k`` noisy observations ``f + noise_std ε`` so far.
 
     Returns ``(queries (b, q), simple_regret (b, q))`` with ``simple_regret[:, k] =
     min_{i <= k} f(x_i) - min f``.
     """
+    grid = grid.reshape(grid.shape[0], -1)
     b = f.shape[0]
     rows = torch.arange(b)
+
+    def observe(index: torch.Tensor) -> torch.Tensor:
+        eps = torch.randn(b, generator=generator, dtype=f.dtype)
+        return (f[rows, index] + noise_std * eps)[:, None, None]
+
     queries = [first]
-    x_obs = grid[first][:, None, None]
-    y_obs = (f[rows, first] + noise_std * torch.randn(b, generator=generator, dtype=f.dtype))[
-        :, None, None
-    ]
+    x_obs, y_obs = grid[first][:, None, :], observe(first)
     for _ in range(num_queries - 1):
-        sample = draw(x_obs, y_obs, generator)
-        nxt = sample.argmin(1)
+        nxt = draw(x_obs, y_obs, generator).argmin(1)
         queries.append(nxt)
-        y_new = f[rows, nxt] + noise_std * torch.randn(b, generator=generator, dtype=f.dtype)
-        x_obs = torch.cat([x_obs, grid[nxt][:, None, None]], 1)
-        y_obs = torch.cat([y_obs, y_new[:, None, None]], 1)
+        x_obs = torch.cat([x_obs, grid[nxt][:, None, :]], 1)
+        y_obs = torch.cat([y_obs, observe(nxt)], 1)
     q = torch.stack(queries, 1)
     best = f.gather(1, q).cummin(1).values
     return q, best - f.min(1, keepdim=True).values
 
 
-def _gp_thompson_draw(grid: torch.Tensor, noise_std: float):
-    """One draw of the latent function on ``grid`` from the exact GP posterior (SE,
-    variance 1, lengthscale 0.25, the true kernel), per function."""
+def _gp_thompson_draw(grid: torch.Tensor, data: dict[str, Any]):
+    """One draw of the latent function on ``grid (g, d)`` from the exact GP posterior
+    (the true SE kernel and noise of ``data``), per function."""
     kernel = _se_kernel(
         {
-            "variance": torch.tensor(SE_DATA["variance"]),
-            "lengthscale": torch.tensor(SE_DATA["lengthscale"]),
+            "variance": torch.tensor(data["variance"]),
+            "lengthscale": torch.tensor(data["lengthscale"]),
         }
     )
-    xt = grid.double()[:, None]
+    noise = data["noise_std"] ** 2
+    xt = grid.double()
+    eye = torch.eye(xt.shape[0], dtype=torch.float64)
 
     def draw(x_obs, y_obs, generator):
         out = []
         for xc, yc in zip(x_obs, y_obs, strict=True):
-            mu, cov = gp_predict(kernel, 0.0, noise_std**2, xc, yc[:, 0], xt)
-            cov = cov - noise_std**2 * torch.eye(xt.shape[0], dtype=torch.float64)  # latent f
-            jitter = 1e-8 * torch.eye(xt.shape[0], dtype=torch.float64)
-            factor = torch.linalg.cholesky(0.5 * (cov + cov.T) + jitter)
+            mu, cov = gp_predict(kernel, 0.0, noise, xc, yc[:, 0], xt)
+            cov = cov - noise * eye  # of the latent f
+            factor = torch.linalg.cholesky(0.5 * (cov + cov.T) + 1e-8 * eye)
             z = torch.randn(xt.shape[0], generator=generator, dtype=torch.float64)
             out.append(mu + factor @ z)
         return torch.stack(out)
@@ -708,55 +747,70 @@ def _gp_thompson_draw(grid: torch.Tensor, noise_std: float):
 
 def _ndp_thompson_draw(model, grid: torch.Tensor, inner: int):
     def draw(x_obs, y_obs, generator):
-        b = x_obs.shape[0]
-        xt = grid.double()[None, :, None].expand(b, -1, -1)
+        xt = grid.double()[None].expand(x_obs.shape[0], -1, -1)
         return _ndp_draws(model, x_obs, y_obs, None, xt, 1, inner, generator)[0]
 
     return draw
 
 
-def run_thompson(cfg: dict[str, Any], seed: int, device: str, out: Path, *, progress_bar: bool):
-    """Row group (e): regret of NDP, exact-GP and random-search Thompson sampling in 1-D.
-    Returns ``(rows, details)``."""
+def candidate_grid(dim: int, side: int) -> torch.Tensor:
+    """The ``(side ** dim, dim)`` regular grid of candidates on ``SE_DATA["x_range"]``."""
+    lo, hi = SE_DATA["x_range"]
+    axis = torch.linspace(lo, hi, side, dtype=torch.float64)
+    return torch.cartesian_prod(*([axis] * dim)).reshape(-1, dim)
+
+
+def run_thompson(
+    cfg: dict[str, Any], dim: int, seed: int, device: str, out: Path, *, progress_bar: bool
+):
+    """Row group (e) in ``dim`` dimensions: regret of NDP, exact-GP and random-search
+    Thompson sampling on SE draws. Returns ``(rows, details)``."""
     from bayesfn.data import sample_functions
 
-    model, fit = _se_model(cfg, seed, device, out, progress_bar=progress_bar)
-    g, nf, nq = cfg["ts_grid"], cfg["ts_functions"], cfg["ts_queries"]
-    lo, hi = SE_DATA["x_range"]
-    grid = torch.linspace(lo, hi, g, dtype=torch.float64)
-    fseed = _THOMPSON_SEED + seed
+    setup = cfg["thompson"][str(dim)]
+    model, fit = _se_model(cfg, dim, seed, device, out, progress_bar=progress_bar)
+    data = se_data(dim)
+    grid = candidate_grid(dim, setup["grid_side"])
+    g, nf, nq = grid.shape[0], cfg["ts_functions"], setup["queries"]
+    fseed = _THOMPSON_SEED + 100 * dim + seed
     f = sample_functions(
         "se",
         nf,
         g,
-        x=grid[:, None],
-        lengthscale=SE_DATA["lengthscale"],
-        variance=SE_DATA["variance"],
+        x=grid,
+        input_dim=dim,
+        lengthscale=data["lengthscale"],
+        variance=data["variance"],
         noise_std=0.0,
         seed=fseed,
         dtype=torch.float64,
     ).f[..., 0]
     first = torch.randint(g, (nf,), generator=torch.Generator().manual_seed(fseed + 1))
-    noise = SE_DATA["noise_std"]
 
     def random_draw(x_obs, y_obs, generator):
         return torch.rand(x_obs.shape[0], g, generator=generator, dtype=torch.float64)
 
     draws = {
         "NDP": _ndp_thompson_draw(model, grid, cfg["num_inner_steps"]),
-        "GP (true kernel)": _gp_thompson_draw(grid, noise),
+        "GP (true kernel)": _gp_thompson_draw(grid, data),
         "random search": random_draw,
     }
     regret, queries, seconds = {}, {}, {}
     for name in METHODS:
         start = time.perf_counter()
         q, r = thompson_sampling(
-            f, grid, draws[name], nq, first, noise, torch.Generator().manual_seed(fseed + 2)
+            f,
+            grid,
+            draws[name],
+            nq,
+            first,
+            data["noise_std"],
+            torch.Generator().manual_seed(fseed + 2),
         )
         seconds[name] = round(time.perf_counter() - start, 1)
         regret[name], queries[name] = r, q
-        logger.info("thompson %s: final regret %.3f", name, float(r[:, -1].mean()))
-    setting = f"1d Thompson sampling, SE GP draws ({nf} functions, {g}-point grid)"
+        logger.info("thompson %dd %s: final regret %.3f", dim, name, float(r[:, -1].mean()))
+    setting = f"{dim}d Thompson sampling, SE GP draws ({nf} functions, {g}-point grid)"
     rows = []
     steps = sorted({1, min(5, nq), min(10, nq), nq})
     for name in METHODS:
@@ -775,9 +829,10 @@ def run_thompson(cfg: dict[str, Any], seed: int, device: str, out: Path, *, prog
             )
         )
     details = {
+        "dim": dim,
         "fit": fit,
-        "ndp_model": cfg["ndp_model"],
-        "grid": grid.tolist(),
+        "data": {k: (list(v) if isinstance(v, tuple) else v) for k, v in data.items()},
+        "grid_side": setup["grid_side"],
         "first_query": first.tolist(),
         "regret": {k: v.tolist() for k, v in regret.items()},
         "queries": {k: v.tolist() for k, v in queries.items()},
@@ -861,8 +916,8 @@ def plot_thompson(details: dict[str, Any], path: Path) -> None:
     ax.set(
         xlabel="queries",
         ylabel="simple regret",
-        yscale="symlog",
-        title=f"Thompson sampling, 1-D SE draws ({len(details['first_query'])} functions)",
+        title=f"Thompson sampling, {details['dim']}-D SE draws "
+        f"({len(details['first_query'])} functions)",
     )
     ax.set_ylim(bottom=0)
     ax.legend()
@@ -904,6 +959,17 @@ def run(
                 f"overrides may set {sorted(k for k in cfg if k != 'model')}; got {key!r}"
             )
         cfg[key] = value
+    if "thompson" in groups:
+        dims = cfg["ts_dims"]
+        if not dims or any(str(d) not in cfg["thompson"] for d in dims):
+            raise ValueError(f"ts_dims must be a non-empty subset of [1, 2]; got {dims!r}")
+        for d in dims:
+            where = cfg["thompson"][str(d)]["ndp_model"]
+            if where is not None and not Path(where).exists():
+                raise ValueError(
+                    f"the {d}-D SE model {where} (ndp_model of thompson) is missing: run "
+                    "`bayesfn reproduce ndp` / `ndp_multidim` first, or set ts_dims"
+                )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     begin = time.perf_counter()
@@ -920,12 +986,13 @@ def run(
             details.setdefault("nongauss", {})[tag] = detail
             plot_nongauss(detail["figure"], out / f"ndp_nongauss_seed{seed}.png")
         if "thompson" in groups:
-            start = time.perf_counter()
-            found, detail = run_thompson(cfg, seed, device, out, progress_bar=bar)
-            detail["seconds_total"] = round(time.perf_counter() - start, 1)
-            rows += [{**r, "seeds": [seed]} for r in found]
-            details.setdefault("thompson", {})[tag] = detail
-            plot_thompson(detail, out / f"ndp_thompson_regret_seed{seed}.png")
+            for dim in cfg["ts_dims"]:
+                start = time.perf_counter()
+                found, detail = run_thompson(cfg, dim, seed, device, out, progress_bar=bar)
+                detail["seconds_total"] = round(time.perf_counter() - start, 1)
+                rows += [{**r, "seeds": [seed]} for r in found]
+                details.setdefault("thompson", {})[f"{dim}d {tag}"] = detail
+                plot_thompson(detail, out / f"ndp_thompson_regret_{dim}d_seed{seed}.png")
     return make_results(
         PAPER,
         scale,

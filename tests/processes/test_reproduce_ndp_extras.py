@@ -161,13 +161,18 @@ def test_smoke_run(tmp_path):
         if s == "1d step functions, all targets" and m.startswith("mass within") and "GP" in m
     ]
     assert len(near) == 2 and max(near) < 0.95
-    ts = [r for r in rows if r["setting"].startswith("1d Thompson")]
-    assert {r["metric"].rsplit(", ", 1)[-1] for r in ts} == set(ex.METHODS)
-    regret = results["details"]["thompson"]["seed 0"]["regret"]
-    first = [r[0] for r in regret["NDP"]]
-    assert all(r[0] == a for name in ex.METHODS for r, a in zip(regret[name], first, strict=True))
+    for dim in (1, 2):
+        ts = [r for r in rows if r["setting"].startswith(f"{dim}d Thompson")]
+        assert {r["metric"].rsplit(", ", 1)[-1] for r in ts} == set(ex.METHODS)
+        regret = results["details"]["thompson"][f"{dim}d seed 0"]["regret"]
+        # one shared first query, then regret never increases
+        first = [r[0] for r in regret["NDP"]]
+        for name in ex.METHODS:
+            assert [r[0] for r in regret[name]] == first
+            assert torch.tensor(regret[name]).diff(dim=1).max() <= 0
+        assert (tmp_path / f"ndp_thompson_regret_{dim}d_seed0.png").exists()
+        assert (tmp_path / f"model_se-{dim}_seed0" / "weights.safetensors").exists()
     assert (tmp_path / "ndp_nongauss_seed0.png").exists()
-    assert (tmp_path / "ndp_thompson_regret_seed0.png").exists()
     assert (tmp_path / "model_step_seed0" / "weights.safetensors").exists()
 
 
@@ -178,6 +183,16 @@ def test_smoke_run(tmp_path):
         ({"seeds": []}, "seeds"),
         ({"groups": ("regression",)}, "groups"),
         ({"overrides": {"model": {}}}, "overrides"),
+        ({"overrides": {"ts_dims": [3]}}, "ts_dims"),
+        (
+            {
+                "overrides": {
+                    "ts_dims": [1],
+                    "thompson": {"1": {"ndp_model": "nowhere", "grid_side": 3, "queries": 2}},
+                }
+            },
+            "missing",
+        ),
     ],
 )
 def test_presets_are_validated_before_any_work(tmp_path, kwargs, match):
@@ -185,3 +200,13 @@ def test_presets_are_validated_before_any_work(tmp_path, kwargs, match):
     with pytest.raises(ValueError, match=match):
         ex.run(**args)
     assert not (tmp_path / "o").exists()
+
+
+def test_se_kernel_matches_the_library_covariance_in_2d():
+    from bayesfn.covariance import batched_covariance
+
+    x = torch.randn(1, 7, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    one = torch.ones(1, dtype=torch.float64)
+    reference = batched_covariance("rbf", x, variance=1.3 * one, lengthscale=0.4 * one)[0]
+    kernel = ex._se_kernel({"variance": torch.tensor(1.3), "lengthscale": torch.tensor(0.4)})
+    assert torch.allclose(kernel(x[0], x[0]).double(), reference, atol=1e-10)
