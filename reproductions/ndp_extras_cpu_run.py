@@ -6,7 +6,7 @@
     python reproductions/ndp_extras_cpu_run.py thompson [--dims 1 2]  # (e) Thompson sampling
 
 ``nongauss`` trains the step-function NDP once and saves it to
-``reproductions/ndp_nongauss_run/model_step_seed0`` (committed, about 530 KB) with its
+``reproductions/ndp_nongauss_run/model_step_seed0`` (committed, about 630 KB) with its
 tasks; later calls reload it, so only the evaluation reruns. ``thompson`` reuses the
 committed ``se`` model of ``bayesfn reproduce ndp`` (``reproductions/ndp_tasks/se_run``) in
 1-D and the ``se-2`` model of ``bayesfn reproduce ndp_multidim``
@@ -44,10 +44,10 @@ results["wall_seconds"] = round(time.time() - start, 1)
 with open(f"reproductions/ndp_{args.group}_results.json", "w") as f:
     json.dump(results, f, indent=1)
 if args.group == "nongauss":
-    shutil.copy(f"{out}/ndp_nongauss_seed0.png", "reproductions/ndp_nongauss.png")
+    shutil.move(f"{out}/ndp_nongauss_seed0.png", "reproductions/ndp_nongauss.png")
 else:
     for dim in args.dims:
-        shutil.copy(
+        shutil.move(
             f"{out}/ndp_thompson_regret_{dim}d_seed0.png", f"reproductions/ndp_thompson_{dim}d.png"
         )
 for row in results["rows"]:

@@ -828,6 +828,15 @@ def run_thompson(
                 (regret[name][:, -1] <= 0).double(),
             )
         )
+    # the methods ran on the same functions from the same first query: paired differences
+    for name in METHODS[1:]:
+        rows.append(
+            _row(
+                setting,
+                f"mean simple regret over queries 1-{nq}, NDP minus {name} (paired)",
+                regret["NDP"].mean(1) - regret[name].mean(1),
+            )
+        )
     details = {
         "dim": dim,
         "fit": fit,

@@ -163,7 +163,15 @@ def test_smoke_run(tmp_path):
     assert len(near) == 2 and max(near) < 0.95
     for dim in (1, 2):
         ts = [r for r in rows if r["setting"].startswith(f"{dim}d Thompson")]
-        assert {r["metric"].rsplit(", ", 1)[-1] for r in ts} == set(ex.METHODS)
+        paired = {r["metric"]: r["ours"] for r in ts if r["metric"].endswith("(paired)")}
+        single = {r["metric"]: r["ours"] for r in ts if not r["metric"].endswith("(paired)")}
+        assert {m.rsplit(", ", 1)[-1] for m in single} == set(ex.METHODS)
+        assert len(paired) == 2
+        for name in ex.METHODS[1:]:
+            (diff,) = [v for m, v in paired.items() if f"minus {name}" in m]
+            (ndp,) = [v for m, v in single.items() if m.startswith("mean") and m.endswith("NDP")]
+            (base,) = [v for m, v in single.items() if m.startswith("mean") and m.endswith(name)]
+            assert diff == pytest.approx(ndp - base)
         regret = results["details"]["thompson"][f"{dim}d seed 0"]["regret"]
         # one shared first query, then regret never increases
         first = [r[0] for r in regret["NDP"]]
