@@ -228,7 +228,8 @@ def step_posterior(
     *,
     noise_std: float,
     x_range: tuple[float, float] = (-2.0, 2.0),
-) -> tuple[torch.Tensor, torch.Tensor]:
+    return_log_evidence: bool = False,
+) -> tuple[torch.Tensor, ...]:
     """Exact posterior of the 1-D step process of :func:`~bayesfn.data.sample_functions`
     (``f(x) = 1[w x >= s]``, ``w = ±1`` with probability 1/2, ``s ~ U(x_range)``) given
     noisy values ``y_c = f(x_c) + noise_std · ε``, as a finite mixture.
@@ -243,6 +244,8 @@ def step_posterior(
         x_target: ``(n_t,)`` or ``(n_t, 1)``.
         noise_std: of the observations (> 0).
         x_range: the range of the threshold (the data's input range).
+
+        return_log_evidence: also return ``log p(y_c)`` (a scalar).
 
     Returns:
         ``(log_weights (K,), values (K, n_t))``, float64; ``values`` in ``{0, 1}``.
@@ -272,7 +275,10 @@ def step_posterior(
         log_w.append(math.log(0.5) + torch.log((right - left) / (high - low)) + loglik)
         values.append(ft)
     log_w_all = torch.cat(log_w)
-    return log_w_all - torch.logsumexp(log_w_all, 0), torch.cat(values)
+    evidence = torch.logsumexp(log_w_all, 0)
+    if return_log_evidence:
+        return log_w_all - evidence, torch.cat(values), evidence
+    return log_w_all - evidence, torch.cat(values)
 
 
 def step_log_prob(
@@ -542,7 +548,7 @@ def run_nongauss(cfg: dict[str, Any], seed: int, device: str, out: Path, *, prog
     # exact likelihood of the NDP by the probability-flow ODE on the first tasks, beside
     # the exact posterior's of the same law blurred like the ODE's
     k = min(cfg["ode_tasks"], b)
-    ode_seconds = 0.0
+    ode_seconds, ode_detail = 0.0, {}
     if k:
         start = time.perf_counter()
         eps64 = _eps(model, double=True)
@@ -563,25 +569,50 @@ def run_nongauss(cfg: dict[str, Any], seed: int, device: str, out: Path, *, prog
         ode_seconds = time.perf_counter() - start
         a0 = float(model.schedule_.alpha_bars[0])
         blurred = math.sqrt(noise**2 + (1 - a0) / a0)
-        exact_blur = []
+        exact_blur, exact_joint, counts = [], [], []
         for i in range(k):
             (xci, yci), (xti, yti) = tasks.task(i)
             lw, vals = step_posterior(xci, yci, xti, noise_std=blurred, x_range=x_range)
             exact_blur.append(step_log_prob(lw, vals, yti, blurred) / n_t)
-        rows.append(
+            xj, yj = torch.cat([xci, xti]), torch.cat([yci, yti])
+            evidence = step_posterior(
+                xj, yj, xj[:0], noise_std=blurred, x_range=x_range, return_log_evidence=True
+            )[2]
+            exact_joint.append(evidence / xj.shape[0])
+            counts.append(xj.shape[0])
+        ode_cond = (joint - ctx) / n_t
+        exact_blur_t = torch.stack(exact_blur)
+        ode_joint = joint / torch.tensor(counts, dtype=torch.float64)
+        what = f"first {k} tasks"
+        rows += [
+            _row(setting, f"LL per target, NDP exact (probability-flow ODE; {what})", ode_cond),
             _row(
                 setting,
-                f"LL per target, NDP exact (probability-flow ODE; first {k} tasks)",
-                (joint - ctx) / n_t,
-            )
-        )
-        rows.append(
+                f"LL per target, exact step posterior of the ODE's blurred law ({what})",
+                exact_blur_t,
+            ),
             _row(
                 setting,
-                f"LL per target, exact step posterior of the ODE's blurred law (first {k} tasks)",
-                torch.stack(exact_blur),
-            )
-        )
+                f"LL per target, NDP ODE minus exact step posterior (paired; {what})",
+                ode_cond - exact_blur_t,
+            ),
+            _row(
+                setting,
+                f"joint log density per value of context and targets, NDP ODE ({what})",
+                ode_joint,
+            ),
+            _row(
+                setting,
+                f"joint log density per value of context and targets, exact blurred law ({what})",
+                torch.stack(exact_joint),
+            ),
+        ]
+        ode_detail = {
+            "ode_conditional_per_task": ode_cond.tolist(),
+            "exact_conditional_per_task": exact_blur_t.tolist(),
+            "ode_joint_per_task": ode_joint.tolist(),
+            "exact_joint_per_task": torch.stack(exact_joint).tolist(),
+        }
     # the figure's task: a grid of targets holding FIGURE_POINTS
     fx = torch.tensor(FIGURE_CONTEXT[0], dtype=torch.float64)[:, None]
     fy = torch.tensor(FIGURE_CONTEXT[1], dtype=torch.float64)[:, None]
@@ -636,6 +667,9 @@ def run_nongauss(cfg: dict[str, Any], seed: int, device: str, out: Path, *, prog
         "num_ambiguous_targets": n_amb,
         "sample_seconds": round(sample_seconds, 1),
         "ode_seconds": round(ode_seconds, 1),
+        "ode": ode_detail,
+        "p_upper_exact_per_target": p_exact.tolist(),
+        "p_upper_ndp_per_target": stats["NDP"]["p_upper"].reshape(p_exact.shape).tolist(),
         "figure": figure,
     }
     return rows, details

@@ -2,6 +2,8 @@
 the step process's moments against its sampler, the Wasserstein and regret helpers
 against closed forms, and the smoke run of row groups (d) and (e)."""
 
+import math
+
 import pytest
 import torch
 
@@ -68,6 +70,10 @@ def test_step_log_prob_matches_quadrature_over_the_threshold():
         context.append(torch.logsumexp(lc, 0))
     reference = torch.logsumexp(torch.stack(joint), 0) - torch.logsumexp(torch.stack(context), 0)
     assert abs(float(ours - reference)) < 1e-4
+    # the evidence log p(y_c): each (w, s) node carries prior mass 1 / (2 m)
+    evidence = ex.step_posterior(xc, yc, xt, noise_std=noise, return_log_evidence=True)[2]
+    reference = torch.logsumexp(torch.stack(context), 0) - math.log(2 * m)
+    assert abs(float(evidence - reference)) < 1e-4
 
 
 def test_step_moment_kernel_is_the_sampled_covariance():
