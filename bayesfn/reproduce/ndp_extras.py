@@ -84,6 +84,9 @@ SCALES: dict[str, dict[str, Any]] = {
         "num_samples_figure": 16,
         "ode_tasks": 2,
         "ode_steps": 2,
+        "check_tasks": 1,
+        "check_inner_steps": 2,
+        "check_samples": 8,
         "num_gp_fit_functions": 16,
         "ts_dims": [1, 2],
         "ts_functions": 3,
@@ -105,6 +108,9 @@ SCALES: dict[str, dict[str, Any]] = {
         "num_samples_figure": 512,
         "ode_tasks": 12,
         "ode_steps": 12,
+        "check_tasks": 4,
+        "check_inner_steps": 4,
+        "check_samples": 64,
         "num_gp_fit_functions": 256,
         "ts_dims": [1, 2],
         "ts_functions": 64,
@@ -133,6 +139,9 @@ SCALES: dict[str, dict[str, Any]] = {
         "num_samples_figure": 1024,
         "ode_tasks": 128,
         "ode_steps": 100,
+        "check_tasks": 16,
+        "check_inner_steps": 20,
+        "check_samples": 128,
         "num_gp_fit_functions": 256,
         "ts_dims": [1, 2],
         "ts_functions": 128,
@@ -416,6 +425,34 @@ def _ndp_draws(model, xc, yc, cm, xt, num: int, inner: int, generator) -> torch.
     return torch.cat(out).reshape(num, b, -1).double()
 
 
+def mode_probability_by_ode(model, xc, yc, cm, xt, ode_steps: int) -> torch.Tensor:
+    """The upper-mode probability that the model's own density implies at each target,
+    one target at a time: ``p(y_c, y* = 1) / (p(y_c, y* = 0) + p(y_c, y* = 1))``, both
+    by the probability-flow ODE (the mass ratio of two modes of equal width, as in the
+    step process). ``xc (b, c, 1)``, ``yc (b, c, 1)``, ``cm (b, c)``, ``xt (b, n_t, 1)``
+    -> ``(b, n_t)``."""
+    from bayesfn.processes.ndp.diffusion import ode_log_prob
+
+    b, n_t = xt.shape[:2]
+
+    def rep(t: torch.Tensor) -> torch.Tensor:  # one copy per (target, y*) pair
+        return t[:, None].expand(b, 2 * n_t, *t.shape[1:]).reshape(b * 2 * n_t, *t.shape[1:])
+
+    xs = torch.cat([rep(xc), xt.repeat_interleave(2, 1).reshape(-1, 1, 1)], 1).double()
+    ystar = torch.tensor([0.0, 1.0], dtype=torch.float64).repeat(b * n_t)[:, None, None]
+    ys = torch.cat([rep(yc).double(), ystar], 1)
+    mask = torch.cat([rep(cm), torch.ones(b * 2 * n_t, 1, dtype=torch.bool)], 1)
+    eps64 = _eps(model, double=True)
+    out = []
+    for lo in range(0, xs.shape[0], 512):
+        sl = slice(lo, lo + 512)
+        out.append(
+            ode_log_prob(eps64, model.schedule_, xs[sl], ys[sl], mask[sl], ode_steps=ode_steps)
+        )
+    logp = torch.cat(out).reshape(b, n_t, 2)
+    return torch.softmax(logp, -1)[..., 1]
+
+
 # the task of the figure: zeros left of -1, ones right of 1; the targets' grid holds 0, 0.5
 FIGURE_CONTEXT = ([-1.5, -1.0, 1.0, 1.5], [0.0, 0.0, 1.0, 1.0])
 FIGURE_POINTS = (0.0, 0.5)
@@ -534,13 +571,14 @@ def run_nongauss(cfg: dict[str, Any], seed: int, device: str, out: Path, *, prog
             ("w1", "W1 to the exact predictive"),
             ("near_mode", "mass within 0.25 of a mode (exact ~1)"),
         ):
-            rows.append(
-                _row(
-                    f"{setting}, ambiguous targets ({n_amb})",
-                    f"{label}, {name}",
-                    st[key][ambiguous],
+            if n_amb:
+                rows.append(
+                    _row(
+                        f"{setting}, ambiguous targets ({n_amb})",
+                        f"{label}, {name}",
+                        st[key][ambiguous],
+                    )
                 )
-            )
             rows.append(_row(f"{setting}, all targets", f"{label}, {name}", st[key]))
     rows.append(_row(setting, "LL per target, exact step posterior", torch.stack(exact_ll)))
     for name in gps:
@@ -613,6 +651,42 @@ def run_nongauss(cfg: dict[str, Any], seed: int, device: str, out: Path, *, prog
             "ode_joint_per_task": ode_joint.tolist(),
             "exact_joint_per_task": torch.stack(exact_joint).tolist(),
         }
+    # RePaint is an approximate conditional sampler: on the first tasks, its upper-mode
+    # probabilities with more resampling steps U, and the ones the model's own density
+    # implies (ODE), against the exact ones
+    kc = min(cfg["check_tasks"], b)
+    check_detail: dict[str, Any] = {}
+    if kc:
+        start = time.perf_counter()
+        sub = (tasks.x_context[:kc], tasks.y_context[:kc], tasks.context_mask[:kc])
+        u = cfg["check_inner_steps"]
+        more = _ndp_draws(model, *sub, tasks.x_target[:kc], cfg["check_samples"], u, gen)
+        p_more = (more > 0.5).double().mean(0)
+        p_density = mode_probability_by_ode(model, *sub, tasks.x_target[:kc], cfg["ode_steps"])
+        pe = p_exact[:kc]
+        amb = (pe > 0.1) & (pe < 0.9)
+        p_base = stats["NDP"]["p_upper"].reshape(p_exact.shape)[:kc]
+        where = f"{setting}, first {kc} tasks"
+        for label, ph in (
+            (f"NDP RePaint U = {cfg['num_inner_steps']}, {s} draws", p_base),
+            (f"NDP RePaint U = {u}, {cfg['check_samples']} draws", p_more),
+            ("NDP model density (ODE at y* = 0 and 1)", p_density),
+        ):
+            err = (ph - pe).abs()
+            rows.append(_row(f"{where}, all targets", f"|P(y > 1/2) - exact|, {label}", err))
+            if amb.any():
+                rows.append(
+                    _row(
+                        f"{where}, ambiguous targets ({int(amb.sum())})",
+                        f"|P(y > 1/2) - exact|, {label}",
+                        err[amb],
+                    )
+                )
+        check_detail = {
+            "p_upper_repaint_more_steps": p_more.tolist(),
+            "p_upper_model_density": p_density.tolist(),
+            "seconds": round(time.perf_counter() - start, 1),
+        }
     # the figure's task: a grid of targets holding FIGURE_POINTS
     fx = torch.tensor(FIGURE_CONTEXT[0], dtype=torch.float64)[:, None]
     fy = torch.tensor(FIGURE_CONTEXT[1], dtype=torch.float64)[:, None]
@@ -668,6 +742,7 @@ def run_nongauss(cfg: dict[str, Any], seed: int, device: str, out: Path, *, prog
         "sample_seconds": round(sample_seconds, 1),
         "ode_seconds": round(ode_seconds, 1),
         "ode": ode_detail,
+        "sampler_check": check_detail,
         "p_upper_exact_per_target": p_exact.tolist(),
         "p_upper_ndp_per_target": stats["NDP"]["p_upper"].reshape(p_exact.shape).tolist(),
         "figure": figure,
