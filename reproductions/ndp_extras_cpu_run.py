@@ -29,8 +29,16 @@ parser.add_argument("group", choices=ndp_extras.GROUPS)
 parser.add_argument(
     "--dims", type=int, nargs="+", default=[1, 2], help="thompson: input dimensions"
 )
+parser.add_argument(
+    "--inner-steps",
+    type=int,
+    default=None,
+    help="thompson: RePaint U of the NDP draws (default: the preset's, 1); the result file "
+    "gets the suffix _u<U>",
+)
 args = parser.parse_args()
-out = f"reproductions/ndp_{args.group}_run"
+suffix = "" if args.inner_steps is None else f"_u{args.inner_steps}"
+out = f"reproductions/ndp_{args.group}_run"  # models and tasks (plots are moved out)
 start = time.time()
 results = ndp_extras.run(
     scale="cpu",
@@ -38,17 +46,18 @@ results = ndp_extras.run(
     device="cpu",
     out=out,
     groups=[args.group],
-    overrides={"ts_dims": args.dims},
+    overrides={"ts_dims": args.dims, "ts_inner_steps": args.inner_steps},
 )
 results["wall_seconds"] = round(time.time() - start, 1)
-with open(f"reproductions/ndp_{args.group}_results.json", "w") as f:
+with open(f"reproductions/ndp_{args.group}{suffix}_results.json", "w") as f:
     json.dump(results, f, indent=1)
 if args.group == "nongauss":
     shutil.move(f"{out}/ndp_nongauss_seed0.png", "reproductions/ndp_nongauss.png")
 else:
     for dim in args.dims:
         shutil.move(
-            f"{out}/ndp_thompson_regret_{dim}d_seed0.png", f"reproductions/ndp_thompson_{dim}d.png"
+            f"{out}/ndp_thompson_regret_{dim}d_seed0.png",
+            f"reproductions/ndp_thompson_{dim}d{suffix}.png",
         )
 for row in results["rows"]:
     print(f"{row['setting']} | {row['metric']} | {row['ours']:.3f} ± {row['ours_std'] or 0:.3f}")

@@ -89,6 +89,7 @@ SCALES: dict[str, dict[str, Any]] = {
         "check_samples": 8,
         "num_gp_fit_functions": 16,
         "ts_dims": [1, 2],
+        "ts_inner_steps": None,  # RePaint U of the Thompson draws (None: num_inner_steps)
         "ts_functions": 3,
         # per input dimension; ndp_model None: a smoke model trained on SE draws in place
         "thompson": {
@@ -113,6 +114,7 @@ SCALES: dict[str, dict[str, Any]] = {
         "check_samples": 64,
         "num_gp_fit_functions": 256,
         "ts_dims": [1, 2],
+        "ts_inner_steps": None,  # RePaint U of the Thompson draws (None: num_inner_steps)
         "ts_functions": 64,
         "thompson": {
             "1": {
@@ -144,6 +146,7 @@ SCALES: dict[str, dict[str, Any]] = {
         "check_samples": 128,
         "num_gp_fit_functions": 256,
         "ts_dims": [1, 2],
+        "ts_inner_steps": None,  # RePaint U of the Thompson draws (None: num_inner_steps)
         "ts_functions": 128,
         "thompson": {
             "1": {"ndp_model": "results/ndp/model_se_seed0", "grid_side": 45, "queries": 15},
@@ -900,7 +903,7 @@ def run_thompson(
         return torch.rand(x_obs.shape[0], g, generator=generator, dtype=torch.float64)
 
     draws = {
-        "NDP": _ndp_thompson_draw(model, grid, cfg["num_inner_steps"]),
+        "NDP": _ndp_thompson_draw(model, grid, cfg["ts_inner_steps"] or cfg["num_inner_steps"]),
         "GP (true kernel)": _gp_thompson_draw(grid, data),
         "random search": random_draw,
     }
