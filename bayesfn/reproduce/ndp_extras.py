@@ -736,6 +736,33 @@ def run_nongauss(cfg: dict[str, Any], seed: int, device: str, out: Path, *, prog
             )
         )
     figure["ndp_paths"] = fig_draws[:12].tolist()
+    figure["ndp_p_upper"] = (fig_draws > 0.5).double().mean(0).tolist()
+    # the left end, where the context fixes f = 0: draws that ignore the context
+    rows.append(
+        _row(
+            f"{setting}, figure task, x* = {x_range[0]} (exact P = {float(fig_p[0]):.3f})",
+            "P(y > 1/2), NDP",
+            (fig_draws[:, 0] > 0.5).double(),
+        )
+    )
+    # the learned prior: a step switches between 0 and 1 once on a grid spanning x_range
+    from bayesfn.processes.ndp.diffusion import ancestral_sample
+
+    prior = ancestral_sample(
+        _eps(model),
+        model.schedule_,
+        grid[None].expand(cfg["num_samples"], -1, -1).to(model.dtype),
+        output_dim=1,
+        generator=gen,
+    )[..., 0]
+    switches = (prior > 0.5).double().diff(dim=1).abs().sum(1)
+    rows.append(
+        _row(
+            f"{setting}, prior draws on the 49-point grid",
+            "0/1 switches per draw, NDP (step process: 1)",
+            switches,
+        )
+    )
     details = {
         "fit": fit,
         "se_gp_hyperparameters": se,
