@@ -1087,18 +1087,20 @@ def run(
     overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run row groups (d) ``"nongauss"`` and/or (e) ``"thompson"`` at ``scale`` and
-    return the ``results.json`` payload; plots go to ``out`` (``ndp_nongauss.png``,
-    ``ndp_thompson_regret.png``).
+    return the ``results.json`` payload; plots go to ``out``
+    (``ndp_nongauss_seed<seed>.png``, ``ndp_thompson_regret_<d>d_seed<seed>.png``).
 
     Args:
         scale: ``"smoke"``, ``"cpu"`` or ``"full"`` (module docstring).
         seeds: one step-NDP fit and one set of Thompson test functions per seed.
         device: torch device of the networks.
         out: folder of the saved step tasks (``tasks_step``), the fitted models
-            (``model_<family>_seed<seed>``, reloaded when their settings match) and plots.
+            (``model_step_seed<seed>``; ``model_se-<d>_seed<seed>`` where ``ndp_model`` is
+            None; reloaded when their settings match) and plots.
         groups: which row groups to run.
         overrides: replaces entries of the preset (``num_samples``, ``num_tasks``,
-            ``ts_functions``, ``ndp_model``, ...; not ``model``).
+            ``ts_dims``, ``ts_functions``, ``ts_inner_steps``, ``thompson`` (per dimension:
+            ``ndp_model``, ``grid_side``, ``queries``), ...; not ``model``).
     """
     cfg = _check(scale, list(seeds), groups)
     for key, value in (overrides or {}).items():
