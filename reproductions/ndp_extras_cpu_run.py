@@ -5,6 +5,9 @@
     python reproductions/ndp_extras_cpu_run.py nongauss   # (d) step functions
     python reproductions/ndp_extras_cpu_run.py thompson [--dims 1 2]  # (e) Thompson sampling
 
+``thompson`` writes ``ndp_thompson_results.json`` for ``--dims 1`` and
+``ndp_thompson_<d>d..._results.json`` otherwise, with ``_u<U>`` for ``--inner-steps U``.
+
 ``nongauss`` trains the step-function NDP once and saves it to
 ``reproductions/ndp_nongauss_run/model_step_seed0`` (committed, about 630 KB) with its
 tasks; later calls reload it, so only the evaluation reruns. ``thompson`` reuses the
@@ -36,8 +39,20 @@ parser.add_argument(
     help="thompson: RePaint U of the NDP draws (default: the preset's, 1); the result file "
     "gets the suffix _u<U>",
 )
+parser.add_argument(
+    "--model-2d",
+    default=None,
+    help="thompson: the 2-D SE model (default: the preset's, ndp_multidim's se-2 model)",
+)
 args = parser.parse_args()
-suffix = "" if args.inner_steps is None else f"_u{args.inner_steps}"
+suffix = "" if args.dims == [1] else "".join(f"_{d}d" for d in args.dims)
+u_suffix = "" if args.inner_steps is None else f"_u{args.inner_steps}"
+suffix += u_suffix
+overrides = {"ts_dims": args.dims, "ts_inner_steps": args.inner_steps}
+if args.model_2d is not None:
+    setups = json.loads(json.dumps(ndp_extras.SCALES["cpu"]["thompson"]))
+    setups["2"]["ndp_model"] = args.model_2d
+    overrides["thompson"] = setups
 out = f"reproductions/ndp_{args.group}_run"  # models and tasks (plots are moved out)
 start = time.time()
 results = ndp_extras.run(
@@ -46,7 +61,7 @@ results = ndp_extras.run(
     device="cpu",
     out=out,
     groups=[args.group],
-    overrides={"ts_dims": args.dims, "ts_inner_steps": args.inner_steps},
+    overrides=overrides,
 )
 results["wall_seconds"] = round(time.time() - start, 1)
 with open(f"reproductions/ndp_{args.group}{suffix}_results.json", "w") as f:
@@ -57,7 +72,7 @@ else:
     for dim in args.dims:
         shutil.move(
             f"{out}/ndp_thompson_regret_{dim}d_seed0.png",
-            f"reproductions/ndp_thompson_{dim}d{suffix}.png",
+            f"reproductions/ndp_thompson_{dim}d{u_suffix}.png",
         )
 for row in results["rows"]:
     print(f"{row['setting']} | {row['metric']} | {row['ours']:.3f} ± {row['ours_std'] or 0:.3f}")
