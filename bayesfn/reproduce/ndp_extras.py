@@ -32,7 +32,7 @@ Presets (``scale``):
   NDP trained for ``steps`` (10,000) Adam steps; RePaint U = 2; 256 draws per task;
   Thompson sampling with 64 test functions; 1-D: a 45-point grid and 15 queries (at
   most 59 points per set, as in training), the committed ``se`` model of the ``cpu``
-  1-D table; 2-D: a 7 × 7 grid and 10 queries, the ``se-2`` model of
+  1-D table; 2-D: a 7 × 7 grid on [-1, 1]² and 10 queries, the ``se-2`` model of
   ``ndp_multidim``'s ``cpu`` run.
 * ``"full"`` — the paper's network (4 blocks, 64 channels, 8 heads, T = 500), 128,000
   steps, U = 5: GPU only; it needs an ``se`` model of the same size for ``thompson``.
@@ -126,6 +126,9 @@ SCALES: dict[str, dict[str, Any]] = {
                 "ndp_model": "reproductions/ndp_multidim/se-2_run/model_se-2_seed0",
                 "grid_side": 7,
                 "queries": 10,
+                # grid spacing 0.33 ~ 0.94 lengthscales (on [-2, 2]^2 the 7 x 7 values are
+                # nearly independent and no sampler beats random search)
+                "box": [-1.0, 1.0],
             },
         },
     },
@@ -154,6 +157,7 @@ SCALES: dict[str, dict[str, Any]] = {
                 "ndp_model": "results/ndp_multidim/model_se-2_seed0",
                 "grid_side": 7,
                 "queries": 10,
+                "box": [-1.0, 1.0],
             },
         },
     },
@@ -892,9 +896,10 @@ def _ndp_thompson_draw(model, grid: torch.Tensor, inner: int):
     return draw
 
 
-def candidate_grid(dim: int, side: int) -> torch.Tensor:
-    """The ``(side ** dim, dim)`` regular grid of candidates on ``SE_DATA["x_range"]``."""
-    lo, hi = SE_DATA["x_range"]
+def candidate_grid(dim: int, side: int, box: tuple[float, float] | None = None) -> torch.Tensor:
+    """The ``(side ** dim, dim)`` regular grid of candidates on ``box ** dim`` (default
+    ``SE_DATA["x_range"]``)."""
+    lo, hi = SE_DATA["x_range"] if box is None else box
     axis = torch.linspace(lo, hi, side, dtype=torch.float64)
     return torch.cartesian_prod(*([axis] * dim)).reshape(-1, dim)
 
@@ -909,7 +914,7 @@ def run_thompson(
     setup = cfg["thompson"][str(dim)]
     model, fit = _se_model(cfg, dim, seed, device, out, progress_bar=progress_bar)
     data = se_data(dim)
-    grid = candidate_grid(dim, setup["grid_side"])
+    grid = candidate_grid(dim, setup["grid_side"], setup.get("box"))
     g, nf, nq = grid.shape[0], cfg["ts_functions"], setup["queries"]
     fseed = _THOMPSON_SEED + 100 * dim + seed
     f = sample_functions(
@@ -981,6 +986,7 @@ def run_thompson(
         "fit": fit,
         "data": {k: (list(v) if isinstance(v, tuple) else v) for k, v in data.items()},
         "grid_side": setup["grid_side"],
+        "box": list(setup.get("box") or SE_DATA["x_range"]),
         "first_query": first.tolist(),
         "regret": {k: v.tolist() for k, v in regret.items()},
         "queries": {k: v.tolist() for k, v in queries.items()},
