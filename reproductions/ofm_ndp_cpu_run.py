@@ -6,6 +6,7 @@ GP on the same tasks and NDP's committed numbers (``reproductions/ndp_results.js
     python reproductions/ofm_ndp_cpu_run.py matern52
     python reproductions/ofm_ndp_cpu_run.py se --independent         # the sampler check
     python reproductions/ofm_ndp_cpu_run.py matern52 --independent
+    python reproductions/ofm_ndp_cpu_run.py se --independent --first 8  # a subset
     python reproductions/ofm_ndp_cpu_run.py --merge     # -> reproductions/ofm_ndp_results.json
 
 Run from the repository root (the saved tasks and NDP's results are read relative to it).
@@ -51,18 +52,22 @@ if sys.argv[1] == "--merge":
 
 family = sys.argv[1]
 cfg = dict(ofm.SCALES["cpu"])
-cfg["ndp"] = {**cfg["ndp"], "families": [family]}
+# the fitted model is saved once and reused by the other runs of the family
+cfg["ndp"] = {**cfg["ndp"], "families": [family], "model_dir": str(OUT / "models")}
 name = family
 if sys.argv[2:3] == ["--independent"]:
-    # the sampler check: the first 8 tasks with one draw from each of 128 independent
-    # pCN chains (the preset keeps 8 thinned draws from each of 16 chains)
+    # the sampler check, independent of the preset's sampler: one draw from each of 128
+    # chains of plain pCN (prior starts, no preconditioner) after 150 burn-in steps
     cfg["ndp"].update(
         chains=128,
         thin=1,
         burn_in=150,
-        first_tasks=8,
-        label=", first 8 tasks, one draw from each of 128 pCN chains",
+        precondition=False,
+        label=", one draw from each of 128 plain pCN chains",
     )
+    if sys.argv[3:4] == ["--first"]:  # a subset: the first tasks
+        cfg["ndp"]["first_tasks"] = int(sys.argv[4])
+        cfg["ndp"]["label"] = f", first {sys.argv[4]} tasks" + cfg["ndp"]["label"]
     name = f"{family}_independent"
 start = time.perf_counter()
 rows, details = ofm.ndp_regression(cfg, SEED, "cpu")
