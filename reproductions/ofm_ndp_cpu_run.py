@@ -43,8 +43,8 @@ if sys.argv[1] == "--merge":
     merged["commands"] = [
         "python reproductions/ofm_ndp_cpu_run.py se",
         "python reproductions/ofm_ndp_cpu_run.py matern52",
-        "python reproductions/ofm_ndp_cpu_run.py se --independent",
-        "python reproductions/ofm_ndp_cpu_run.py matern52 --independent",
+        "python reproductions/ofm_ndp_cpu_run.py se --independent --first 8",
+        "python reproductions/ofm_ndp_cpu_run.py matern52 --independent --first 8",
         "python reproductions/ofm_ndp_cpu_run.py --merge",
     ]
     Path("reproductions/ofm_ndp_results.json").write_text(json.dumps(merged, indent=1) + "\n")
