@@ -36,6 +36,7 @@ parser.add_argument("family", choices=ofm.NDP_FAMILIES)
 parser.add_argument("--tasks", type=int, default=4)
 parser.add_argument("--steps", type=int, default=300)
 parser.add_argument("--samplers", default="plain,preconditioned")
+parser.add_argument("--target-accept", type=float, default=0.25)
 args = parser.parse_args()
 
 e = dict(ofm.SCALES["cpu"]["ndp"])
@@ -65,6 +66,7 @@ for name in args.samplers.split(","):
         "thin": 1,
         "num_samples": 16 * args.steps,
         "precondition": name == "preconditioned",
+        "target_accept": args.target_accept,
     }
     start = time.perf_counter()
     _, info = ofm._ofm_task_draws(model, grid, tasks, cfg, noise, 0)
@@ -73,7 +75,7 @@ for name in args.samplers.split(","):
     per_task = [np.median(ess(chains[i].numpy())) for i in range(chains.shape[0])]
     preset = chains[:, :, 9:80:10].flatten(1, 2).permute(1, 0, 2)  # (128, b, targets)
     every = chains.flatten(1, 2).permute(1, 0, 2)
-    out[name] = {
+    out[f"{name}, target acceptance {args.target_accept}"] = {
         "accept": info["accept"],
         "median_final_beta": info["step_size"],
         "ess_per_100_steps_per_chain": float(np.median(per_task) / 16 / args.steps * 100),
