@@ -7,6 +7,7 @@ GP on the same tasks and NDP's committed numbers (``reproductions/ndp_results.js
     python reproductions/ofm_ndp_cpu_run.py se --independent         # the sampler check
     python reproductions/ofm_ndp_cpu_run.py matern52 --independent
     python reproductions/ofm_ndp_cpu_run.py se --independent --first 8  # a subset
+    python reproductions/ofm_ndp_cpu_run.py se --independent --preconditioned  # 32 tasks
     python reproductions/ofm_ndp_cpu_run.py --merge     # -> reproductions/ofm_ndp_results.json
 
 Run from the repository root (the saved tasks and NDP's results are read relative to it).
@@ -30,7 +31,7 @@ SEED = 0
 
 if sys.argv[1] == "--merge":
     names = [OUT / f"{f}.json" for f in ofm.NDP_FAMILIES]
-    names += sorted(OUT.glob("*_independent.json"))
+    names += sorted(OUT.glob("*_independent*.json"))
     parts = [json.loads(n.read_text()) for n in names]
     for family, part in zip(ofm.NDP_FAMILIES, parts, strict=False):
         # the per-family runs predate gp_moment_rows: add its rows (seconds of work, the
@@ -45,6 +46,8 @@ if sys.argv[1] == "--merge":
         "python reproductions/ofm_ndp_cpu_run.py matern52",
         "python reproductions/ofm_ndp_cpu_run.py se --independent --first 8",
         "python reproductions/ofm_ndp_cpu_run.py matern52 --independent --first 8",
+        "python reproductions/ofm_ndp_cpu_run.py se --independent --preconditioned",
+        "python reproductions/ofm_ndp_cpu_run.py matern52 --independent --preconditioned",
         "python reproductions/ofm_ndp_cpu_run.py --merge",
     ]
     Path("reproductions/ofm_ndp_results.json").write_text(json.dumps(merged, indent=1) + "\n")
@@ -65,10 +68,18 @@ if sys.argv[2:3] == ["--independent"]:
         precondition=False,
         label=", one draw from each of 128 plain pCN chains",
     )
-    if sys.argv[3:4] == ["--first"]:  # a subset: the first tasks
-        cfg["ndp"]["first_tasks"] = int(sys.argv[4])
-        cfg["ndp"]["label"] = f", first {sys.argv[4]} tasks" + cfg["ndp"]["label"]
     name = f"{family}_independent"
+    if "--preconditioned" in sys.argv:  # the same with the preset's sampler, 40 burn-in steps
+        cfg["ndp"].update(
+            burn_in=40,
+            precondition=True,
+            label=", one draw from each of 128 preconditioned pCN chains",
+        )
+        name = f"{family}_independent_preconditioned"
+    if "--first" in sys.argv:  # a subset: the first tasks
+        first = sys.argv[sys.argv.index("--first") + 1]
+        cfg["ndp"]["first_tasks"] = int(first)
+        cfg["ndp"]["label"] = f", first {first} tasks" + cfg["ndp"]["label"]
 start = time.perf_counter()
 rows, details = ofm.ndp_regression(cfg, SEED, "cpu")
 for row in rows:
