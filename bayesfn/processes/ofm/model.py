@@ -550,7 +550,8 @@ class OperatorFlowMatching(Model):
         Returns:
             A :class:`SamplePosterior` with event ``(n, c)`` (batch ``(b,)`` for batched
             ``x``). With context, the model's ``sampler_diagnostics_`` holds the
-            acceptance rate and the chains' draws (of the last problem of a batch).
+            acceptance rate, pCN's final ``β`` per chain and the chains' draws (of the
+            last problem of a batch).
         """
         self._check_fitted()
         xs = check_inputs(
@@ -587,6 +588,8 @@ class OperatorFlowMatching(Model):
 
         if sampler not in _SAMPLERS:
             raise ValueError(f"sampler must be one of {_SAMPLERS}; got {sampler!r}")
+        if not isinstance(precondition, bool):
+            raise TypeError(f"precondition must be a bool; got {precondition!r}")
         x_c, y_c = self._check_context(context, batch)
         if batch is None:
             x_c, y_c = x_c[None], y_c[None]
