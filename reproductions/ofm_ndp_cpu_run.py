@@ -2,12 +2,12 @@
 reproduction's saved 1-D regression tasks (``reproductions/ndp_tasks``), beside the exact
 GP on the same tasks and NDP's committed numbers (``reproductions/ndp_results.json``).
 
-    python reproductions/ofm_ndp_cpu_run.py se          # one family (about 45 min here)
+    python reproductions/ofm_ndp_cpu_run.py se          # one family (~10 min here, fit first)
     python reproductions/ofm_ndp_cpu_run.py matern52
-    python reproductions/ofm_ndp_cpu_run.py se --independent         # the sampler check
+    python reproductions/ofm_ndp_cpu_run.py se --independent         # the sampler check, plain
     python reproductions/ofm_ndp_cpu_run.py matern52 --independent
     python reproductions/ofm_ndp_cpu_run.py se --independent --first 8  # a subset
-    python reproductions/ofm_ndp_cpu_run.py se --independent --preconditioned  # 32 tasks
+    python reproductions/ofm_ndp_cpu_run.py se --independent --preconditioned --first 8
     python reproductions/ofm_ndp_cpu_run.py --merge     # -> reproductions/ofm_ndp_results.json
 
 Run from the repository root (the saved tasks and NDP's results are read relative to it).
@@ -46,8 +46,8 @@ if sys.argv[1] == "--merge":
         "python reproductions/ofm_ndp_cpu_run.py matern52",
         "python reproductions/ofm_ndp_cpu_run.py se --independent --first 8",
         "python reproductions/ofm_ndp_cpu_run.py matern52 --independent --first 8",
-        "python reproductions/ofm_ndp_cpu_run.py se --independent --preconditioned",
-        "python reproductions/ofm_ndp_cpu_run.py matern52 --independent --preconditioned",
+        "python reproductions/ofm_ndp_cpu_run.py se --independent --preconditioned --first 8",
+        "python reproductions/ofm_ndp_cpu_run.py matern52 --independent --preconditioned --first 8",
         "python reproductions/ofm_ndp_cpu_run.py --merge",
     ]
     Path("reproductions/ofm_ndp_results.json").write_text(json.dumps(merged, indent=1) + "\n")

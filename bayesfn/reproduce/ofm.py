@@ -30,7 +30,8 @@ row compares our number with an *analytic* (or exact Monte Carlo) reference inst
 (e) **NDP's 1-D regression tasks** (SE and Matérn-5/2, ℓ = 0.25, noise 0.05², 1–9
     context points, 50 targets on [−2, 2]): OFM (FNO on a 64-point grid over [−2, 2],
     trained on noise-free draws of the family, as many function draws as NDP's cpu run)
-    regresses each task by latent pCN; NDP's metric (a Gaussian moment-matched to 128
+    regresses each task by latent pCN, preconditioned by the task's Gauss–Newton Gaussian
+    approximation; NDP's metric (a Gaussian moment-matched to 128
     posterior draws, per target point) beside the exact GP, the GP restricted to OFM's
     grid, and NDP's committed numbers on the identical saved tasks
     (``reproductions/ndp_tasks``, ``reproductions/ndp_results.json``; read relative to the
