@@ -34,12 +34,12 @@ if sys.argv[1] == "--merge":
     names += sorted(OUT.glob("*_independent*.json"))
     parts = [json.loads(n.read_text()) for n in names]
     for family, part in zip(ofm.NDP_FAMILIES, parts, strict=False):
-        # the per-family runs predate gp_moment_rows: add its rows (seconds of work, the
-        # same function ndp_regression now calls) when a part lacks them
-        if not any("independent draws" in r["metric"] for r in part["rows"]):
-            tasks, _, _ = ofm._ndp_tasks(family, ofm.SCALES["cpu"]["ndp"])
-            rows = ofm.gp_moment_rows(tasks, family, seed=SEED)
-            part["rows"] += [{**r, "seeds": [SEED]} for r in rows]
+        # runs that predate a row of gp_moment_rows get it here (seconds of work, the same
+        # function ndp_regression now calls); the rows it shares keep their values
+        tasks, _, _ = ofm._ndp_tasks(family, ofm.SCALES["cpu"]["ndp"])
+        have = {r["metric"] for r in part["rows"]}
+        rows = ofm.gp_moment_rows(tasks, family, seed=SEED)
+        part["rows"] += [{**r, "seeds": [SEED]} for r in rows if r["metric"] not in have]
     merged = merge_results(parts, [str(n) for n in names])
     merged["commands"] = [
         "python reproductions/ofm_ndp_cpu_run.py se",
