@@ -2,10 +2,12 @@
 reproduction's saved 1-D regression tasks (``reproductions/ndp_tasks``), beside the exact
 GP on the same tasks and NDP's committed numbers (``reproductions/ndp_results.json``).
 
-    python reproductions/ofm_ndp_cpu_run.py se          # one family (about 45 min here)
+    python reproductions/ofm_ndp_cpu_run.py se          # one family (~10 min here, fit first)
     python reproductions/ofm_ndp_cpu_run.py matern52
-    python reproductions/ofm_ndp_cpu_run.py se --independent         # the sampler check
+    python reproductions/ofm_ndp_cpu_run.py se --independent         # the sampler check, plain
     python reproductions/ofm_ndp_cpu_run.py matern52 --independent
+    python reproductions/ofm_ndp_cpu_run.py se --independent --first 8  # a subset
+    python reproductions/ofm_ndp_cpu_run.py se --independent --preconditioned --first 8
     python reproductions/ofm_ndp_cpu_run.py --merge     # -> reproductions/ofm_ndp_results.json
 
 Run from the repository root (the saved tasks and NDP's results are read relative to it).
@@ -29,21 +31,23 @@ SEED = 0
 
 if sys.argv[1] == "--merge":
     names = [OUT / f"{f}.json" for f in ofm.NDP_FAMILIES]
-    names += sorted(OUT.glob("*_independent.json"))
+    names += sorted(OUT.glob("*_independent*.json"))
     parts = [json.loads(n.read_text()) for n in names]
     for family, part in zip(ofm.NDP_FAMILIES, parts, strict=False):
-        # the per-family runs predate gp_moment_rows: add its rows (seconds of work, the
-        # same function ndp_regression now calls) when a part lacks them
-        if not any("independent draws" in r["metric"] for r in part["rows"]):
-            tasks, _, _ = ofm._ndp_tasks(family, ofm.SCALES["cpu"]["ndp"])
-            rows = ofm.gp_moment_rows(tasks, family, seed=SEED)
-            part["rows"] += [{**r, "seeds": [SEED]} for r in rows]
+        # runs that predate a row of gp_moment_rows get it here (seconds of work, the same
+        # function ndp_regression now calls); the rows it shares keep their values
+        tasks, _, _ = ofm._ndp_tasks(family, ofm.SCALES["cpu"]["ndp"])
+        have = {r["metric"] for r in part["rows"]}
+        rows = ofm.gp_moment_rows(tasks, family, seed=SEED)
+        part["rows"] += [{**r, "seeds": [SEED]} for r in rows if r["metric"] not in have]
     merged = merge_results(parts, [str(n) for n in names])
     merged["commands"] = [
         "python reproductions/ofm_ndp_cpu_run.py se",
         "python reproductions/ofm_ndp_cpu_run.py matern52",
-        "python reproductions/ofm_ndp_cpu_run.py se --independent",
-        "python reproductions/ofm_ndp_cpu_run.py matern52 --independent",
+        "python reproductions/ofm_ndp_cpu_run.py se --independent --first 8",
+        "python reproductions/ofm_ndp_cpu_run.py matern52 --independent --first 8",
+        "python reproductions/ofm_ndp_cpu_run.py se --independent --preconditioned --first 8",
+        "python reproductions/ofm_ndp_cpu_run.py matern52 --independent --preconditioned --first 8",
         "python reproductions/ofm_ndp_cpu_run.py --merge",
     ]
     Path("reproductions/ofm_ndp_results.json").write_text(json.dumps(merged, indent=1) + "\n")
@@ -51,19 +55,31 @@ if sys.argv[1] == "--merge":
 
 family = sys.argv[1]
 cfg = dict(ofm.SCALES["cpu"])
-cfg["ndp"] = {**cfg["ndp"], "families": [family]}
+# the fitted model is saved once and reused by the other runs of the family
+cfg["ndp"] = {**cfg["ndp"], "families": [family], "model_dir": str(OUT / "models")}
 name = family
 if sys.argv[2:3] == ["--independent"]:
-    # the sampler check: the first 8 tasks with one draw from each of 128 independent
-    # pCN chains (the preset keeps 8 thinned draws from each of 16 chains)
+    # the sampler check, independent of the preset's sampler: one draw from each of 128
+    # chains of plain pCN (prior starts, no preconditioner) after 150 burn-in steps
     cfg["ndp"].update(
         chains=128,
         thin=1,
         burn_in=150,
-        first_tasks=8,
-        label=", first 8 tasks, one draw from each of 128 pCN chains",
+        precondition=False,
+        label=", one draw from each of 128 plain pCN chains",
     )
     name = f"{family}_independent"
+    if "--preconditioned" in sys.argv:  # the same with the preset's sampler, 40 burn-in steps
+        cfg["ndp"].update(
+            burn_in=40,
+            precondition=True,
+            label=", one draw from each of 128 preconditioned pCN chains",
+        )
+        name = f"{family}_independent_preconditioned"
+    if "--first" in sys.argv:  # a subset: the first tasks
+        first = sys.argv[sys.argv.index("--first") + 1]
+        cfg["ndp"]["first_tasks"] = int(first)
+        cfg["ndp"]["label"] = f", first {first} tasks" + cfg["ndp"]["label"]
 start = time.perf_counter()
 rows, details = ofm.ndp_regression(cfg, SEED, "cpu")
 for row in rows:

@@ -109,7 +109,9 @@ def _linear_model(n, a, steps):
     return model
 
 
-@pytest.mark.parametrize("sampler", ["pcn", pytest.param("nuts", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "sampler", ["pcn", "plain pcn", pytest.param("nuts", marks=pytest.mark.slow)]
+)
 def test_latent_posterior_matches_the_analytic_gaussian_posterior(sampler):
     """Prior u = M a, a ~ ν₀, with M the RK4 map of a linear field; noisy observations at
     three grid points and one between grid points (interpolated): the latent-space sampler's
@@ -137,11 +139,12 @@ def test_latent_posterior_matches_the_analytic_gaussian_posterior(sampler):
     mean = gain @ y_c
     sd = (prior - gain @ w @ prior).diagonal().sqrt()
 
-    if sampler == "pcn":
+    if sampler == "nuts":
+        kw = {"num_samples": 300, "num_chains": 1, "burn_in": 150, "sampler": "nuts"}
+    else:  # the default preconditioned pCN, and plain pCN
         kw = {"num_samples": 4000, "num_chains": 16, "burn_in": 300, "thin": 2}
-    else:
-        kw = {"num_samples": 300, "num_chains": 1, "burn_in": 150}
-    post = model.posterior(_grid(n), context=(x_c, y_c), noise=noise, sampler=sampler, seed=0, **kw)
+        kw["precondition"] = sampler == "pcn"
+    post = model.posterior(_grid(n), context=(x_c, y_c), noise=noise, seed=0, **kw)
     assert post.event_shape == (n, 1)
     err_mean = (post.mean[:, 0] - mean).abs() / sd
     err_sd = (post.stddev[:, 0] / sd - 1).abs()
@@ -151,6 +154,8 @@ def test_latent_posterior_matches_the_analytic_gaussian_posterior(sampler):
     # the posterior is much tighter than the prior at the observed points
     assert sd[5] < 0.5 * prior[5, 5].sqrt()
     assert 0.05 < model.sampler_diagnostics_["accept"] <= 1.0
+    if sampler == "pcn":  # the flow is linear: the Gauss–Newton Gaussian is the posterior
+        assert model.sampler_diagnostics_["accept"] > 0.99
 
 
 def test_conditional_density_of_an_identity_flow_is_the_reference_gp_conditional():

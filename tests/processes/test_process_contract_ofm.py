@@ -199,6 +199,8 @@ def test_bad_inputs_raise_clear_errors(fitted):
         model.posterior(case.x, context=(case.x[:2], torch.zeros(3, c)))
     with pytest.raises(ValueError, match="sampler"):
         model.posterior(case.x, context=(case.x[:2], torch.zeros(2, c)), sampler="hmc")
+    with pytest.raises(TypeError, match="precondition"):
+        model.posterior(case.x, context=(case.x[:2], torch.zeros(2, c)), precondition="yes")
     with pytest.raises(ValueError, match="y must have shape"):
         model.log_prob(case.x, torch.zeros(2, n + 1, c))
     with pytest.raises(ValueError, match="num"):
