@@ -26,6 +26,7 @@ REGISTRY: dict[str, str] = {
     "ofm": "ofm",
     "livi": "livi",
     "ndp": "ndp",
+    "ndp_multidim": "ndp_multidim",
     "funcprior": "funcprior",
 }
 
