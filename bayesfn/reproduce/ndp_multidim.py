@@ -42,7 +42,7 @@ Presets (``scale``):
 Published numbers beside ours: the moment-matched LL of the released NDP checkpoints for
 D = 2, 3 (``experiments/regression/trained_models/*/metrics.csv``, 128 tasks, 128
 samples). Those for SE lie above the Bayes-optimal GP of the protocol as written (see
-``/work/shared/notes/processes_methods.md`` §2.6), so they were probably computed on other
+the method notes, ``processes_methods.md`` §2.6), so they were probably computed on other
 task files; the GP rows here are computed on our task files. The Geometric-NDP follow-up
 has 1-D tables only. For (c) no published number was retrieved (the paper's tables were
 not available): ours only.
