@@ -4,10 +4,12 @@ write its ``results.json``: ``python reproductions/ndp_multidim_run.py SETTING
 ``matern52-3`` (row group (b)) or ``se-hyper`` (row group (c)).
 
 The fitted model (``reproductions/ndp_multidim/<setting>_run/model_<setting>_seed0``,
-about 180 KB, committed) and the task set are saved there; a later call loads the model
-instead of refitting, so the evaluation can be rerun alone. ``ndp_multidim_merge.py``
-joins the settings into ``reproductions/ndp_multidim_results.json``. One thread, as the
-committed runs (on the shared 2-core machine, two settings side by side).
+about 630 KB with its EMA weights and loss history, committed) and the task set are saved
+there; a later call loads the model instead of refitting, so the evaluation can be rerun
+alone. ``ndp_multidim_merge.py`` joins the settings into
+``reproductions/ndp_multidim_results.json`` and lists the commands of the committed runs
+(``RUNS``). One thread, as the committed runs (two settings side by side on the shared
+2-core machine).
 """
 
 import argparse
