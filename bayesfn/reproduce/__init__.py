@@ -27,6 +27,7 @@ REGISTRY: dict[str, str] = {
     "livi": "livi",
     "ndp": "ndp",
     "ndp_extras": "ndp_extras",
+    "ndp_multidim": "ndp_multidim",
     "funcprior": "funcprior",
 }
 
