@@ -722,10 +722,11 @@ class CircuitModel(Model, abc.ABC):
             trial_steps = max(1, int(_RESTART_SHARE * max_steps))
             trials = self._try_starts(
                 x,
-                xv,
                 generator,
                 loss_fn,
+                val_fn if xv is not None else (train_fn if keep_best_train else None),
                 steps=trial_steps,
+                val_every=val_every,
                 batch_size=batch_size,
                 lr=lr,
                 seed=self.seed if seed is None else seed,
@@ -772,17 +773,28 @@ class CircuitModel(Model, abc.ABC):
         if init == "auto":
             init = "centred" if start % 2 == 0 else "data"
         module, inputs = self.module_, self.module_.inputs
-        if init == "data" or not hasattr(inputs, "init_centred"):
-            inputs.init_from_data(x, generator)
+        k = self.num_units
+        hi, lo = _CENTRED_SCALES
+        scales = torch.logspace(math.log10(hi), math.log10(lo), k, dtype=torch.float64)
+        scales = scales if k > 1 else scales[:1]
+        centred = init == "centred" and hasattr(inputs, "init_centred")
+        if centred:
+            inputs.init_centred(x, generator, scales)
         else:
-            k = self.num_units
-            hi, lo = _CENTRED_SCALES
-            scales = torch.logspace(math.log10(hi), math.log10(lo), k, dtype=torch.float64)
-            inputs.init_centred(x, generator, scales if k > 1 else scales[:1])
-        for w in module.weight:
+            inputs.init_from_data(x, generator)
+        for i, w in enumerate(module.weight):
             if init == "data":
                 continue  # the build-time draw
             u = 0.5 + 0.5 * torch.rand(w.shape, generator=generator, dtype=torch.float64)
+            if centred and i == 0:
+                # the lowest layer multiplies pairs of nested univariate leaves: input unit
+                # (i, j) peaks at the data mean with height ∝ 1 / (s_i s_j); weighting it by
+                # s_i s_j / s_0² gives every unit the same height there, so that
+                # wide - narrow is a hole (c = 0 near the mean) rather than a spike
+                # (benchmarks/npc2_init_rates.py: a trial start reached the ring of two
+                # concentric rings at K=2 in 6 of 6 runs balanced, 2 of 6 unbalanced)
+                rel = scales / scales[0]
+                u = u * (rel[:, None] * rel[None, :] if w.ndim == 4 else rel**2)
             if module.weights_kind == "real":
                 sign = 1 - 2 * (torch.arange(w.shape[-1], dtype=torch.float64) % 2)
                 w.copy_((u * sign).to(w))
@@ -790,11 +802,27 @@ class CircuitModel(Model, abc.ABC):
                 w.copy_(u.log().to(w))
 
     def _try_starts(
-        self, x, xv, generator, loss_fn, *, steps, batch_size, lr, seed, callbacks, cuda_graph
+        self,
+        x,
+        generator,
+        loss_fn,
+        check,
+        *,
+        steps,
+        val_every,
+        batch_size,
+        lr,
+        seed,
+        callbacks,
+        cuda_graph,
     ) -> list[float]:
         """Run ``restarts`` starts for ``steps`` Adam steps each, leave the circuit at the
-        best one and return each start's score (validation, else training, mean
-        log-likelihood; ``-inf`` for a start whose loss diverged)."""
+        best one and return each start's score: minus ``check()`` (the validation, else
+        the full-batch training, mean negative log-likelihood) at the best of its checks
+        every ``val_every`` steps and at the end, each start ending at that check (a
+        late Adam spike near a cancellation then does not decide the choice); without a
+        check (mini-batches and no validation data) the training log-likelihood at the
+        end; ``-inf`` for a start whose loss diverged."""
         module = self.module_
         scores: list[float] = []
         best, best_state = -math.inf, None
@@ -816,12 +844,15 @@ class CircuitModel(Model, abc.ABC):
                     lr=lr,
                     seed=seed,
                     callbacks=callbacks,
+                    val_fn=check,
+                    val_every=val_every,
                     progress_bar=False,
                     desc=f"{type(self).__name__} start {start}",
                     cuda_graph=cuda_graph,
                 )
                 with torch.no_grad():
-                    score = float(self._log_prob(x if xv is None else xv).mean())
+                    nll = check() if check is not None else -self._log_prob(x).mean()
+                score = -float(nll)
             except FloatingPointError:
                 score = -math.inf
             score = score if math.isfinite(score) else -math.inf

@@ -117,7 +117,14 @@ def test_centred_start_nests_units_and_alternates_signs():
     sigma = inputs.log_sigma.exp() / std[:, None]
     assert torch.allclose(sigma, torch.tensor([[1.0, 0.5], [1.0, 0.5]], dtype=torch.float64))
     root = model.module_.weight[-1].detach().flatten()
-    assert root[0] > 0 > root[1] and 0.5 <= root.abs().min() and root.abs().max() <= 1.0
+    assert root[0] > 0 > root[1] and 0.5 <= root[0] <= 1.0
+    # balanced: each product unit, |w_k| N(mean; mu_k, s_k) N(mean; mu_k', s_k'), has about
+    # the same height at the data mean (magnitudes U(0.5, 1) apart), so that the squared
+    # wide - narrow is a hole there and not a spike (unbalanced: narrow 2-8x higher)
+    mu, s = inputs.mu.detach(), inputs.log_sigma.detach().exp()
+    dens = torch.exp(-0.5 * ((x.mean(0)[:, None] - mu) / s) ** 2) / s  # (2, K)
+    height = root.abs() * dens.prod(0)
+    assert 0.5 <= float(height[1] / height[0]) <= 2.0
 
 
 def test_defaults_and_config():
