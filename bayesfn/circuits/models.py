@@ -98,14 +98,22 @@ class CircuitModel(Model, abc.ABC):
             every unit at the variable's data mean (plus 0.1 std jitter) and unit ``k``
             ``s_k`` standard deviations wide, ``s`` spaced geometrically from 1 down to
             0.5; sum weights of magnitude ``U(0.5, 1)`` whose signs alternate over the
-            input units (``+ - + ...``) for real weights, positive otherwise. Squaring
-            ``wide - narrow`` gives a hole, the start a subtractive circuit needs (a ring
-            with ``K = 2``); discrete leaves have no centre and start as with
-            ``"data"``. ``"auto"``: restart ``r`` starts ``"centred"`` for even ``r`` and
-            ``"data"`` for odd ``r``.
-        restarts: number of starts :meth:`fit` tries: each runs a quarter of ``max_steps``,
-            the one with the best validation log-likelihood (training log-likelihood
-            without ``validation``) continues for the rest. ``1``: one start, no trial.
+            input units (``+ - + ...``) for real weights, positive otherwise, and in the
+            lowest sum layer (over pairs of leaves) input unit ``(i, j)``'s magnitude
+            times ``s_i s_j / s_0²``, so that every unit has about the same height at the
+            data mean. Squaring ``wide - narrow`` then gives a hole at the mean, the start
+            a subtractive circuit needs (a ring with ``K = 2``); without that balance the
+            narrow unit, 2-8 times higher, makes a spike there instead, which Adam
+            turned into a ring in about half of the starts
+            (``benchmarks/npc2_init_rates.py``). Discrete leaves have no centre and start
+            as with ``"data"``. ``"auto"``: restart ``r`` starts ``"centred"`` for even
+            ``r`` and ``"data"`` for odd ``r``.
+        restarts: number of starts :meth:`fit` tries: each runs a quarter of ``max_steps``
+            and is scored at the best of its checks every ``val_every`` steps; the one with
+            the best validation log-likelihood (full-batch training log-likelihood without
+            ``validation``; with mini-batches and no validation, the training
+            log-likelihood at the end of its trial) continues for the rest. ``1``: one
+            start, no trial.
             Start ``r`` draws its parameters as start 0 of the same model with seed
             ``seed + 100003 r`` would (the region graph stays the one ``seed`` made).
         seed: seeds the region graph and the initialisation.

@@ -90,6 +90,14 @@ def test_every_start_is_normalised(input, init, squared):
     assert _grid_mass(model, -6.0, 6.0) == pytest.approx(1.0, abs=2e-4)
 
 
+def test_balanced_tucker_start_is_normalised():
+    # the balanced lowest layer scales a Tucker weight W[k, i, j] by s_i s_j / s_0²
+    x = _ring(200, 8)
+    model = SquaredCircuit(3, layer="tucker", init="centred", seed=4)
+    model.fit(x, max_steps=0, progress_bar=False)
+    assert _grid_mass(model, -6.0, 6.0) == pytest.approx(1.0, abs=2e-4)
+
+
 def test_restarted_fit_is_normalised():
     x = _ring(200, 6)
     model = SquaredCircuit(3, seed=2, restarts=3).fit(x, max_steps=30, progress_bar=False)
