@@ -978,11 +978,15 @@ class SquaredCircuit(CircuitModel):
     sign, ``p(x) = Σ_r c_r(x)² / Z``.
 
     By default (``init="auto"``, ``restarts=4``) :meth:`fit` tries two nested,
-    sign-alternating starts and two data starts (see :class:`CircuitModel`) for a quarter of
-    ``max_steps`` each and continues the best: from the paper's all-positive ``U(0, 1)``
-    start alone (``init="data", restarts=1``, the initialisation before this option
-    existed) Adam rarely leaves the monotonic basin, e.g. it fits a ring like a monotonic
-    circuit of the same size (``benchmarks/npc2_init_rates.py`` measures the rates).
+    sign-alternating, height-balanced starts and two data starts (see
+    :class:`CircuitModel`) for a quarter of ``max_steps`` each and continues the best
+    (about 1.75x the steps of one start): from the paper's all-positive ``U(0, 1)`` start
+    alone (``init="data", restarts=1``, the initialisation before this option existed)
+    Adam rarely leaves the monotonic basin, e.g. it fits a ring like a monotonic circuit
+    of the same size. The nested starts find the subtractive solutions (a ring's hole);
+    the data starts keep the monotonic kind of solution within reach where that is the
+    better one. ``benchmarks/npc2_init_rates.py`` measures how often each setting reaches
+    the best solution (``benchmarks/RESULTS.md``).
     Spline and categorical leaves are signed too (real B-spline coefficients and real
     tables over the states, see :class:`~bayesfn.circuits.inputs.SplineInput` and
     :class:`~bayesfn.circuits.inputs.CategoricalInput`); Gaussian, binomial and Bernoulli
