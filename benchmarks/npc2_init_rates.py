@@ -6,7 +6,13 @@ For each configuration (a data set, a leaf family, ``K``) the script fits, over 
   ``init=`` / ``restarts=`` existed (leaf means at random data points, ``U(0, 1)``
   weights, one start);
 - ``after``: ``SquaredCircuit(K).fit(x)``, today's default (``init="auto"``,
-  ``restarts=4``);
+  ``restarts=4``: two nested height-balanced sign-alternating starts and two data starts,
+  a quarter of ``max_steps`` each, scored at their best training-likelihood check; the
+  best continues);
+- ``previous default`` (read from ``benchmarks/npc2_init_rates_previous.json``, the
+  ``after`` runs of commit 9d9071a): the same but with unbalanced nested starts (the
+  narrow unit 2-8x higher than the wide one at the data mean) and trials scored at their
+  last step;
 - ``MPC``: ``MonotonicCircuit(K).fit(x)`` at the same ``K``;
 - references for the best NPC² solution, each on a few seeds: ``long Adam`` (the new
   default with 3x the steps; 2x for the 2-D and DEBD sets), ``L-BFGS`` (rings only: full
@@ -17,25 +23,32 @@ For each configuration (a data set, a leaf family, ``K``) the script fits, over 
 Every fit sees the same data of its configuration (one fixed draw: training, and a
 held-out test set); seeds change only the initialisation. A seed *reaches* the best when
 its held-out mean log-likelihood is within 0.05 nats of the best held-out value of any
-NPC² run of that configuration (all methods, all seeds). The default fit is called as a
-user would, ``fit(x)`` with no validation set (its restarts are then picked on the
-training likelihood). Wall times are per fit, ``before`` and ``after`` alternating in
-order from seed to seed, at one torch thread.
+NPC² run of that configuration (all methods, all seeds, all merged files). The default
+fit is called as a user would, ``fit(x)`` with no validation set (its restarts are then
+picked on the training likelihood). Wall times are per fit, ``before`` and ``after``
+alternating in order from seed to seed in one process, at one torch thread. Spline
+leaves are zero outside their knots (the training range padded by 10 %), so spline rows
+average over the held-out points inside the knots (the same points for every model of
+the row); ``test_points_outside_support`` in the JSON counts the others.
 
-Commands (the results in benchmarks/npc2_init_rates.json and RESULTS.md came from five
-processes run side by side, then merged)::
+Commands (benchmarks/npc2_init_rates.json, .md and the RESULTS.md section came from nine
+processes run side by side at one torch thread each, then merged)::
 
-    for i in 0 1 2; do  # the six ring configurations, two per process
-        python benchmarks/npc2_init_rates.py --only-rings --part $i/3 \
-            --out /tmp/npc2_rates_$i.json &
+    i=0; for name in "ring r=1 noise=0.1" "ring r=1 noise=0.25" "ring r=0.5 noise=0.05" \
+            "ring r=3 noise=0.5 at (4,-2)" "two rings r=1,2 noise=0.15 K=2" \
+            "two rings r=1,2 noise=0.15 K=4"; do  # before / after / MPC, 20 seeds
+        python benchmarks/npc2_init_rates.py --only "$name" --methods before after MPC \
+            --out /tmp/npc2_rings_$i.json & i=$((i + 1))
     done
-    for i in 0 1; do  # the 2-D sets and nltcs
-        python benchmarks/npc2_init_rates.py --skip-rings --part $i/2 \
-            --out /tmp/npc2_rates_more_$i.json &
+    for i in 0 1 2; do  # the 2-D sets and nltcs: after, MPC and the long-Adam reference
+        python benchmarks/npc2_init_rates.py --skip-rings --part $i/3 --seeds 6 \
+            --methods after MPC refs --out /tmp/npc2_toy_$i.json &
     done; wait
-    python benchmarks/npc2_init_rates.py --merge /tmp/npc2_rates_*.json \
-        --out benchmarks/npc2_init_rates.json
+    python benchmarks/npc2_init_rates.py --merge benchmarks/npc2_init_rates_previous.json \
+        /tmp/npc2_rings_*.json /tmp/npc2_toy_*.json --out benchmarks/npc2_init_rates.json
 
+The ring reference runs (long Adam, L-BFGS, hand-set) come from the previous file (run
+with the code of commit 9d9071a: its long Adam and centred L-BFGS starts are unbalanced).
 ``--quick`` runs 2 seeds of two ring configurations (a check that the script works).
 """
 
