@@ -160,10 +160,14 @@ def _lbfgs(cfg, x, start: int) -> Any:
 
 
 def run_config(
-    name: str, methods: tuple[str, ...] = ("before", "after", "MPC", "refs"), on_seed=None
+    name: str,
+    methods: tuple[str, ...] = ("before", "after", "MPC", "refs"),
+    on_seed=None,
+    first_seed: int = 0,
 ) -> dict:
-    """Fit ``methods`` (``"refs"``: the reference runs) on configuration ``name``;
-    ``on_seed(partial_result)`` after each seed (to save partial results)."""
+    """Fit ``methods`` (``"refs"``: the reference runs) on configuration ``name`` for
+    seeds ``first_seed, ..., first_seed + seeds - 1``; ``on_seed(partial_result)`` after
+    each seed (to save partial results)."""
     cfg = {**_DEFAULTS, **CONFIGS[name]}
     x, test = _data(cfg["data"])
     fit = {"max_steps": STEPS, **cfg.get("fit", {})}
@@ -192,7 +196,7 @@ def run_config(
             ll = float(model.log_prob(scored).mean())
         return ll if math.isfinite(ll) else -math.inf
 
-    for seed in range(cfg["seeds"]):
+    for seed in range(first_seed, first_seed + cfg["seeds"]):
         order = ("before", "after") if seed % 2 == 0 else ("after", "before")
         for method in (m for m in order if m in methods):
             extra = {"init": "data", "restarts": 1} if method == "before" else {}
@@ -232,13 +236,12 @@ def run_config(
 
 
 def _combine(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One entry per configuration: a later file's runs of a method replace an earlier
-    file's (those stay in the JSON as ``"<method>, earlier run"``); the reference runs of
-    all files are pooled (the data of a configuration are the same draw in every run).
-    ``separate_runs`` marks a configuration whose ``before`` and ``after`` came from
-    different files (then not timed side by side: no time ratio)."""
+    """One entry per configuration: the runs of a method are pooled by seed, a later
+    file's run of a seed replacing an earlier file's (each run keeps ``"file"``, its
+    file's index, so that the time ratio uses only seeds whose ``before`` and ``after``
+    ran side by side in one process); the reference runs of all files are pooled (the data
+    of a configuration are the same draw in every run)."""
     by: dict[str, dict[str, Any]] = {}
-    source: dict[tuple[str, str], int] = {}
     for index, r in enumerate(results):
         name = r["config"]
         if name not in by:
@@ -248,15 +251,11 @@ def _combine(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             if key in r:
                 old[key] = r[key]
         for m, v in r["runs"].items():
-            if not v:
-                continue
-            if old["runs"].get(m):
-                old["runs"][f"{m}, earlier run"] = old["runs"][m]
-            old["runs"][m] = v
-            source[name, m] = index
+            pooled = {run["seed"]: run for run in old["runs"].get(m, [])}
+            pooled.update({run["seed"]: {**run, "file": index} for run in v})
+            old["runs"][m] = [pooled[seed] for seed in sorted(pooled)]
         for m, v in r["refs"].items():
             old["refs"][m] = old["refs"].get(m, []) + v
-        old["separate_runs"] = source.get((name, "before")) != source.get((name, "after"))
     return list(by.values())
 
 
@@ -293,14 +292,36 @@ def summarise(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "mean before": mean("before"),
                 "mean after": mean("after"),
                 "mean MPC": mean("MPC"),
-                "seconds before": mean("before", "seconds"),
-                "seconds after": mean("after", "seconds"),
-                "time ratio": math.nan
-                if r.get("separate_runs")
-                else mean("after", "seconds") / mean("before", "seconds"),
+                # wall seconds per fit over the seeds timed side by side
+                "seconds before": _pair_mean(r, 0),
+                "seconds after": _pair_mean(r, 1),
+                "seeds timed side by side": len(_side_by_side(r)),
+                "time ratio": _time_ratio(r),
             }
         )
     return rows
+
+
+def _side_by_side(r: dict[str, Any]) -> list[tuple[float, float]]:
+    """``(before, after)`` wall seconds of the seeds whose two fits ran in one process."""
+    before = {v["seed"]: v for v in r["runs"].get("before", [])}
+    return [
+        (before[v["seed"]]["seconds"], v["seconds"])
+        for v in r["runs"].get("after", [])
+        if v["seed"] in before and before[v["seed"]].get("file") == v.get("file")
+    ]
+
+
+def _pair_mean(r: dict[str, Any], which: int) -> float:
+    pairs = _side_by_side(r)
+    return sum(p[which] for p in pairs) / len(pairs) if pairs else math.nan
+
+
+def _time_ratio(r: dict[str, Any]) -> float:
+    pairs = _side_by_side(r)
+    if not pairs:
+        return math.nan
+    return sum(a for _, a in pairs) / sum(b for b, _ in pairs)
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
@@ -335,6 +356,7 @@ def main(argv: list[str] | None = None) -> None:
         "--methods", nargs="*", default=["before", "after", "MPC", "refs"], help="what to fit"
     )
     parser.add_argument("--seeds", type=int, help="override the seeds of before/after/MPC")
+    parser.add_argument("--first-seed", type=int, default=0, help="first seed to run")
     parser.add_argument("--skip-rings", action="store_true")
     parser.add_argument("--merge", nargs="*", help="part files to merge into --out")
     parser.add_argument("--out", default="benchmarks/npc2_init_rates.json")
@@ -368,7 +390,10 @@ def main(argv: list[str] | None = None) -> None:
             done = list(results)
             results.append(
                 run_config(
-                    name, tuple(args.methods), on_seed=lambda p, d=done: _write(args.out, d + [p])
+                    name,
+                    tuple(args.methods),
+                    on_seed=lambda p, d=done: _write(args.out, d + [p]),
+                    first_seed=args.first_seed,
                 )
             )
             _write(args.out, results)
