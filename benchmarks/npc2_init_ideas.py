@@ -24,7 +24,7 @@ thread each, on the shared 2-core machine)::
         --config "ring r=1 noise=0.25" --steps 3000
     python benchmarks/npc2_init_ideas.py trajectories --seeds 0 1 2 3 4 \\
         --config "two rings r=1,2 noise=0.15 K=2" --steps 3000
-    python benchmarks/npc2_init_ideas.py balance --seeds 0 1 2  # both configurations
+    python benchmarks/npc2_init_ideas.py balance --seeds 0 1 2 3 4 11 14 15  # both configurations
     python benchmarks/npc2_init_ideas.py from-mpc --seeds 0 1 2 3
 
 (seeds 11, 14 and 15 of the thick ring are three of the previous default's failures.)

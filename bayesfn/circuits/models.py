@@ -103,9 +103,9 @@ class CircuitModel(Model, abc.ABC):
             times ``s_i s_j / s_0²``, so that every unit has about the same height at the
             data mean. Squaring ``wide - narrow`` then gives a hole at the mean, the start
             a subtractive circuit needs (a ring with ``K = 2``); without that balance the
-            narrow unit, 2-8 times higher, makes a spike there instead, which Adam
-            turned into a ring in about half of the starts
-            (``benchmarks/npc2_init_rates.py``). Discrete leaves have no centre and start
+            narrow unit, 2-8 times higher, makes a spike there instead, from which Adam
+            reached the best ring fit in 13 of 32 single starts against 32 of 32 balanced
+            (``benchmarks/npc2_init_ideas.py``). Discrete leaves have no centre and start
             as with ``"data"``. ``"auto"``: restart ``r`` starts ``"centred"`` for even
             ``r`` and ``"data"`` for odd ``r``.
         restarts: number of starts :meth:`fit` tries: each runs a quarter of ``max_steps``
@@ -799,8 +799,9 @@ class CircuitModel(Model, abc.ABC):
                 # (i, j) peaks at the data mean with height ∝ 1 / (s_i s_j); weighting it by
                 # s_i s_j / s_0² gives every unit the same height there, so that
                 # wide - narrow is a hole (c = 0 near the mean) rather than a spike
-                # (benchmarks/npc2_init_rates.py: a trial start reached the ring of two
-                # concentric rings at K=2 in 6 of 6 runs balanced, 2 of 6 unbalanced)
+                # (benchmarks/npc2_init_ideas.py balance: one nested start alone, 1000
+                # steps, reached the best K=2 fit of two concentric rings in 16 of 16 runs
+                # balanced, 4 of 16 unbalanced; of a thick ring 16 of 16 against 9 of 16)
                 rel = scales / scales[0]
                 u = u * (rel[:, None] * rel[None, :] if w.ndim == 4 else rel**2)
             if module.weights_kind == "real":
