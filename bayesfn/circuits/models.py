@@ -686,7 +686,9 @@ class CircuitModel(Model, abc.ABC):
             ``self``; ``fit_result_.diagnostics`` holds ``train_log_likelihood`` and, with
             validation data, ``val_log_likelihood`` (means per example); with
             ``restarts > 1`` also ``restart_log_likelihoods`` (each start's score after
-            its trial steps) and ``restart_chosen`` (the start kept). The trial steps
+            its trial steps) and ``restart_chosen`` (the start kept), and
+            ``returned_to_trial=True`` when the continued run ended below the kept start's
+            trial score and the fit returned to that start's state. The trial steps
             count in ``max_steps``: the kept start runs ``max_steps`` in all, the fit
             ``(1 + (restarts - 1) / 4) max_steps`` steps.
 

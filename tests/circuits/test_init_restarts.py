@@ -73,6 +73,25 @@ def test_restarts_keep_the_start_with_the_best_validation_likelihood():
     assert len(set(scores)) == 3  # the starts differ, so the choice means something
 
 
+@pytest.mark.parametrize("seed", [5, 6])
+def test_fit_never_ends_below_its_kept_start(seed):
+    # the continued run restarts Adam; with lr=1 and 6 more steps it ends worse than the
+    # kept start's trial for seed 5 (its only validation check is below the trial's
+    # score), and the fit must return to the kept start; for seed 6 the continued run
+    # ends better and is kept
+    x, xv = _ring(300, 2), _ring(200, 3)
+    model = SquaredCircuit(2, seed=seed, restarts=3).fit(
+        x, validation=xv, max_steps=8, lr=1.0, progress_bar=False
+    )
+    result = model.fit_result_
+    best_trial = max(result.diagnostics["restart_log_likelihoods"])
+    continued = -result.val_history[-1][1]
+    held_out = float(model.log_prob(xv).mean())
+    assert held_out == pytest.approx(max(best_trial, continued), rel=1e-12)
+    assert (continued < best_trial) == (seed == 5)
+    assert result.diagnostics.get("returned_to_trial", False) == (seed == 5)
+
+
 def _grid_mass(model, lo: float, hi: float, n: int = 401) -> float:
     """``∫∫ p`` over ``[lo, hi]²`` by the trapezoid rule."""
     t = torch.linspace(lo, hi, n, dtype=torch.float64)
