@@ -80,8 +80,9 @@ for ax, (name, model) in zip(axes, models.items(), strict=True):
 # make a ring. A squared circuit can: a wide Gaussian *minus* a narrow one, squared, is a
 # ring. From the paper's all-positive initialisation Adam rarely finds that solution;
 # the default fit (`init="auto"`, `restarts=4`) also tries nested starts whose weights
-# alternate in sign (a wide unit minus a narrower one), runs each start for a quarter of
-# the steps and continues the best, which finds the ring without any help.
+# alternate in sign (a wide unit minus a narrower one, weighted so that both are equally
+# high at the data mean: a hole there), runs each start for a quarter of the steps and
+# continues the best, which finds the ring without any help.
 
 # %%
 ring = sample_rings_nd(N, 2, radii=(1.0,), noise=0.3, seed=0)

@@ -98,14 +98,22 @@ class CircuitModel(Model, abc.ABC):
             every unit at the variable's data mean (plus 0.1 std jitter) and unit ``k``
             ``s_k`` standard deviations wide, ``s`` spaced geometrically from 1 down to
             0.5; sum weights of magnitude ``U(0.5, 1)`` whose signs alternate over the
-            input units (``+ - + ...``) for real weights, positive otherwise. Squaring
-            ``wide - narrow`` gives a hole, the start a subtractive circuit needs (a ring
-            with ``K = 2``); discrete leaves have no centre and start as with
-            ``"data"``. ``"auto"``: restart ``r`` starts ``"centred"`` for even ``r`` and
-            ``"data"`` for odd ``r``.
-        restarts: number of starts :meth:`fit` tries: each runs a quarter of ``max_steps``,
-            the one with the best validation log-likelihood (training log-likelihood
-            without ``validation``) continues for the rest. ``1``: one start, no trial.
+            input units (``+ - + ...``) for real weights, positive otherwise, and in the
+            lowest sum layer (over pairs of leaves) input unit ``(i, j)``'s magnitude
+            times ``s_i s_j / s_0²``, so that every unit has about the same height at the
+            data mean. Squaring ``wide - narrow`` then gives a hole at the mean, the start
+            a subtractive circuit needs (a ring with ``K = 2``); without that balance the
+            narrow unit, 2-8 times higher, makes a spike there instead, from which Adam
+            reached the best ring fit in 13 of 32 single starts against 32 of 32 balanced
+            (``benchmarks/npc2_init_ideas.py``). Discrete leaves have no centre and start
+            as with ``"data"``. ``"auto"``: restart ``r`` starts ``"centred"`` for even
+            ``r`` and ``"data"`` for odd ``r``.
+        restarts: number of starts :meth:`fit` tries: each runs a quarter of ``max_steps``
+            and is scored at the best of its checks every ``val_every`` steps; the one with
+            the best validation log-likelihood (full-batch training log-likelihood without
+            ``validation``; with mini-batches and no validation, the training
+            log-likelihood at the end of its trial) continues for the rest. ``1``: one
+            start, no trial.
             Start ``r`` draws its parameters as start 0 of the same model with seed
             ``seed + 100003 r`` would (the region graph stays the one ``seed`` made).
         seed: seeds the region graph and the initialisation.
@@ -678,7 +686,9 @@ class CircuitModel(Model, abc.ABC):
             ``self``; ``fit_result_.diagnostics`` holds ``train_log_likelihood`` and, with
             validation data, ``val_log_likelihood`` (means per example); with
             ``restarts > 1`` also ``restart_log_likelihoods`` (each start's score after
-            its trial steps) and ``restart_chosen`` (the start kept). The trial steps
+            its trial steps) and ``restart_chosen`` (the start kept), and
+            ``returned_to_trial=True`` when the continued run ended below the kept start's
+            trial score and the fit returned to that start's state. The trial steps
             count in ``max_steps``: the kept start runs ``max_steps`` in all, the fit
             ``(1 + (restarts - 1) / 4) max_steps`` steps.
 
@@ -722,10 +732,11 @@ class CircuitModel(Model, abc.ABC):
             trial_steps = max(1, int(_RESTART_SHARE * max_steps))
             trials = self._try_starts(
                 x,
-                xv,
                 generator,
                 loss_fn,
+                val_fn if xv is not None else (train_fn if keep_best_train else None),
                 steps=trial_steps,
+                val_every=val_every,
                 batch_size=batch_size,
                 lr=lr,
                 seed=self.seed if seed is None else seed,
@@ -733,6 +744,12 @@ class CircuitModel(Model, abc.ABC):
                 cuda_graph=cuda_graph,
             )
             max_steps -= trial_steps
+            # the kept start, at its best trial check: the rest of the fit starts Adam
+            # afresh (its first steps move every parameter by about lr), which near a
+            # cancellation can throw a squared circuit out of the basin its trial found
+            # and below the trial's own score (measured: 4 of 120 ring fits, one banana
+            # fit of 6 ended below MPC that way); the fit then returns to this state
+            kept = {k: v.detach().clone() for k, v in module.state_dict().items()}
         result = optimize(
             module,
             loss_fn,
@@ -753,6 +770,12 @@ class CircuitModel(Model, abc.ABC):
             on_nonfinite=lambda batch, loss: self._explain_nonfinite(batch[0], loss),
             cuda_graph=cuda_graph,
         )
+        if trials:
+            with torch.no_grad():
+                nll = val_fn() if xv is not None else train_fn()
+            if not -nll >= max(trials):
+                module.load_state_dict(kept)
+                result.diagnostics["returned_to_trial"] = True
         with torch.no_grad():
             result.diagnostics["train_log_likelihood"] = float(self._log_prob(x).mean())
             if xv is not None:
@@ -772,17 +795,29 @@ class CircuitModel(Model, abc.ABC):
         if init == "auto":
             init = "centred" if start % 2 == 0 else "data"
         module, inputs = self.module_, self.module_.inputs
-        if init == "data" or not hasattr(inputs, "init_centred"):
-            inputs.init_from_data(x, generator)
+        k = self.num_units
+        hi, lo = _CENTRED_SCALES
+        scales = torch.logspace(math.log10(hi), math.log10(lo), k, dtype=torch.float64)
+        scales = scales if k > 1 else scales[:1]
+        centred = init == "centred" and hasattr(inputs, "init_centred")
+        if centred:
+            inputs.init_centred(x, generator, scales)
         else:
-            k = self.num_units
-            hi, lo = _CENTRED_SCALES
-            scales = torch.logspace(math.log10(hi), math.log10(lo), k, dtype=torch.float64)
-            inputs.init_centred(x, generator, scales if k > 1 else scales[:1])
-        for w in module.weight:
+            inputs.init_from_data(x, generator)
+        for i, w in enumerate(module.weight):
             if init == "data":
                 continue  # the build-time draw
             u = 0.5 + 0.5 * torch.rand(w.shape, generator=generator, dtype=torch.float64)
+            if centred and i == 0:
+                # the lowest layer multiplies pairs of nested univariate leaves: input unit
+                # (i, j) peaks at the data mean with height ∝ 1 / (s_i s_j); weighting it by
+                # s_i s_j / s_0² gives every unit the same height there, so that
+                # wide - narrow is a hole (c = 0 near the mean) rather than a spike
+                # (benchmarks/npc2_init_ideas.py balance: one nested start alone, 1000
+                # steps, reached the best K=2 fit of two concentric rings in 16 of 16 runs
+                # balanced, 4 of 16 unbalanced; of a thick ring 16 of 16 against 9 of 16)
+                rel = scales / scales[0]
+                u = u * (rel[:, None] * rel[None, :] if w.ndim == 4 else rel**2)
             if module.weights_kind == "real":
                 sign = 1 - 2 * (torch.arange(w.shape[-1], dtype=torch.float64) % 2)
                 w.copy_((u * sign).to(w))
@@ -790,11 +825,27 @@ class CircuitModel(Model, abc.ABC):
                 w.copy_(u.log().to(w))
 
     def _try_starts(
-        self, x, xv, generator, loss_fn, *, steps, batch_size, lr, seed, callbacks, cuda_graph
+        self,
+        x,
+        generator,
+        loss_fn,
+        check,
+        *,
+        steps,
+        val_every,
+        batch_size,
+        lr,
+        seed,
+        callbacks,
+        cuda_graph,
     ) -> list[float]:
         """Run ``restarts`` starts for ``steps`` Adam steps each, leave the circuit at the
-        best one and return each start's score (validation, else training, mean
-        log-likelihood; ``-inf`` for a start whose loss diverged)."""
+        best one and return each start's score: minus ``check()`` (the validation, else
+        the full-batch training, mean negative log-likelihood) at the best of its checks
+        every ``val_every`` steps and at the end, each start ending at that check (a
+        late Adam spike near a cancellation then does not decide the choice); without a
+        check (mini-batches and no validation data) the training log-likelihood at the
+        end; ``-inf`` for a start whose loss diverged."""
         module = self.module_
         scores: list[float] = []
         best, best_state = -math.inf, None
@@ -816,12 +867,15 @@ class CircuitModel(Model, abc.ABC):
                     lr=lr,
                     seed=seed,
                     callbacks=callbacks,
+                    val_fn=check,
+                    val_every=val_every,
                     progress_bar=False,
                     desc=f"{type(self).__name__} start {start}",
                     cuda_graph=cuda_graph,
                 )
                 with torch.no_grad():
-                    score = float(self._log_prob(x if xv is None else xv).mean())
+                    nll = check() if check is not None else -self._log_prob(x).mean()
+                score = -float(nll)
             except FloatingPointError:
                 score = -math.inf
             score = score if math.isfinite(score) else -math.inf
@@ -939,11 +993,15 @@ class SquaredCircuit(CircuitModel):
     sign, ``p(x) = Σ_r c_r(x)² / Z``.
 
     By default (``init="auto"``, ``restarts=4``) :meth:`fit` tries two nested,
-    sign-alternating starts and two data starts (see :class:`CircuitModel`) for a quarter of
-    ``max_steps`` each and continues the best: from the paper's all-positive ``U(0, 1)``
-    start alone (``init="data", restarts=1``, the initialisation before this option
-    existed) Adam rarely leaves the monotonic basin, e.g. it fits a ring like a monotonic
-    circuit of the same size (``benchmarks/npc2_init_rates.py`` measures the rates).
+    sign-alternating, height-balanced starts and two data starts (see
+    :class:`CircuitModel`) for a quarter of ``max_steps`` each and continues the best
+    (about 1.75x the steps of one start): from the paper's all-positive ``U(0, 1)`` start
+    alone (``init="data", restarts=1``, the initialisation before this option existed)
+    Adam rarely leaves the monotonic basin, e.g. it fits a ring like a monotonic circuit
+    of the same size. The nested starts find the subtractive solutions (a ring's hole);
+    the data starts keep the monotonic kind of solution within reach where that is the
+    better one. ``benchmarks/npc2_init_rates.py`` measures how often each setting reaches
+    the best solution (``benchmarks/RESULTS.md``).
     Spline and categorical leaves are signed too (real B-spline coefficients and real
     tables over the states, see :class:`~bayesfn.circuits.inputs.SplineInput` and
     :class:`~bayesfn.circuits.inputs.CategoricalInput`); Gaussian, binomial and Bernoulli
