@@ -6,12 +6,16 @@ One run per call, one JSON per run::
     python reproductions/circuits_debd_converge_run.py run SET MODEL SEED \
         [--patience EPOCHS] [--max-epochs 2000] [--deadline-utc 21:22]
     python reproductions/circuits_debd_converge_run.py merge
+    python reproductions/circuits_debd_converge_run.py time [--epochs 2]
 
 ``run`` fits one (set, model, seed) and writes
 ``reproductions/circuits_debd_converge/<set>_<model>_seed<seed>.json`` as soon as it ends;
-``merge`` joins every such file into ``reproductions/circuits_debd_converge_results.json``
+``merge`` joins every run file into ``reproductions/circuits_debd_converge_results.json``
 (rows: mean and spread of the test log-likelihood over the seeds that ran, HCLT under
-``reference``; ``runs``: every run's record).
+``reference``; ``runs``: every run's record). ``time`` measures the CPU seconds per epoch
+of every (set, model) (after one warm-up step, ``--epochs`` epochs with the per-epoch
+validation check), to plan and cost runs, and writes
+``circuits_debd_converge/epoch_cost.json``.
 
 The model is the reproduction's DEBD circuit (``bayesfn.reproduce.circuits``: random
 binary trees, K=16 units, R=4 replicas, Bernoulli leaves, float32, one data-driven start,
@@ -155,10 +159,52 @@ def run_one(name: str, kind: str, seed: int, patience: int, max_epochs: int, dea
     return record
 
 
+def time_epochs(epochs: int) -> dict:
+    """CPU and wall seconds per epoch of every (set, model), one after the other."""
+    costs = {}
+    for name in SETS:
+        data = load_debd(name, dtype=torch.float64)
+        epoch = math.ceil(data.train.shape[0] / BATCH)
+        for kind in MODELS:
+            model = circuits._model(
+                kind, UNITS, 0, "cpu", input="bernoulli", num_replicas=REPLICAS, dtype="float32"
+            )
+            model.fit(data.train, max_steps=1, batch_size=BATCH, lr=LR, progress_bar=False)
+            cpu0, wall0 = time.process_time(), time.perf_counter()
+            model.fit(
+                data.train,
+                validation=data.valid,
+                max_steps=epochs * epoch,
+                batch_size=BATCH,
+                lr=LR,
+                patience=None,
+                val_every=epoch,
+                progress_bar=False,
+                warm_start=True,
+            )
+            cpu = (time.process_time() - cpu0) / epochs
+            wall = (time.perf_counter() - wall0) / epochs
+            costs[f"{name}/{kind}"] = {
+                "steps_per_epoch": epoch,
+                "cpu_seconds_per_epoch": round(cpu, 3),
+                "wall_seconds_per_epoch": round(wall, 3),
+            }
+            print(f"{name} {kind}: {epoch} steps/epoch, {cpu:.2f} CPU s, {wall:.2f} wall s")
+    RUNS.mkdir(parents=True, exist_ok=True)
+    record = {
+        "epochs_timed": epochs,
+        "torch_threads": torch.get_num_threads(),
+        "measured_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "costs": costs,
+    }
+    (RUNS / "epoch_cost.json").write_text(json.dumps(record, indent=1) + "\n")
+    return record
+
+
 def merge() -> dict:
     """Join every run record into ``RESULTS``; returns the payload."""
     # only the runs directly in RUNS (patience10/ keeps the first, superseded pair)
-    records = [json.loads(p.read_text()) for p in sorted(RUNS.glob("*.json"))]
+    records = [json.loads(p.read_text()) for p in sorted(RUNS.glob("*_seed*.json"))]
     if not records:
         raise SystemExit(f"no run records in {RUNS}")
     rows, seeds = [], sorted({r["seed"] for r in records})
@@ -239,9 +285,16 @@ def main(argv: list[str] | None = None) -> int:
     one.add_argument("--max-epochs", type=int, default=2000, help="(default %(default)s)")
     one.add_argument("--deadline-utc", default=None, help="HH:MM UTC: stop the fit then")
     sub.add_parser("merge", help="join the run records into the results file")
+    timing = sub.add_parser("time", help="CPU seconds per epoch of every (set, model)")
+    timing.add_argument("--epochs", type=int, default=2)
     args = parser.parse_args(argv)
     if args.command == "merge":
         merge()
+        return 0
+    if args.command == "time":
+        if args.epochs < 1:
+            parser.error("--epochs must be at least 1")
+        time_epochs(args.epochs)
         return 0
     if (args.patience is not None and args.patience < 1) or args.max_epochs < 1:
         parser.error("--patience and --max-epochs must be at least 1")
