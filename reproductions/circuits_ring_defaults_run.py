@@ -125,6 +125,10 @@ def merge() -> dict:
             "seed on the shared 2-core CPU, one torch thread. 'NPC2 K=2' is the paper's "
             "recipe (N(0,1) start); the '(extra)' row starts from the library's default "
             "init='auto', restarts=4 (each start's trial runs a quarter of the step budget).",
+            "'steps' in runs counts the kept start's fit after the trials; the default row "
+            "also ran restarts x a quarter of the 1200-epoch budget in trials (4 x 47,100 = "
+            "188,400 steps, no early stopping). cpu_seconds is the driver process's "
+            "time.process_time for the whole row (trials included).",
         ],
         regenerable=True,
         provenance="python reproductions/circuits_ring_defaults_run.py run ROW SEED for "
