@@ -6,7 +6,7 @@ One run per call, one JSON per run::
     python reproductions/circuits_debd_converge_run.py run SET MODEL SEED \
         [--patience EPOCHS] [--max-epochs 2000] [--deadline-utc 21:22]
     python reproductions/circuits_debd_converge_run.py merge
-    python reproductions/circuits_debd_converge_run.py time [--epochs 2]
+    python reproductions/circuits_debd_converge_run.py time [--epochs 2] [--sets ...]
 
 ``run`` fits one (set, model, seed) and writes
 ``reproductions/circuits_debd_converge/<set>_<model>_seed<seed>.json`` as soon as it ends;
@@ -159,10 +159,10 @@ def run_one(name: str, kind: str, seed: int, patience: int, max_epochs: int, dea
     return record
 
 
-def time_epochs(epochs: int) -> dict:
-    """CPU and wall seconds per epoch of every (set, model), one after the other."""
+def time_epochs(epochs: int, sets=SETS) -> dict:
+    """CPU and wall seconds per epoch of every (set, model) of ``sets``, one by one."""
     costs = {}
-    for name in SETS:
+    for name in sets:
         data = load_debd(name, dtype=torch.float64)
         epoch = math.ceil(data.train.shape[0] / BATCH)
         for kind in MODELS:
@@ -287,6 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("merge", help="join the run records into the results file")
     timing = sub.add_parser("time", help="CPU seconds per epoch of every (set, model)")
     timing.add_argument("--epochs", type=int, default=2)
+    timing.add_argument("--sets", nargs="+", choices=SETS, default=list(SETS))
     args = parser.parse_args(argv)
     if args.command == "merge":
         merge()
@@ -294,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "time":
         if args.epochs < 1:
             parser.error("--epochs must be at least 1")
-        time_epochs(args.epochs)
+        time_epochs(args.epochs, args.sets)
         return 0
     if (args.patience is not None and args.patience < 1) or args.max_epochs < 1:
         parser.error("--patience and --max-epochs must be at least 1")
