@@ -90,3 +90,26 @@ def test_lbfgs_multistart_reaches_the_closed_form_gaussian_mle():
     mle = float(-0.5 * (torch.log(2 * math.pi * var) + 1).sum())
     assert iters > 0
     assert abs(float(model.log_prob(x).mean()) - mle) < 1e-8
+
+
+def test_ring_models_override_selects_rows_and_rejects_unknown_names(tmp_path):
+    from bayesfn.reproduce import circuits
+
+    cfg = {**_SMOKE, "ring_models": ["NPC2 K=2 default init and restarts (extra)", "NPC2 K=2"]}
+    jobs = _jobs(cfg, [0, 1], ("ring",))
+    # only the named rows, in the table's order, for every seed
+    assert [j["model"] for j in jobs] == [
+        "NPC2 K=2",
+        "NPC2 K=2 default init and restarts (extra)",
+    ] * 2
+    for bad in (["NPC2 K=3"], "NPC2 K=2", []):
+        with pytest.raises(ValueError, match="ring_models"):
+            circuits.run(
+                scale="smoke",
+                seeds=[0],
+                device="cpu",
+                out=tmp_path / "never",
+                parts=("ring",),
+                overrides={"ring_models": bad},
+            )
+    assert not (tmp_path / "never").exists()  # rejected before any work
