@@ -121,7 +121,13 @@ def test_fit_early_stopping_and_diagnostics():
     )
     r = model.fit_result_
     assert r.best_step is not None and r.val_history
-    assert math.isclose(r.diagnostics["val_log_likelihood"], -min(v for _, v in r.val_history))
+    # the fit ends at the best validation state it saw: the continued run's best check, or
+    # the kept restart's trial state when the continuation never got back above it
+    best = max(-min(v for _, v in r.val_history), max(r.diagnostics["restart_log_likelihoods"]))
+    assert math.isclose(r.diagnostics["val_log_likelihood"], best)
+    assert r.diagnostics.get("returned_to_trial", False) == (
+        best > -min(v for _, v in r.val_history)
+    )
     assert r.diagnostics["train_log_likelihood"] > -3.5
 
 
