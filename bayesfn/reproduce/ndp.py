@@ -427,21 +427,30 @@ def _fit_info_path(out: Path, family: str, seed: int) -> Path:
     return out / f"model_{family}_seed{seed}_fit.json"
 
 
-def fit_family(
-    family: str, cfg: dict[str, Any], seed: int, device: str, out: Path, *, progress_bar: bool
+def load_or_fit(
+    name: str,
+    wanted: dict[str, Any],
+    sampler,
+    cfg: dict[str, Any],
+    seed: int,
+    device: str,
+    out: Path,
+    *,
+    progress_bar: bool,
+    **labels: Any,
 ):
-    """The fitted NDP of one family and seed: loaded from ``out/model_<family>_seed<seed>``
-    when a fit with the same settings was saved there, else trained on fresh draws at
-    every step and saved (with ``model_<family>_seed<seed>_fit.json``: steps, seconds,
-    final loss). Returns ``(model, fit_info)``."""
+    """The NDP saved as ``out/model_<name>_seed<seed>`` when its fit record
+    (``..._fit.json``) matches ``wanted`` (which holds ``"steps"``), else one built from
+    ``cfg["model"]`` / ``cfg["num_inner_steps"]``, trained for ``wanted["steps"]`` steps on
+    ``sampler`` (a fresh draw at every step) and saved beside its record: ``wanted``,
+    ``labels``, seed, seconds, final loss, parameter count. A saved model fitted with other
+    settings is an error, not silently reused. Returns ``(model, fit_info)``."""
     import json
 
     from bayesfn.processes import NeuralDiffusionProcess
 
-    path = out / f"model_{family}_seed{seed}"
-    info_path = _fit_info_path(out, family, seed)
-    wanted = {"steps": cfg["steps"], "model": cfg["model"], "batch_size": cfg["batch_size"]}
-    wanted["num_points"] = list(cfg["num_points"])
+    path = out / f"model_{name}_seed{seed}"
+    info_path = out / f"model_{name}_seed{seed}_fit.json"
     if path.exists() and info_path.exists():
         info = json.loads(info_path.read_text())
         if {k: info.get(k) for k in wanted} != wanted:
@@ -449,24 +458,45 @@ def fit_family(
                 f"{path} was fitted with { ({k: info.get(k) for k in wanted}) }, not the "
                 f"requested {wanted}; remove it or use another out folder"
             )
-        model = NeuralDiffusionProcess.load(path)
-        return model, info
+        return NeuralDiffusionProcess.load(path), info
+    steps = wanted["steps"]
     model = NeuralDiffusionProcess(
         **cfg["model"], num_inner_steps=cfg["num_inner_steps"], device=device
     )
-    t0 = time.perf_counter()
-    model.fit(_sampler(family, cfg), max_steps=cfg["steps"], seed=seed, progress_bar=progress_bar)
+    start = time.perf_counter()
+    model.fit(sampler, max_steps=steps, seed=seed, progress_bar=progress_bar)
     info = dict(wanted)
     info.update(
-        family=family,
+        labels,
         seed=seed,
-        fit_seconds=time.perf_counter() - t0,
-        final_loss=float(sum(model.fit_result_.losses[-100:]) / min(100, cfg["steps"])),
+        fit_seconds=round(time.perf_counter() - start, 1),
+        final_loss=float(sum(model.fit_result_.losses[-100:]) / min(100, steps)),
         num_parameters=model.fit_result_.diagnostics["num_parameters"],
     )
+    out.mkdir(parents=True, exist_ok=True)
     model.save(path)
     info_path.write_text(json.dumps(info, indent=1))
     return model, info
+
+
+def fit_family(
+    family: str, cfg: dict[str, Any], seed: int, device: str, out: Path, *, progress_bar: bool
+):
+    """The fitted NDP of one family and seed (:func:`load_or_fit` with the family's
+    sampler). Returns ``(model, fit_info)``."""
+    wanted = {"steps": cfg["steps"], "model": cfg["model"], "batch_size": cfg["batch_size"]}
+    wanted["num_points"] = list(cfg["num_points"])
+    return load_or_fit(
+        family,
+        wanted,
+        _sampler(family, cfg),
+        cfg,
+        seed,
+        device,
+        out,
+        progress_bar=progress_bar,
+        family=family,
+    )
 
 
 def _tasks(family: str, cfg: dict[str, Any], out: Path, *, generalisation: bool):

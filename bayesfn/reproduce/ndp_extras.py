@@ -53,6 +53,7 @@ from typing import Any
 
 import torch
 
+from bayesfn.reproduce import ndp
 from bayesfn.reproduce.results import make_results, result_row
 
 logger = logging.getLogger(__name__)
@@ -194,11 +195,7 @@ def fit_ndp(
     when a fit with the same settings was saved there, else trained and saved (with
     ``..._fit.json``: steps, seconds, final loss). Returns ``(model, fit_info)``."""
     from bayesfn.data import FunctionSampler
-    from bayesfn.processes import NeuralDiffusionProcess
 
-    name = family if name is None else name
-    path = out / f"model_{name}_seed{seed}"
-    info_path = out / f"model_{name}_seed{seed}_fit.json"
     wanted = {
         "steps": cfg["steps"],
         "model": cfg["model"],
@@ -206,32 +203,18 @@ def fit_ndp(
         "num_points": list(cfg["num_points"]),
         "data": {k: (list(v) if isinstance(v, tuple) else v) for k, v in data.items()},
     }
-    if path.exists() and info_path.exists():
-        info = json.loads(info_path.read_text())
-        if {k: info.get(k) for k in wanted} != wanted:
-            raise ValueError(
-                f"{path} was fitted with { ({k: info.get(k) for k in wanted}) }, not the "
-                f"requested {wanted}; remove it or use another out folder"
-            )
-        return NeuralDiffusionProcess.load(path), info
     sampler = FunctionSampler(family, cfg["batch_size"], tuple(cfg["num_points"]), **data)
-    model = NeuralDiffusionProcess(
-        **cfg["model"], num_inner_steps=cfg["num_inner_steps"], device=device
-    )
-    start = time.perf_counter()
-    model.fit(sampler, max_steps=cfg["steps"], seed=seed, progress_bar=progress_bar)
-    info = dict(wanted)
-    info.update(
+    return ndp.load_or_fit(
+        family if name is None else name,
+        wanted,
+        sampler,
+        cfg,
+        seed,
+        device,
+        out,
+        progress_bar=progress_bar,
         family=family,
-        seed=seed,
-        fit_seconds=round(time.perf_counter() - start, 1),
-        final_loss=float(sum(model.fit_result_.losses[-100:]) / min(100, cfg["steps"])),
-        num_parameters=model.fit_result_.diagnostics["num_parameters"],
     )
-    out.mkdir(parents=True, exist_ok=True)
-    model.save(path)
-    info_path.write_text(json.dumps(info, indent=1))
-    return model, info
 
 
 # ------------------------------------------------- (d) exact step posterior

@@ -379,45 +379,28 @@ def _fit_setting(setting: str, cfg: dict[str, Any], seed: int, device: str, out:
     there with the same settings, else trained on fresh draws at every step and saved
     (with ``..._fit.json``: steps, seconds, final loss). Returns ``(model, fit_info)``."""
     from bayesfn.data import FunctionSampler
-    from bayesfn.processes import NeuralDiffusionProcess
 
     family, _ = _parse(setting)
-    path = out / f"model_{setting}_seed{seed}"
-    info_path = out / f"model_{setting}_seed{seed}_fit.json"
-    steps = cfg["steps"]["hyper" if setting == HYPER else str(_parse(setting)[1])]
     wanted = {
-        "steps": steps,
+        "steps": cfg["steps"]["hyper" if setting == HYPER else str(_parse(setting)[1])],
         "model": cfg["model"],
         "batch_size": cfg["batch_size"],
         "num_points": list(num_points(setting, cfg)),
     }
-    if path.exists() and info_path.exists():
-        info = json.loads(info_path.read_text())
-        if {k: info.get(k) for k in wanted} != wanted:
-            raise ValueError(
-                f"{path} was fitted with { ({k: info.get(k) for k in wanted}) }, not the "
-                f"requested {wanted}; remove it or use another out folder"
-            )
-        return NeuralDiffusionProcess.load(path), info
     sampler = FunctionSampler(
         family, cfg["batch_size"], num_points(setting, cfg), **data_kwargs(setting)
     )
-    model = NeuralDiffusionProcess(
-        **cfg["model"], num_inner_steps=cfg["num_inner_steps"], device=device
-    )
-    start = time.perf_counter()
-    model.fit(sampler, max_steps=steps, seed=seed, progress_bar=cfg["progress_bar"])
-    info = dict(wanted)
-    info.update(
+    return ndp.load_or_fit(
+        setting,
+        wanted,
+        sampler,
+        cfg,
+        seed,
+        device,
+        out,
+        progress_bar=cfg["progress_bar"],
         setting=setting,
-        seed=seed,
-        fit_seconds=round(time.perf_counter() - start, 1),
-        final_loss=float(sum(model.fit_result_.losses[-100:]) / min(100, steps)),
-        num_parameters=model.fit_result_.diagnostics["num_parameters"],
     )
-    model.save(path)
-    info_path.write_text(json.dumps(info, indent=1))
-    return model, info
 
 
 def _tasks(setting: str, cfg: dict[str, Any], out: Path):
