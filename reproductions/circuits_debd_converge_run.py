@@ -70,7 +70,8 @@ def default_patience(name: str) -> int:
 
 
 def _deadline(text: str | None) -> float | None:
-    """``time.time()`` of ``HH:MM`` UTC today (``None`` without one)."""
+    """``time.time()`` of the next ``HH:MM`` UTC (``None`` without one): a time already
+    past today means tomorrow, so a run started before midnight can end after it."""
     if text is None:
         return None
     try:
@@ -79,6 +80,8 @@ def _deadline(text: str | None) -> float | None:
         at = now.replace(hour=hh, minute=mm, second=0, microsecond=0)
     except ValueError as err:
         raise SystemExit(f"--deadline-utc must be HH:MM (UTC); got {text!r}") from err
+    if at < now:
+        at += dt.timedelta(days=1)
     return at.timestamp()
 
 
