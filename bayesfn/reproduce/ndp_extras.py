@@ -1048,13 +1048,14 @@ def diagnose_nongauss(
                 rows.append(_row(f"{setting}, all targets", f"{what}, {name}", st[key]))
                 if amb.any():
                     rows.append(_row(f"{setting}, ambiguous", f"{what}, {name}", st[key][amb]))
-            rows.append(
-                _row(
-                    f"{setting}, ambiguous",
-                    f"P(y > 1/2) - exact (signed), {name}",
-                    (st["p_upper"] - pe)[amb],
+            if amb.any():
+                rows.append(
+                    _row(
+                        f"{setting}, ambiguous",
+                        f"P(y > 1/2) - exact (signed), {name}",
+                        (st["p_upper"] - pe)[amb],
+                    )
                 )
-            )
             for p, j in fig_at.items():
                 rows.append(
                     _row(
