@@ -37,6 +37,10 @@ Presets (``scale``):
 * ``"full"`` — the paper's network (4 blocks, 64 channels, 8 heads, T = 500), 128,000
   steps, U = 5: GPU only; it needs an ``se`` model of the same size for ``thompson``.
 
+:func:`diagnose_nongauss` (``python reproductions/ndp_extras_cpu_run.py diagnose``) checks
+row group (d) with the exact noise model of the step process (:class:`StepOracle`): RePaint
+is loose even with it, SMC is not, and the NDP's density of small sets is too low.
+
 The paper shows these experiments as figures (no table was retrieved, see the notes), so
 no published number stands beside ours: the references are the exact step posterior and
 the exact GP sampler computed here.

@@ -1,5 +1,5 @@
-"""The diffusion of neural diffusion processes: schedule, training loss, ancestral and
-RePaint sampling, and likelihoods (probability-flow ODE and moment matching).
+"""The diffusion of neural diffusion processes: schedule, training loss, ancestral, RePaint
+and SMC sampling, and likelihoods (probability-flow ODE and moment matching).
 
 Everything here takes the noise model as a plain callable
 ``eps_fn(x, y_t, t, mask) -> eps`` with ``x (b, n, d)``, ``y_t (b, n, m)``, ``t (b,)``
