@@ -421,9 +421,12 @@ class NeuralDiffusionProcess(Model):
             chunk_size: functions sampled at once (memory).
             sampler: the conditional sampler, ``"repaint"`` (the paper's, with
                 ``num_inner_steps``) or ``"smc"`` (:func:`~bayesfn.processes.ndp.diffusion.
-                smc_sample`: one run of ``num`` particles per call; its draws share
-                ancestors). On step functions RePaint follows the context loosely even with
-                the exact noise model, SMC does not (``reproductions/README.md``, NDP (d)).
+                smc_sample`: each request for ``S`` draws is one run of ``S`` particles
+                per function, one network call per level; the draws share ancestors, so
+                one call's spread is too narrow: pool calls or functions). On step
+                functions RePaint follows the context loosely even with the exact noise
+                model, SMC does not (``reproductions/README.md``, NDP (d)). Ignored
+                without a context.
 
         Returns:
             A :class:`~bayesfn.posterior.SamplePosterior` with event ``(n, m)`` and batch
