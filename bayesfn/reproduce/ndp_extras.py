@@ -37,6 +37,10 @@ Presets (``scale``):
 * ``"full"`` — the paper's network (4 blocks, 64 channels, 8 heads, T = 500), 128,000
   steps, U = 5: GPU only; it needs an ``se`` model of the same size for ``thompson``.
 
+:func:`diagnose_nongauss` (``python reproductions/ndp_extras_cpu_run.py diagnose``) checks
+row group (d) with the exact noise model of the step process (:class:`StepOracle`): RePaint
+is loose even with it, SMC is not, and the NDP's density of small sets is too low.
+
 The paper shows these experiments as figures (no table was retrieved, see the notes), so
 no published number stands beside ours: the references are the exact step posterior and
 the exact GP sampler computed here.
@@ -288,6 +292,114 @@ def step_log_prob(
     y = torch.as_tensor(y_target, dtype=torch.float64).reshape(-1)
     comp = torch.distributions.Normal(values, noise_std).log_prob(y[None, :]).sum(1)
     return torch.logsumexp(log_weights + comp, 0)
+
+
+def step_patterns(
+    x: torch.Tensor, mask: torch.Tensor | None = None, x_range: tuple[float, float] = (-2.0, 2.0)
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The finitely many value patterns of the step process at a finite set of inputs and
+    their prior probabilities, per function of a batch.
+
+    For each direction ``w = ±1`` the sorted, clamped ``w x`` cut ``[low, high]`` into
+    ``n + 1`` intervals of the threshold ``s``; on each, ``f(x) = 1[w x >= s]`` is one
+    pattern, of probability ``1/2 · length / (high - low)``. Empty intervals (tied
+    inputs) get probability 0 (log weight ``-inf``). Padded points (``mask`` False) do not
+    cut; their pattern entries are meaningless and must be ignored by the caller.
+
+    Args:
+        x: ``(b, n, 1)`` inputs; mask: ``(b, n)`` bool or None.
+
+    Returns:
+        ``(log_weights (b, K), patterns (b, K, n))``, ``K = 2 (n + 1)``, float64.
+    """
+    xs = x.to(torch.float64)[..., 0]
+    low, high = float(x_range[0]), float(x_range[1])
+    log_w, patterns = [], []
+    for w in (1.0, -1.0):
+        cut = (w * xs).clamp(low, high)
+        if mask is not None:
+            cut = torch.where(mask, cut, torch.full_like(cut, low))  # an empty interval
+        bounds = cut.new_tensor([low, high]).expand(cut.shape[0], 2)
+        edges = torch.cat([cut, bounds], 1).sort(1).values  # (b, n + 2)
+        left, right = edges[:, :-1], edges[:, 1:]
+        mid = 0.5 * (left + right)
+        patterns.append((w * xs[:, None, :] >= mid[:, :, None]).to(torch.float64))
+        length = right - left
+        log_w.append(
+            torch.where(
+                length > 0,
+                math.log(0.5) + torch.log(length.clamp_min(1e-300) / (high - low)),
+                torch.full_like(length, -math.inf),
+            )
+        )
+    return torch.cat(log_w, 1), torch.cat(patterns, 1)
+
+
+class StepOracle:
+    """The exact noise model of the step-process data law, ``eps_fn(x, y_t, t, mask)``
+    (the signature of :mod:`bayesfn.processes.ndp.diffusion`), with no network.
+
+    At a finite set of inputs the noisy values ``y = f(x) + noise_std · e`` follow the
+    mixture ``sum_k pi_k N(m_k, noise_std² I)`` of :func:`step_patterns`. The diffusion's
+    level-``t`` variable ``y_t = sqrt(a) y + sqrt(1 - a) e'``, ``a = abar_t`` (continuous
+    ``t`` through the schedule's log-SNR, ``a = sigmoid(rho(t))``), then follows
+    ``sum_k pi_k N(sqrt(a) m_k, v I)``, ``v = a noise_std² + 1 - a``, and the optimal
+    noise prediction ``E[e' | y_t] = -sqrt(1 - a) grad log p_t(y_t)`` is
+
+        eps = sqrt(1 - a) (y_t - sqrt(a) sum_k r_k m_k) / v,
+
+    with the responsibilities ``r_k`` (a softmax over components). Padded points are
+    given the noise model of independent N(0, 1) values, ``sqrt(1 - a) y_t``.
+
+    Args:
+        schedule: the :class:`~bayesfn.processes.ndp.diffusion.Schedule`.
+        noise_std: of the observations.
+        x_range: of the threshold.
+    """
+
+    def __init__(self, schedule, noise_std: float = 0.05, x_range=(-2.0, 2.0)) -> None:
+        self.schedule = schedule
+        self.noise_std = float(noise_std)
+        self.x_range = (float(x_range[0]), float(x_range[1]))
+        self.calls = 0
+        self._cache: tuple | None = None
+
+    def _patterns(self, x: torch.Tensor, mask: torch.Tensor | None):
+        key = (x.data_ptr(), tuple(x.shape), None if mask is None else mask.data_ptr())
+        if self._cache is None or self._cache[0] != key or not torch.equal(self._cache[1], x):
+            self._cache = (key, x.clone(), *step_patterns(x, mask, self.x_range))
+        return self._cache[2], self._cache[3]
+
+    def log_prob(self, x, y, abar: torch.Tensor, mask=None) -> torch.Tensor:
+        """``log p_t(y)`` of the level variable with ``abar (b,)``; ``(b,)`` float64
+        (real points only)."""
+        log_w, m = self._patterns(x, mask)
+        a = abar.to(torch.float64)[:, None, None]
+        v = a * self.noise_std**2 + 1 - a
+        weight = torch.ones_like(m[:, :1]) if mask is None else mask[:, None].to(torch.float64)
+        d2 = ((y.to(torch.float64)[..., 0][:, None, :] - a.sqrt() * m) ** 2 * weight).sum(-1)
+        count = weight.sum(-1)
+        comp = -0.5 * d2 / v[..., 0] - 0.5 * count * torch.log(2 * math.pi * v[..., 0])
+        return torch.logsumexp(log_w + comp, 1)
+
+    def __call__(self, x, y, t, mask):
+        self.calls += 1
+        if y.shape[-1] != 1 or x.shape[-1] != 1:
+            raise ValueError(
+                f"the step process is 1-D to 1-D; got x {tuple(x.shape)}, y {tuple(y.shape)}"
+            )
+        log_w, m = self._patterns(x, mask)
+        a = torch.sigmoid(self.schedule.log_snr_at(t.to(torch.float64)))[:, None]  # (b, 1)
+        v = a * self.noise_std**2 + 1 - a
+        yt = y.to(torch.float64)[..., 0]  # (b, n)
+        weight = torch.ones_like(yt) if mask is None else mask.to(torch.float64)
+        d2 = (((yt[:, None, :] - a[:, :, None].sqrt() * m) ** 2) * weight[:, None]).sum(-1)
+        r = torch.softmax(log_w - 0.5 * d2 / v, 1)  # (b, K)
+        mean = a.sqrt() * torch.einsum("bk,bkn->bn", r, m)
+        eps = (1 - a).sqrt() * (yt - mean) / v
+        if mask is not None:
+            eps = torch.where(mask, eps, (1 - a).sqrt() * yt)
+        return eps[..., None].to(y.dtype)
 
 
 def step_moment_kernel(x1: torch.Tensor, x2: torch.Tensor, x_range=(-2.0, 2.0)) -> torch.Tensor:
@@ -765,6 +877,323 @@ def run_nongauss(cfg: dict[str, Any], seed: int, device: str, out: Path, *, prog
         "figure": figure,
     }
     return rows, details
+
+
+# ------------------------------------- (d) diagnosis: the sampler or the model?
+
+DIAGNOSIS: dict[str, dict[str, Any]] = {
+    # tasks: the first saved step tasks used for the sampler checks; draws: per task and
+    # sampler (repaint_u: U values; the largest U gets draws_large_u); smc: particles per
+    # run and independent runs pooled; ode_steps: of the oracle's ODE check; set_sizes:
+    # of the learned model's density check on fresh prior draws (sets per size)
+    "smoke": {
+        "tasks": 1,
+        "draws": 8,
+        "repaint_u": [1, 2],
+        "draws_large_u": 8,
+        "smc_particles": 8,
+        "smc_runs": 2,
+        "figure_draws": 8,
+        "ode_tasks": 1,
+        "ode_steps": [2, 4],
+        "model_ode_steps": [2],
+        "set_sizes": [1, 3],
+        "sets_per_size": 2,
+    },
+    "cpu": {
+        "tasks": 4,
+        "draws": 128,
+        "repaint_u": [1, 4, 16],
+        "draws_large_u": 64,
+        "smc_particles": 128,
+        "smc_runs": 4,
+        "figure_draws": 512,
+        "ode_tasks": 4,
+        "ode_steps": [12, 50, 200],
+        "model_ode_steps": [12, 50],
+        "set_sizes": [1, 3, 9, 27, 55],
+        "sets_per_size": 16,
+    },
+}
+
+
+def _smc_draws(eps_fn, schedule, xc, yc, cm, xt, particles: int, runs: int, generator):
+    """``(runs · particles, b, n_t)`` draws of ``runs`` independent SMC runs pooled."""
+    from bayesfn.processes.ndp.diffusion import smc_sample
+
+    rep = lambda t: t.repeat(runs, *([1] * (t.dim() - 1))) if t is not None else None  # noqa: E731
+    b = xt.shape[0]
+    d = smc_sample(
+        eps_fn,
+        schedule,
+        rep(xc),
+        rep(yc),
+        rep(xt),
+        num_particles=particles,
+        context_mask=rep(cm),
+        generator=generator,
+    )[..., 0]  # (K, runs b, n_t)
+    k = d.shape[0]
+    return d.reshape(k, runs, b, -1).transpose(0, 1).reshape(runs * k, b, -1).double()
+
+
+def _repaint_draws(eps_fn, schedule, xc, yc, cm, xt, num: int, inner: int, generator):
+    from bayesfn.processes.ndp.diffusion import repaint_sample
+
+    b = xt.shape[0]
+    rep = lambda t: t.expand(num, *t.shape).reshape(num * b, *t.shape[1:])  # noqa: E731
+    d = repaint_sample(
+        eps_fn,
+        schedule,
+        rep(xc),
+        rep(yc),
+        rep(xt),
+        num_inner_steps=inner,
+        context_mask=None if cm is None else rep(cm),
+        generator=generator,
+    )
+    return d.reshape(num, b, -1).double()
+
+
+def _exact_evidence(xc, yc, noise_std: float) -> torch.Tensor:
+    """``log p(y_c)`` of the step process with observation noise ``noise_std``."""
+    x = torch.as_tensor(xc, dtype=torch.float64).reshape(-1)
+    return step_posterior(
+        x, yc, x[:0], noise_std=noise_std, x_range=STEP_DATA["x_range"], return_log_evidence=True
+    )[2]
+
+
+def diagnose_nongauss(
+    model, tasks, settings: dict[str, Any], *, seed: int = 0, progress_bar: bool = False
+) -> dict[str, Any]:
+    """Row group (d) diagnosis: are the NDP's loose conditionals on step functions the
+    sampler's fault or the model's? Everything is checked against the exact step law,
+    with the exact noise model :class:`StepOracle` in place of the network and with the
+    learned one (``model``, a fitted step NDP; ``tasks``, the saved step tasks).
+
+    * samplers on the first ``settings["tasks"]`` tasks and the figure task: RePaint at
+      each ``U`` of ``repaint_u`` and SMC (:func:`~bayesfn.processes.ndp.diffusion.
+      smc_sample`, ``smc_runs`` runs of ``smc_particles`` pooled), with the oracle and
+      with the NDP: ``|P(y > 1/2) - exact|`` and W1 to the exact predictive, per target;
+      prior draws' 0/1 switches with the oracle;
+    * the probability-flow ODE with the oracle against the exact blurred density, joint
+      and context-only, at each of ``ode_steps``, with the default N(0, I) and with the
+      exact terminal law;
+    * the NDP's context-only ``log p(y_c)`` against the exact one per task, and its
+      density of fresh prior sets of each size in ``set_sizes`` against the exact one.
+
+    Returns ``{"rows": [...], "details": {...}}`` (rows as in ``results.json``).
+    """
+    from bayesfn.data import sample_functions
+    from bayesfn.processes.ndp.diffusion import ancestral_sample, ode_log_prob
+
+    noise, x_range = STEP_DATA["noise_std"], STEP_DATA["x_range"]
+    sched = model.schedule_
+    oracle = StepOracle(sched, noise, x_range)
+    gen = torch.Generator().manual_seed(seed)
+    cfg = settings
+    rows: list[dict] = []
+    details: dict[str, Any] = {"settings": cfg, "seconds": {}}
+    k = min(cfg["tasks"], len(tasks))
+    xc, yc = tasks.x_context[:k].double(), tasks.y_context[:k].double()
+    cm, xt = tasks.context_mask[:k], tasks.x_target[:k].double()
+    p_exact = []
+    for i in range(k):
+        (a, b_), (c, _) = tasks.task(i)
+        lw, vals = step_posterior(a, b_, c, noise_std=noise, x_range=x_range)
+        p_exact.append((lw.exp()[:, None] * vals).sum(0))
+    pe = torch.stack(p_exact).reshape(-1)
+    amb = (pe > 0.1) & (pe < 0.9)
+    setting = (
+        f"1d step functions, first {k} tasks ({pe.numel()} targets, {int(amb.sum())} ambiguous)"
+    )
+    # the figure task with a fixed noisy context
+    fx = torch.tensor(FIGURE_CONTEXT[0], dtype=torch.float64)[None, :, None]
+    fy = torch.tensor(FIGURE_CONTEXT[1], dtype=torch.float64)[None, :, None]
+    fy = fy + noise * torch.randn(fy.shape, generator=gen, dtype=torch.float64)
+    grid = torch.linspace(x_range[0], x_range[1], 49, dtype=torch.float64)[None, :, None]
+    lw, vals = step_posterior(fx[0], fy[0], grid[0], noise_std=noise, x_range=x_range)
+    fig_exact = (lw.exp()[:, None] * vals).sum(0)
+    fig_at = {str(p): int((grid[0, :, 0] - p).abs().argmin()) for p in (x_range[0], *FIGURE_POINTS)}
+    details["figure_exact_p_upper"] = {p: float(fig_exact[j]) for p, j in fig_at.items()}
+    eps_ndp = _eps(model)
+    dt = model.dtype
+    samplers = []
+    for u in cfg["repaint_u"]:
+        num = cfg["draws_large_u"] if u == max(cfg["repaint_u"]) else cfg["draws"]
+        samplers.append((f"RePaint U = {u}, {num} draws", "repaint", u, num))
+    pooled = cfg["smc_runs"] * cfg["smc_particles"]
+    samplers.append(
+        (
+            f"SMC, {cfg['smc_runs']} runs x {cfg['smc_particles']} particles",
+            "smc",
+            None,
+            pooled,
+        )
+    )
+    for who, eps_fn, cast in (("oracle", oracle, torch.float64), ("NDP", eps_ndp, dt)):
+        if who == "NDP":
+            # RePaint at the smallest U only (run_nongauss has the rest)
+            samplers = [s for s in samplers if s[2] in (None, min(cfg["repaint_u"]))]
+        for label, kind, u, num in samplers:
+            start = time.perf_counter()
+            args = (xc.to(cast), yc.to(cast), cm, xt.to(cast))
+            fargs = (fx.to(cast), fy.to(cast), None, grid.to(cast))
+            if kind == "repaint":
+                d = _repaint_draws(eps_fn, sched, *args, num, u, gen)
+                fd = _repaint_draws(eps_fn, sched, *fargs, cfg["figure_draws"], u, gen)
+            else:
+                d = _smc_draws(eps_fn, sched, *args, cfg["smc_particles"], cfg["smc_runs"], gen)
+                runs = max(1, cfg["figure_draws"] // cfg["smc_particles"])
+                fd = _smc_draws(eps_fn, sched, *fargs, cfg["smc_particles"], runs, gen)
+            st = _per_target_stats(d.reshape(d.shape[0], -1), pe, noise)
+            name = f"{label}, {who} noise model"
+            for key, what in (("abs_p_error", "|P(y > 1/2) - exact|"), ("w1", "W1 to exact")):
+                rows.append(_row(f"{setting}, all targets", f"{what}, {name}", st[key]))
+                if amb.any():
+                    rows.append(_row(f"{setting}, ambiguous", f"{what}, {name}", st[key][amb]))
+            if amb.any():
+                rows.append(
+                    _row(
+                        f"{setting}, ambiguous",
+                        f"P(y > 1/2) - exact (signed), {name}",
+                        (st["p_upper"] - pe)[amb],
+                    )
+                )
+            for p, j in fig_at.items():
+                rows.append(
+                    _row(
+                        f"1d step functions, figure task, x* = {p} "
+                        f"(exact P = {float(fig_exact[j]):.3f})",
+                        f"P(y > 1/2), {name}",
+                        (fd[:, 0, j] > 0.5).double(),
+                    )
+                )
+            details["seconds"][name] = round(time.perf_counter() - start, 1)
+            logger.info("diagnosis %s: %.1f s", name, details["seconds"][name])
+    # the prior with the oracle: a step switches once on a grid spanning x_range
+    prior = ancestral_sample(
+        oracle, sched, grid.expand(cfg["draws"], -1, -1).clone(), generator=gen
+    )[..., 0]
+    switches = (prior > 0.5).double().diff(dim=1).abs().sum(1)
+    rows.append(
+        _row(
+            "1d step functions, prior draws on the 49-point grid",
+            "0/1 switches per draw, oracle ancestral sampling (step process: 1)",
+            switches,
+        )
+    )
+    rows.append(
+        _row(
+            "1d step functions, prior draws on the 49-point grid",
+            "share increasing (w = +1), oracle ancestral sampling (exact: 0.5)",
+            (prior[:, -1] > 0.5).double(),
+        )
+    )
+    # the ODE with the oracle against the exact blurred law, joint and context-only
+    a0 = float(sched.alpha_bars[0])
+    blurred = math.sqrt(noise**2 + (1 - a0) / a0)
+    a_end = float(sched.alpha_bars[-1])
+    ko = min(cfg["ode_tasks"], len(tasks))
+    oc, ocy, ocm = (
+        tasks.x_context[:ko].double(),
+        tasks.y_context[:ko].double(),
+        tasks.context_mask[:ko],
+    )
+    ot, oty = tasks.x_target[:ko].double(), tasks.y_target[:ko].double()
+    oj, ojy = torch.cat([oc, ot], 1), torch.cat([ocy, oty], 1)
+    ojm = torch.cat([ocm, torch.ones(ko, ot.shape[1], dtype=torch.bool)], 1)
+    ex_ctx, ex_joint = [], []
+    for i in range(ko):
+        (a, b_), (c, d_) = tasks.task(i)
+        ex_ctx.append(_exact_evidence(a, b_, blurred))
+        ex_joint.append(_exact_evidence(torch.cat([a, c]), torch.cat([b_, d_]), blurred))
+    ex_ctx, ex_joint = torch.stack(ex_ctx), torch.stack(ex_joint)
+    n_t = ot.shape[1]
+    ode_setting = f"1d step functions, ODE with the oracle, first {ko} tasks"
+    for steps in cfg["ode_steps"]:
+        for terminal in ("N(0, I)", "exact"):
+
+            def end(x, mask, terminal=terminal):
+                if terminal != "exact":
+                    return None
+                abar = torch.full((x.shape[0],), a_end, dtype=torch.float64)
+                return lambda s: oracle.log_prob(x, s, abar, mask)
+
+            start = time.perf_counter()
+            c_ = ode_log_prob(
+                oracle, sched, oc, ocy, ocm, ode_steps=steps, terminal_log_prob=end(oc, ocm)
+            )
+            j_ = ode_log_prob(
+                oracle, sched, oj, ojy, ojm, ode_steps=steps, terminal_log_prob=end(oj, ojm)
+            )
+            what = f"{steps} RK4 steps, terminal {terminal}"
+            rows += [
+                _row(
+                    ode_setting,
+                    f"joint log density minus exact (nats per set), {what}",
+                    j_ - ex_joint,
+                ),
+                _row(
+                    ode_setting,
+                    f"context log density minus exact (nats per set), {what}",
+                    c_ - ex_ctx,
+                ),
+                _row(
+                    ode_setting,
+                    f"conditional LL per target minus exact, {what}",
+                    ((j_ - c_) - (ex_joint - ex_ctx)) / n_t,
+                ),
+            ]
+            details["seconds"][f"oracle ODE {what}"] = round(time.perf_counter() - start, 1)
+    # the learned model's density of small sets: the saved contexts, then fresh prior sets
+    eps64 = _eps(model, double=True)
+    kall = len(tasks)
+    ac, acy, acm = tasks.x_context.double(), tasks.y_context.double(), tasks.context_mask
+    ex_all = torch.stack([_exact_evidence(*tasks.task(i)[0], blurred) for i in range(kall)])
+    sizes_ctx = acm.sum(1)
+    per_task: dict[str, Any] = {"context_size": sizes_ctx.tolist(), "exact": ex_all.tolist()}
+    for steps in cfg["model_ode_steps"]:
+        start = time.perf_counter()
+        got = ode_log_prob(eps64, sched, ac, acy, acm, ode_steps=steps)
+        per_task[f"ndp_{steps}_steps"] = got.tolist()
+        rows.append(
+            _row(
+                f"1d step functions, saved contexts ({kall} tasks, 1-9 points)",
+                f"NDP context log density minus exact (nats per set), ODE {steps} steps",
+                got - ex_all,
+            )
+        )
+        details["seconds"][f"NDP context ODE {steps} steps"] = round(time.perf_counter() - start, 1)
+    details["context_density_per_task"] = per_task
+    steps = cfg["model_ode_steps"][0]
+    by_size = {}
+    for size in cfg["set_sizes"]:
+        start = time.perf_counter()
+        sets = sample_functions(
+            "step",
+            cfg["sets_per_size"],
+            size,
+            seed=seed + 5000 + size,
+            dtype=torch.float64,
+            **STEP_DATA,
+        )
+        got = ode_log_prob(eps64, sched, sets.x, sets.y, ode_steps=steps)
+        ex = torch.stack(
+            [_exact_evidence(sets.x[i], sets.y[i], blurred) for i in range(sets.x.shape[0])]
+        )
+        by_size[str(size)] = {"ndp": got.tolist(), "exact": ex.tolist()}
+        rows.append(
+            _row(
+                f"1d step functions, fresh prior sets of {size} points "
+                f"({cfg['sets_per_size']} sets)",
+                f"NDP log density minus exact, per point, ODE {steps} steps",
+                (got - ex) / size,
+            )
+        )
+        details["seconds"][f"NDP prior sets of {size}"] = round(time.perf_counter() - start, 1)
+    details["density_by_set_size"] = by_size
+    return {"rows": rows, "details": details}
 
 
 def _row(setting: str, metric: str, values: torch.Tensor) -> dict:

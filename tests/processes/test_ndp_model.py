@@ -73,6 +73,32 @@ def test_bad_settings():
         NeuralDiffusionProcess(num_inner_steps=-1)
 
 
+def test_posterior_with_the_smc_sampler_is_one_smc_run_per_function():
+    from bayesfn.processes.ndp.diffusion import smc_sample
+
+    batch = sample_functions("se", 8, 9, lengthscale=0.5, noise_std=0.05, seed=0)
+    model = NeuralDiffusionProcess(hidden=8, num_layers=1, num_heads=2, num_steps=6)
+    model.fit(batch, max_steps=3, batch_size=4, progress_bar=False)
+    xc, yc, xt = batch.x[:2, :4], batch.y[:2, :4], batch.x[:2, 4:]
+    post = model.posterior(xt, context=(xc, yc), num_samples=5, seed=3, sampler="smc")
+    ref = smc_sample(
+        model._eps_fn(model.trainer_.ema.eval()),
+        model.schedule_,
+        xc,
+        yc,
+        xt,
+        num_particles=5,
+        generator=torch.Generator().manual_seed(3),
+    )
+    assert ref.shape == (5, 2, 5, 1)
+    torch.testing.assert_close(post.samples, ref)
+    # functions in chunks of chunk_size // num_samples give the same shapes
+    small = model.posterior(xt, context=(xc, yc), num_samples=5, chunk_size=5, sampler="smc")
+    assert small.samples.shape == (5, 2, 5, 1)
+    with pytest.raises(ValueError, match="sampler"):
+        model.posterior(xt, context=(xc, yc), sampler="ddim")
+
+
 def _gp_joint_log_prob(x, y, lengthscale, noise):
     """Exact log N(y; 0, K + noise I) per function, SE kernel, NumPy/SciPy-free."""
     x, y = x.double(), y.double()[..., 0]

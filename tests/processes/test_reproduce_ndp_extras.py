@@ -188,6 +188,25 @@ def test_smoke_run(tmp_path):
         assert (tmp_path / f"model_se-{dim}_seed0" / "weights.safetensors").exists()
     assert (tmp_path / "ndp_nongauss_seed0.png").exists()
     assert (tmp_path / "model_step_seed0" / "weights.safetensors").exists()
+    # the diagnosis of (d) on the smoke model and tasks
+    import json
+
+    from bayesfn.data import TaskSet
+    from bayesfn.processes import NeuralDiffusionProcess
+
+    found = ex.diagnose_nongauss(
+        NeuralDiffusionProcess.load(tmp_path / "model_step_seed0"),
+        TaskSet.load(tmp_path / "tasks_step"),
+        ex.DIAGNOSIS["smoke"],
+    )
+    json.dumps(found)
+    names = {r["metric"] for r in found["rows"]}
+    for who in ("oracle", "NDP"):
+        assert any(m.startswith("|P(y > 1/2) - exact|, SMC") and who in m for m in names)
+        assert any(m.startswith("|P(y > 1/2) - exact|, RePaint U = 1") and who in m for m in names)
+    assert found["details"]["figure_exact_p_upper"]["-2.0"] < 1e-6
+    sizes = found["details"]["density_by_set_size"]
+    assert set(sizes) == {str(n) for n in ex.DIAGNOSIS["smoke"]["set_sizes"]}
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,7 @@
 """Neural diffusion processes (Dutordoir, Saul, Ghahramani & Simpson, ICML 2023).
 
 * :mod:`~bayesfn.processes.ndp.network` - the bi-dimensional attention noise model;
-* :mod:`~bayesfn.processes.ndp.diffusion` - schedule, loss, ancestral and RePaint
+* :mod:`~bayesfn.processes.ndp.diffusion` - schedule, loss, ancestral, RePaint and SMC
   sampling, probability-flow ODE and moment-matched likelihoods;
 * :mod:`~bayesfn.processes.ndp.model` - :class:`NeuralDiffusionProcess`, the model.
 """

@@ -1,5 +1,5 @@
-"""The diffusion of neural diffusion processes: schedule, training loss, ancestral and
-RePaint sampling, and likelihoods (probability-flow ODE and moment matching).
+"""The diffusion of neural diffusion processes: schedule, training loss, ancestral, RePaint
+and SMC sampling, and likelihoods (probability-flow ODE and moment matching).
 
 Everything here takes the noise model as a plain callable
 ``eps_fn(x, y_t, t, mask) -> eps`` with ``x (b, n, d)``, ``y_t (b, n, m)``, ``t (b,)``
@@ -31,6 +31,7 @@ __all__ = [
     "moment_matched_log_prob",
     "ode_log_prob",
     "repaint_sample",
+    "smc_sample",
     "stratified_times",
 ]
 
@@ -263,6 +264,115 @@ def repaint_sample(
             if inner < num_inner_steps:
                 y_target = math.sqrt(1 - beta) * y_target + math.sqrt(beta) * randn(y_target.shape)
     return y_target
+
+
+@torch.no_grad()
+def smc_sample(
+    eps_fn: EpsFn,
+    schedule: Schedule,
+    x_context: torch.Tensor,
+    y_context: torch.Tensor,
+    x_target: torch.Tensor,
+    *,
+    num_particles: int = 128,
+    context_mask: torch.Tensor | None = None,
+    target_mask: torch.Tensor | None = None,
+    ess_threshold: float = 0.5,
+    generator: torch.Generator | None = None,
+    progress_bar: bool = False,
+) -> torch.Tensor:
+    """Conditional draws of the target values given the context by sequential Monte
+    Carlo over the reverse chain (the particle filter of SMCDiff, Trippe et al., 2022).
+
+    Per task, one noising path of the context is drawn from the forward chain,
+    ``y_c^t = sqrt(1 - beta_t) y_c^{t-1} + sqrt(beta_t) z`` from the data ``y_c``
+    up to level ``T-1``. ``num_particles = K`` target particles start from ``N(0, I)``;
+    at each level ``t = T-1 .. 0`` the joint set ``(y_c^t, y^t)`` takes one reverse step
+    (mean ``mu``, variance ``beta_t``), the targets move to ``mu_target + sqrt(beta_t) z``
+    (no noise at ``t = 0``), and each particle's log weight grows by the reverse step's
+    log density of the context's next value, ``log N(y_c^{t-1}; mu_context, beta_t I)``
+    (at ``t = 0`` the next value is the data). The reverse transition factorises over
+    points given the current set, so this is importance sampling of the reverse chain
+    conditioned on the context path; with the exact noise model and a reverse chain that
+    reverses the forward one, the output law tends to the exact conditional as ``K``
+    grows. Particles are resampled (systematic resampling, per task) when the effective
+    sample size falls below ``ess_threshold · K`` and once at the end, so the ``K``
+    draws are equally weighted but not independent (they share ancestors): average over
+    several tasks or calls rather than trusting one call's spread. ``T`` noise-model
+    calls on ``b K`` sets (RePaint's cost at ``U = 0`` for ``K`` draws).
+
+    Args:
+        x_context: ``(b, n_c, d)``; y_context: ``(b, n_c, m)``; x_target: ``(b, n_t, d)``.
+        num_particles: ``K >= 1`` draws per task.
+        context_mask: ``(b, n_c)`` / ``(b, n_t)`` bool or None.
+        target_mask: as ``context_mask`` (described together above).
+        ess_threshold: in ``[0, 1]``; resample when ``ESS < ess_threshold · K``.
+
+    Returns:
+        ``(K, b, n_t, m)`` draws of the target values.
+    """
+    if isinstance(num_particles, bool) or not isinstance(num_particles, int):
+        raise TypeError(f"num_particles must be an int; got {num_particles!r}")
+    if num_particles < 1:
+        raise ValueError(f"num_particles must be >= 1; got {num_particles}")
+    if not 0 <= ess_threshold <= 1:
+        raise ValueError(f"ess_threshold must be in [0, 1]; got {ess_threshold!r}")
+    b, n_c, _ = x_context.shape
+    n_t = x_target.shape[1]
+    m = y_context.shape[-1]
+    k = num_particles
+    device, dtype = x_context.device, x_context.dtype
+
+    def per_particle(v: torch.Tensor) -> torch.Tensor:  # (b, ...) -> (b k, ...)
+        return v[:, None].expand(b, k, *v.shape[1:]).reshape(b * k, *v.shape[1:])
+
+    def randn(shape) -> torch.Tensor:
+        return torch.randn(shape, generator=generator, device=device, dtype=dtype)
+
+    x = per_particle(torch.cat([x_context, x_target], 1))
+    if context_mask is None and target_mask is None:
+        mask = None
+        cm = torch.ones(b, n_c, dtype=torch.bool, device=device)
+    else:
+        cm = context_mask if context_mask is not None else x_context.new_ones(b, n_c).bool()
+        tm = target_mask if target_mask is not None else x_target.new_ones(b, n_t).bool()
+        mask = per_particle(torch.cat([cm, tm], 1))
+    context_real = per_particle(cm)[..., None].expand(b * k, n_c, m)
+    # the context's noising path, one per task: path[t + 1] is level t, path[0] the data
+    path = [y_context]
+    for t in range(schedule.num_steps):
+        beta = float(schedule.betas[t])
+        path.append(math.sqrt(1 - beta) * path[-1] + math.sqrt(beta) * randn(y_context.shape))
+    offsets = (k * torch.arange(b, device=device))[:, None]
+    y_target = randn((b * k, n_t, m))
+    log_w = torch.zeros(b, k, dtype=torch.float64, device=device)
+    for t in _progress(range(schedule.num_steps - 1, -1, -1), progress_bar, "NDP SMC"):
+        beta = float(schedule.betas[t])
+        abar = float(schedule.alpha_bars[t])
+        joint = torch.cat([per_particle(path[t + 1]), y_target], 1)
+        tt = torch.full((b * k,), t, dtype=torch.long, device=device)
+        eps = eps_fn(x, joint, tt, mask)
+        mean = (joint - beta / math.sqrt(1 - abar) * eps) / math.sqrt(1 - beta)
+        resid = (per_particle(path[t]) - mean[:, :n_c]).square()
+        resid = torch.where(context_real, resid, torch.zeros_like(resid))
+        log_w = log_w - 0.5 * resid.sum((1, 2)).to(torch.float64).reshape(b, k) / beta
+        y_target = mean[:, n_c:]
+        if t > 0:
+            y_target = y_target + math.sqrt(beta) * randn(y_target.shape)
+        weights = torch.softmax(log_w, 1)
+        ess = 1 / weights.square().sum(1)
+        again = (ess < ess_threshold * k) if t > 0 else torch.ones_like(ess, dtype=torch.bool)
+        if bool(again.any()):
+            u = torch.rand(b, 1, generator=generator, device=device, dtype=torch.float64)
+            grid = (u + torch.arange(k, device=device, dtype=torch.float64)) / k
+            cdf = weights.cumsum(1)
+            cdf[:, -1] = 1.0
+            pick = torch.searchsorted(cdf.contiguous(), grid.contiguous()).clamp(max=k - 1)
+            keep = torch.arange(k, device=device).expand(b, k)
+            pick = torch.where(again[:, None], pick, keep)
+            y_target = y_target[(pick + offsets).reshape(-1)]
+            log_w = torch.where(again[:, None], torch.zeros_like(log_w), log_w)
+    return y_target.reshape(b, k, n_t, m).transpose(0, 1)
 
 
 def _trace_exact(eps: torch.Tensor, y: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:

@@ -32,6 +32,7 @@ from bayesfn.processes.ndp.diffusion import (
     moment_matched_log_prob,
     ode_log_prob,
     repaint_sample,
+    smc_sample,
 )
 from bayesfn.processes.ndp.network import BiDimensionalAttention
 from bayesfn.training import optimize
@@ -340,11 +341,29 @@ class NeuralDiffusionProcess(Model):
         num_inner_steps: int,
         chunk: int,
         progress_bar: bool,
+        sampler: str = "repaint",
     ) -> torch.Tensor:
         """``(num, b, n, m)`` draws at ``x (b, n, d)``."""
         net = self.trainer_.ema.eval()
         eps = self._eps_fn(net)
         b, n, d = x.shape
+        if context is not None and sampler == "smc":
+            # one SMC run of num particles per function, as many functions at once as fit
+            per = max(1, chunk // num)
+            out = [
+                smc_sample(
+                    eps,
+                    self.schedule_,
+                    context[0][lo : lo + per],
+                    context[1][lo : lo + per],
+                    x[lo : lo + per],
+                    num_particles=num,
+                    generator=generator,
+                    progress_bar=progress_bar,
+                )
+                for lo in range(0, b, per)
+            ]
+            return torch.cat(out, 1)
         total = num * b
         xs = x.expand(num, b, n, d).reshape(total, n, d)
         if context is not None:
@@ -386,6 +405,7 @@ class NeuralDiffusionProcess(Model):
         seed: int | None = 0,
         chunk_size: int = 1024,
         progress_bar: bool = False,
+        sampler: str = "repaint",
     ) -> SamplePosterior:
         """Function values at ``x`` given a context, as draws of the learned process.
 
@@ -399,6 +419,14 @@ class NeuralDiffusionProcess(Model):
             num_inner_steps: RePaint ``U`` (default: the model's).
             seed: seeds the cached draw (``None``: torch's global generator).
             chunk_size: functions sampled at once (memory).
+            sampler: the conditional sampler, ``"repaint"`` (the paper's, with
+                ``num_inner_steps``) or ``"smc"`` (:func:`~bayesfn.processes.ndp.diffusion.
+                smc_sample`: each request for ``S`` draws is one run of ``S`` particles
+                per function, one network call per level; the draws share ancestors, so
+                one call's spread is too narrow: pool calls or functions). On step
+                functions RePaint follows the context loosely even with the exact noise
+                model, SMC does not (``reproductions/README.md``, NDP (d)). Ignored
+                without a context.
 
         Returns:
             A :class:`~bayesfn.posterior.SamplePosterior` with event ``(n, m)`` and batch
@@ -412,15 +440,17 @@ class NeuralDiffusionProcess(Model):
             raise ValueError(f"num_inner_steps must be an int >= 0; got {inner!r}")
         if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
             raise ValueError(f"chunk_size must be a positive int; got {chunk_size!r}")
+        if sampler not in ("repaint", "smc"):
+            raise ValueError(f"sampler must be 'repaint' or 'smc'; got {sampler!r}")
         first = [torch.Generator(device=self.device).manual_seed(seed)] if seed is not None else []
 
-        def sampler(num: int, generator: torch.Generator | None) -> torch.Tensor:
+        def draw(num: int, generator: torch.Generator | None) -> torch.Tensor:
             if generator is None and first:
                 generator = first.pop()
-            draws = self._sample(xb, ctx, num, generator, inner, chunk_size, progress_bar)
+            draws = self._sample(xb, ctx, num, generator, inner, chunk_size, progress_bar, sampler)
             return draws if batched else draws[:, 0]
 
-        return SamplePosterior(sampler=sampler, num_samples=num_samples, event_ndim=2)
+        return SamplePosterior(sampler=draw, num_samples=num_samples, event_ndim=2)
 
     # ------------------------------------------------------------- log_prob
     def log_prob(
