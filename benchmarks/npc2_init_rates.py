@@ -269,6 +269,13 @@ def _combine(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ran side by side in one process); the reference runs of all files are pooled (the data
     of a configuration are the same draw in every run)."""
     by: dict[str, dict[str, Any]] = {}
+    # runs read back from an earlier merged JSON keep their "file" (and its earlier runs
+    # stay earlier runs), so that merging that JSON with new files keeps who ran beside
+    # whom; the other runs are numbered after the largest "file" already there
+    base = 1 + max(
+        (run["file"] for r in results for v in r["runs"].values() for run in v if "file" in run),
+        default=-1,
+    )
     for index, r in enumerate(results):
         name = r["config"]
         if name not in by:
@@ -279,13 +286,16 @@ def _combine(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 old[key] = r[key]
         for m, v in r["runs"].items():
             if m.endswith(", earlier run"):
+                earlier = {run["seed"]: run for run in old["runs"].get(m, [])}
+                earlier.update({run["seed"]: run for run in v})
+                old["runs"][m] = [earlier[seed] for seed in sorted(earlier)]
                 continue
             pooled = {run["seed"]: run for run in old["runs"].get(m, [])}
             earlier = {run["seed"]: run for run in old["runs"].get(f"{m}, earlier run", [])}
             for run in v:
                 if run["seed"] in pooled:
                     earlier[run["seed"]] = pooled[run["seed"]]
-                pooled[run["seed"]] = {**run, "file": index}
+                pooled[run["seed"]] = {**run, "file": run.get("file", base + index)}
             old["runs"][m] = [pooled[seed] for seed in sorted(pooled)]
             if earlier:
                 old["runs"][f"{m}, earlier run"] = [earlier[seed] for seed in sorted(earlier)]
