@@ -18,15 +18,22 @@ data draw and held-out points as that row (and on a second draw):
    fits, seed 0;
 5. (``--validation``, for ``--k`` 2, 4 and 8) both fits given 500 validation points (a fresh
    draw, generator seed 7), i.e. early stopping on them (patience 5 checks of 50 steps)
-   and restarts picked on them, seeds 0-2 each.
+   and restarts picked on them, seeds 0-2 each (``--seeds 3-5``: three more; ``--set
+   spiral``: the spiral set of the same rates table, same draws).
 
-Command (one torch thread, on the shared 2-core machine)::
+Commands (one torch thread, on the shared 2-core machine)::
 
     python benchmarks/npc2_banana_spline_check.py --out benchmarks/npc2_banana_spline_check.json
     for k in 4 8 2; do
         python benchmarks/npc2_banana_spline_check.py --validation --k $k \
             --out benchmarks/npc2_banana_spline_validation_k$k.json
     done
+    for k in 4 8; do
+        python benchmarks/npc2_banana_spline_check.py --validation --k $k --seeds 3-5 \
+            --out benchmarks/npc2_banana_spline_validation_k${k}_b.json
+    done
+    python benchmarks/npc2_banana_spline_check.py --validation --k 8 --set spiral \
+        --out benchmarks/npc2_spiral_spline_validation_k8.json
 """
 
 from __future__ import annotations
@@ -43,8 +50,8 @@ from bayesfn.circuits import MonotonicCircuit, SquaredCircuit
 from bayesfn.data import sample_toy2d
 
 
-def _draw(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    x = sample_toy2d("banana", 3000, generator=torch.Generator().manual_seed(seed))
+def _draw(seed: int, name: str = "banana") -> tuple[torch.Tensor, torch.Tensor]:
+    x = sample_toy2d(name, 3000, generator=torch.Generator().manual_seed(seed))
     return x[:1000], x[1000:]
 
 
@@ -130,23 +137,23 @@ def _cardinal(u: torch.Tensor, p: int) -> torch.Tensor:
     return (u * _cardinal(u, p - 1) + (p + 1 - u) * _cardinal(u - 1, p - 1)) / p
 
 
-def _validation(k: int, out: dict, save) -> None:
-    x, test = _draw(2024)
-    val = sample_toy2d("banana", 500, generator=torch.Generator().manual_seed(7))
+def _validation(k: int, out: dict, save, seeds: range, name: str) -> None:
+    x, test = _draw(2024, name)
+    val = sample_toy2d(name, 500, generator=torch.Generator().manual_seed(7))
     probe = MonotonicCircuit(k, input="spline").fit(x, max_steps=0, progress_bar=False)
     test = test[_inside(probe, test)]
     val = val[_inside(probe, val)]  # a point past the knots would make it -inf
     out["test_points_scored"], out["validation_points"] = int(test.shape[0]), int(val.shape[0])
-    for seed in range(3):
-        for name, cls in (("MPC", MonotonicCircuit), ("NPC2", SquaredCircuit)):
+    for seed in seeds:
+        for label, cls in (("MPC", MonotonicCircuit), ("NPC2", SquaredCircuit)):
             for with_val in (False, True):
-                if not with_val and name == "NPC2" and k == 4 and seed < 2:
+                if not with_val and label == "NPC2" and k == 4 and seed < 2 and name == "banana":
                     continue  # in the rates table already
                 model = cls(k, input="spline", seed=seed)
                 t = time.perf_counter()
                 model.fit(x, validation=val if with_val else None, progress_bar=False)
                 s = _scores(model, x, test)
-                key = f"{name} seed {seed}" + (" with validation" if with_val else "")
+                key = f"{label} seed {seed}" + (" with validation" if with_val else "")
                 out[key] = {
                     "train": s["train"],
                     "test": s["test"],
@@ -163,6 +170,8 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=4)
     parser.add_argument("--out", default="benchmarks/npc2_banana_spline_check.json")
     parser.add_argument("--validation", action="store_true", help="item 5 only")
+    parser.add_argument("--seeds", default="0-2", help="item 5: first-last seed")
+    parser.add_argument("--set", default="banana", help="item 5: the 2-D set")
     args = parser.parse_args()
     torch.set_num_threads(1)
     k = args.k
@@ -172,7 +181,9 @@ def main() -> None:
         Path(args.out).write_text(json.dumps(out, indent=1))
 
     if args.validation:
-        _validation(k, out, save)
+        first, last = (int(v) for v in args.seeds.split("-"))
+        out["set"] = args.set
+        _validation(k, out, save, range(first, last + 1), args.set)
         return
 
     x, test = _draw(2024)
