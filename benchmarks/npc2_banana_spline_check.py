@@ -34,6 +34,10 @@ Commands (one torch thread, on the shared 2-core machine)::
     done
     python benchmarks/npc2_banana_spline_check.py --validation --k 8 --set spiral \
         --out benchmarks/npc2_spiral_spline_validation_k8.json
+    python benchmarks/npc2_banana_spline_check.py --validation --k 8 --set spiral \
+        --seeds 3-5 --out benchmarks/npc2_spiral_spline_validation_k8_b.json
+    python benchmarks/npc2_banana_spline_check.py --validation --k 2 --set spiral \
+        --out benchmarks/npc2_spiral_spline_validation_k2.json
 """
 
 from __future__ import annotations
