@@ -24,6 +24,9 @@ torch.set_num_threads(1)
 # 32 tasks)
 RUNS = {
     "se-2": "--steps 4000 --num-tasks 16",
+    "matern52-2": "--steps 4000 --num-tasks 16",
+    "se-3": "--steps 4000 --num-tasks 16",
+    "matern52-3": "--steps 4000 --num-tasks 16",
     "se-hyper": "",
 }
 rows, details, settings, seconds, missing, commands = [], {}, {}, {}, [], []
