@@ -21,3 +21,27 @@ for name in MODELS:
 merged = merge_results(parts, sources)
 Path("reproductions/ndp_baselines_results.json").write_text(json.dumps(merged, indent=1))
 print(format_table(merged))
+
+# the rows of the README's NDP tables (families in column order; "—" where not run)
+for kind in ("interpolation", "generalisation"):
+    print(f"\n{kind}")
+    for label in ("ConvCNP", "ANP"):
+        cells, cover = [], []
+        for family in FAMILIES:
+            rows = [
+                r
+                for r in merged["rows"]
+                if r["setting"] == f"1d {kind}/{family}" and label in r["metric"]
+            ]
+            ll = [r for r in rows if r["metric"].startswith("LL")]
+            cv = [r for r in rows if r["metric"].startswith("95")]
+            if not ll:
+                cells.append("—")
+                cover.append("—")
+                continue
+            r = ll[0]
+            ours = f"{r['ours']:.2f} ± {r['ours_std']:.2f}".replace("-", "−")
+            cells.append(f"{ours} ({r['reference']:.2f})".replace("-", "−"))
+            cover.append(f"{cv[0]['ours']:.2f}")
+        print(f"| {label} | " + " | ".join(cells) + " |")
+        print(f"| {label} 95 % interval coverage | " + " | ".join(cover) + " |")
