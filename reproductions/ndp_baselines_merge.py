@@ -6,7 +6,10 @@
 import json
 from pathlib import Path
 
-from bayesfn.reproduce.ndp import FAMILIES
+import torch
+
+from bayesfn.data import TaskSet
+from bayesfn.reproduce.ndp import FAMILIES, gp_log_likelihoods
 from bayesfn.reproduce.ndp_baselines import MODELS
 from bayesfn.reproduce.results import format_table, merge_results
 
@@ -45,3 +48,20 @@ for kind in ("interpolation", "generalisation"):
             cover.append(f"{cv[0]['ours']:.2f}")
         print(f"| {label} | " + " | ".join(cells) + " |")
         print(f"| {label} 95 % interval coverage | " + " | ".join(cover) + " |")
+
+# paired differences on the identical tasks against the exact GP (true kernel), GP families
+print("\npaired differences per task (mean ± s.e.): model − GP full, model − GP diagonal")
+for part in parts:
+    for key, detail in part["details"].items():
+        name, family = key.split("/")
+        if family not in ("se", "matern52", "weakly_periodic"):
+            continue
+        for kind, suffix in (("interpolation", ""), ("generalisation", "_generalisation")):
+            tasks = TaskSet.load(f"reproductions/ndp_tasks/{family}_run/tasks_{family}{suffix}")
+            gp = gp_log_likelihoods(tasks, family)
+            ll = torch.tensor(detail[kind]["ll_per_task"], dtype=torch.float64)
+            diffs = []
+            for ref in ("full", "diag"):
+                d = ll - gp[ref]
+                diffs.append(f"{float(d.mean()):+.2f} ± {float(d.std() / d.numel() ** 0.5):.2f}")
+            print(f"{name:8s} {family:16s} {kind:15s} " + "   ".join(diffs))
