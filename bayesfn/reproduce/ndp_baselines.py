@@ -628,7 +628,7 @@ def score_tasks(
     seed: int = 0,
 ) -> dict[str, Any]:
     """Log-likelihood per target point of every task of a ``TaskSet`` and the 95 %
-    interval coverage, in float64.
+    interval coverage, in float64 (``model`` is converted to float64 in place).
 
     ConvCNP: the factorised Gaussian; coverage of ``mean ± 1.96 std``. ANP: the importance
     estimate with ``num_samples`` draws of ``q(z | C ∪ T)``; coverage of the 2.5-97.5 %
