@@ -49,6 +49,7 @@ import time
 from pathlib import Path
 
 import torch
+from npc2_init_rates import lbfgs_polish  # benchmarks/ is the script's own folder
 
 from bayesfn.circuits import MonotonicCircuit, SquaredCircuit
 from bayesfn.data import sample_toy2d
@@ -78,21 +79,9 @@ def _scores(model, x: torch.Tensor, test: torch.Tensor) -> dict:
 
 
 def _lbfgs(model, x: torch.Tensor) -> float:
-    """Full-batch L-BFGS on the training NLL from the model's current parameters;
-    returns the wall seconds."""
+    """:func:`npc2_init_rates.lbfgs_polish` on the model; returns the wall seconds."""
     t = time.perf_counter()
-    params = list(model.module_.parameters())
-    opt = torch.optim.LBFGS(
-        params, lr=1, max_iter=400, line_search_fn="strong_wolfe", tolerance_grad=1e-9
-    )
-
-    def closure():
-        opt.zero_grad()
-        loss = -model._log_prob(x).mean()
-        loss.backward()
-        return loss
-
-    opt.step(closure)
+    lbfgs_polish(model, x)
     return time.perf_counter() - t
 
 
