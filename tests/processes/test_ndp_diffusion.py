@@ -124,18 +124,25 @@ def test_ancestral_sampling_with_the_oracle_reproduces_the_gp_prior():
     assert np.max(np.abs(emp_cov - cov) / se) < 4.5
 
 
-@pytest.mark.parametrize("inner", [0, 5])
-def test_repaint_with_the_oracle_reproduces_the_exact_gp_posterior(inner):
-    sched = Schedule(200)
-    g = torch.Generator().manual_seed(2)
+def _gp_conditional_case():
+    """Three observed and five target inputs of an SE GP, and the exact posterior of the
+    targets: ``x_c (3, 1), y_c (3, 1), x_t (5, 1)``, the joint covariance ``(8, 8)``, the
+    posterior mean ``(5,)`` and covariance ``(5, 5)``."""
     x_c = torch.tensor([[-1.0], [0.1], [0.5]], dtype=D)
     x_t = torch.tensor([[-1.2], [-0.3], [0.3], [0.8], [1.5]], dtype=D)
-    x = torch.cat([x_c, x_t])
-    cov = se_covariance(x.numpy())
+    cov = se_covariance(torch.cat([x_c, x_t]).numpy())
     y_c = torch.tensor([[0.8], [-0.5], [0.3]], dtype=D)
     c, ct, tt = cov[:3, :3], cov[:3, 3:], cov[3:, 3:]
     mean = ct.T @ np.linalg.solve(c, y_c.numpy()[:, 0])
     post = tt - ct.T @ np.linalg.solve(c, ct)
+    return x_c, y_c, x_t, cov, mean, post
+
+
+@pytest.mark.parametrize("inner", [0, 5])
+def test_repaint_with_the_oracle_reproduces_the_exact_gp_posterior(inner):
+    sched = Schedule(200)
+    g = torch.Generator().manual_seed(2)
+    x_c, y_c, x_t, cov, mean, post = _gp_conditional_case()
     num = 3000
     draws = repaint_sample(
         GaussianOracle(cov, sched),
@@ -158,14 +165,7 @@ def test_repaint_with_the_oracle_reproduces_the_exact_gp_posterior(inner):
 def test_smc_with_the_oracle_reproduces_the_exact_gp_posterior():
     sched = Schedule(100)
     g = torch.Generator().manual_seed(2)
-    x_c = torch.tensor([[-1.0], [0.1], [0.5]], dtype=D)
-    x_t = torch.tensor([[-1.2], [-0.3], [0.3], [0.8], [1.5]], dtype=D)
-    x = torch.cat([x_c, x_t])
-    cov = se_covariance(x.numpy())
-    y_c = torch.tensor([[0.8], [-0.5], [0.3]], dtype=D)
-    c, ct, tt = cov[:3, :3], cov[:3, 3:], cov[3:, 3:]
-    mean = ct.T @ np.linalg.solve(c, y_c.numpy()[:, 0])
-    post = tt - ct.T @ np.linalg.solve(c, ct)
+    x_c, y_c, x_t, cov, mean, post = _gp_conditional_case()
     oracle = GaussianOracle(cov, sched)
     # 30 independent runs (one task each) of 100 particles: 3000 draws
     draws = smc_sample(
