@@ -32,6 +32,7 @@ import time
 import torch
 
 from bayesfn.reproduce import ndp_extras
+from bayesfn.reproduce.results import make_results
 
 torch.set_num_threads(1)
 parser = argparse.ArgumentParser()
@@ -63,7 +64,14 @@ if args.group == "diagnose":
         ndp_extras.DIAGNOSIS["cpu"],
         seed=0,
     )
-    found["wall_seconds"] = round(time.time() - start, 1)
+    found = make_results(
+        ndp_extras.PAPER,
+        "cpu",
+        [0],
+        found["rows"],
+        details=found["details"],
+        wall_seconds=round(time.time() - start, 1),
+    )
     with open("reproductions/ndp_nongauss_diagnosis.json", "w") as f:
         json.dump(found, f, indent=1)
     for row in found["rows"]:

@@ -982,7 +982,8 @@ def diagnose_nongauss(
     * the NDP's context-only ``log p(y_c)`` against the exact one per task, and its
       density of fresh prior sets of each size in ``set_sizes`` against the exact one.
 
-    Returns ``{"rows": [...], "details": {...}}`` (rows as in ``results.json``).
+    Returns ``{"rows": [...], "details": {...}}`` (rows as in ``results.json``, each
+    with ``seeds = [seed]``).
     """
     from bayesfn.data import sample_functions
     from bayesfn.processes.ndp.diffusion import ancestral_sample, ode_log_prob
@@ -1193,7 +1194,7 @@ def diagnose_nongauss(
         )
         details["seconds"][f"NDP prior sets of {size}"] = round(time.perf_counter() - start, 1)
     details["density_by_set_size"] = by_size
-    return {"rows": rows, "details": details}
+    return {"rows": [{**r, "seeds": [seed]} for r in rows], "details": details}
 
 
 def _row(setting: str, metric: str, values: torch.Tensor) -> dict:
