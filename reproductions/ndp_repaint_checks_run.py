@@ -88,7 +88,14 @@ def repaint_jump(inner: int, jump: int) -> tuple[torch.Tensor, int]:
 
 
 start = time.time()
-out: dict = {"tasks": k, "targets": int(pe.numel()), "ambiguous": int(amb.sum()), "jump": []}
+out: dict = {
+    "scale": "cpu",  # the committed step model and tasks of the cpu preset
+    "seeds": [0],
+    "tasks": k,
+    "targets": int(pe.numel()),
+    "ambiguous": int(amb.sum()),
+    "jump": [],
+}
 for inner, jump in [(1, 1), (4, 1), (4, 10), (4, 25), (4, 50), (16, 10)]:
     d, calls = repaint_jump(inner, jump)
     row = {"U": inner, "jump": jump, "calls": calls, "draws": draws}
