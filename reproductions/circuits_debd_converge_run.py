@@ -4,7 +4,7 @@ cap of ``bayesfn reproduce circuits``, beside HCLT.
 One run per call, one JSON per run::
 
     python reproductions/circuits_debd_converge_run.py run SET MODEL SEED \
-        [--patience EPOCHS] [--max-epochs 2000] [--deadline-utc 21:22]
+        [--patience EPOCHS] [--max-epochs 5000] [--deadline-utc 21:22]
     python reproductions/circuits_debd_converge_run.py merge
     python reproductions/circuits_debd_converge_run.py time [--epochs 2] [--sets ...]
 
@@ -23,13 +23,21 @@ binary trees, K=16 units, R=4 replicas, Bernoulli leaves, float32, one data-driv
 full training split. Convergence: the validation log-likelihood is checked once per
 epoch; the fit stops after ``--patience`` epochs without improvement and keeps the best
 epoch's parameters (the reproduction's rule, counted in epochs), or at ``--max-epochs``
-(a safety bound). The default patience is 25 epochs (the reproduction's 25 checks) and
-at least 200 Adam steps: 25 epochs on nltcs (800 steps), plants (875) and jester (450);
-50 epochs on dna, whose epoch is 4 steps. A first pair of nltcs runs with patience 10
-(``circuits_debd_converge/patience10/``, not merged) stopped MPC on a plateau: its
-validation curve improves in steps after plateaus of 10-20 epochs.
+(a safety bound). The patience is 100 epochs on every set and model. An earlier rule
+(25 epochs, at least 200 Adam steps; its runs are kept in ``circuits_debd_converge/patience25/``,
+not merged) stopped NPC² on plants early: its validation curve drops by 0.5-1.2 nats
+between consecutive epochs, so 2 of 3 seeds stopped on a dip near epoch 75 (-16.4 and
+-17.1), while with patience 100 the same seeds passed -13.6 by epoch 580. A first pair of
+nltcs runs with patience 10 (``circuits_debd_converge/patience10/``, not merged) stopped
+MPC on a plateau: its validation curve improves in steps after plateaus of 10-20 epochs.
+Every run checkpoints every 10 epochs to ``circuits_debd_converge/checkpoints/<run>/``
+(parameters, Adam state, best epoch, curve: :func:`bayesfn.training.optimize`'s exact
+resume), and the same command resumes it there: a run cut by the deadline or a crash
+goes on in a later session from its last checkpoint, its CPU and wall seconds summed over
+the sessions (``segments`` in its record). The checkpoint is removed when the run ends.
 ``--deadline-utc HH:MM`` stops a fit at that wall-clock time (UTC) instead; such a run is
-recorded with ``"converged": false`` and its test log-likelihood at the best epoch so far.
+recorded with ``"converged": false`` and its test log-likelihood at the best epoch so far
+(its checkpoint stays, for the run to be resumed).
 
 Each record holds the epochs and steps run, the best validation epoch, CPU seconds
 (``time.process_time``, this process, one torch thread) and wall seconds, the CPU seconds
@@ -43,6 +51,7 @@ import argparse
 import datetime as dt
 import json
 import math
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -63,10 +72,8 @@ RUNS = HERE / "circuits_debd_converge"
 RESULTS = HERE / "circuits_debd_converge_results.json"
 
 
-def default_patience(name: str) -> int:
-    """25 epochs and at least 200 Adam steps, in epochs of ``BATCH`` on ``name``."""
-    n = load_debd(name, splits=("train",)).train.shape[0]
-    return max(25, math.ceil(200 / math.ceil(n / BATCH)))
+PATIENCE = 100  # epochs, every set and model: see the module docstring
+CHECKPOINT_EPOCHS = 10
 
 
 def _deadline(text: str | None) -> float | None:
@@ -100,6 +107,10 @@ def run_one(name: str, kind: str, seed: int, patience: int, max_epochs: int, dea
     )
     epoch = math.ceil(tr.shape[0] / BATCH)
     stop = () if deadline is None else (lambda info: time.time() > deadline,)
+    tag = f"{name}_{kind}_seed{seed}"
+    ckpt = RUNS / "checkpoints" / tag
+    segments_file = ckpt / "segments.json"
+    segments = json.loads(segments_file.read_text()) if segments_file.is_file() else []
     cpu0, wall0 = time.process_time(), time.perf_counter()
     model.fit(
         tr,
@@ -112,9 +123,21 @@ def run_one(name: str, kind: str, seed: int, patience: int, max_epochs: int, dea
         seed=seed,
         progress_bar=False,
         callbacks=stop,
+        checkpoint_dir=ckpt,
+        checkpoint_every=CHECKPOINT_EPOCHS * epoch,
     )
-    cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
     res = model.fit_result_
+    segments.append(
+        {
+            "from_step": res.resumed_from or 0,
+            "to_step": res.num_steps,
+            "cpu_seconds": round(time.process_time() - cpu0, 1),
+            "wall_seconds": round(time.perf_counter() - wall0, 1),
+            "finished_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+    )
+    cpu = sum(g["cpu_seconds"] for g in segments)
+    wall = sum(g["wall_seconds"] for g in segments)
     steps = res.num_steps
     epochs = steps / epoch
     best_epoch = None if res.best_step is None else res.best_step / epoch
@@ -142,6 +165,7 @@ def run_one(name: str, kind: str, seed: int, patience: int, max_epochs: int, dea
         "hit_max_epochs": bool(hit_max and not res.stopped_early),
         "hit_deadline": bool(not res.stopped_early and not hit_max),
         "cpu_seconds": round(cpu, 1),
+        "segments": segments,
         "wall_seconds": round(wall, 1),
         "cpu_seconds_per_epoch": round(cpu / max(epochs, 1e-9), 3),
         "val_ll": val,
@@ -152,8 +176,12 @@ def run_one(name: str, kind: str, seed: int, patience: int, max_epochs: int, dea
         "finished_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
     RUNS.mkdir(parents=True, exist_ok=True)
-    path = RUNS / f"{name}_{kind}_seed{seed}.json"
+    path = RUNS / f"{tag}.json"
     path.write_text(json.dumps(record, indent=1) + "\n")
+    if record["hit_deadline"]:
+        segments_file.write_text(json.dumps(segments, indent=1) + "\n")
+    else:
+        shutil.rmtree(ckpt, ignore_errors=True)
     print(
         f"{name} {kind} seed {seed}: {epochs:.0f} epochs ({steps} steps), best epoch "
         f"{best_epoch}, {cpu:.0f} CPU s, {wall:.0f} wall s, test {test:.3f} "
@@ -284,8 +312,8 @@ def main(argv: list[str] | None = None) -> int:
     one.add_argument("set", choices=SETS)
     one.add_argument("model", choices=MODELS)
     one.add_argument("seed", type=int)
-    one.add_argument("--patience", type=int, default=None, help="epochs (default: see above)")
-    one.add_argument("--max-epochs", type=int, default=2000, help="(default %(default)s)")
+    one.add_argument("--patience", type=int, default=PATIENCE, help="epochs (default %(default)s)")
+    one.add_argument("--max-epochs", type=int, default=5000, help="(default %(default)s)")
     one.add_argument("--deadline-utc", default=None, help="HH:MM UTC: stop the fit then")
     sub.add_parser("merge", help="join the run records into the results file")
     timing = sub.add_parser("time", help="CPU seconds per epoch of every (set, model)")
@@ -300,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--epochs must be at least 1")
         time_epochs(args.epochs, args.sets)
         return 0
-    if (args.patience is not None and args.patience < 1) or args.max_epochs < 1:
+    if args.patience < 1 or args.max_epochs < 1:
         parser.error("--patience and --max-epochs must be at least 1")
     deadline = _deadline(args.deadline_utc)
     if deadline is not None and time.time() > deadline - 60:
@@ -310,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
         args.set,
         args.model,
         args.seed,
-        default_patience(args.set) if args.patience is None else args.patience,
+        args.patience,
         args.max_epochs,
         deadline,
     )
