@@ -238,13 +238,20 @@ def run_config(
     methods: tuple[str, ...] = ("before", "after", "MPC", "refs"),
     on_seed=None,
     first_seed: int = 0,
+    seeds: int | None = None,
+    fit_extra: dict[str, Any] | None = None,
 ) -> dict:
     """Fit ``methods`` (``"refs"``: the reference runs) on configuration ``name`` for
-    seeds ``first_seed, ..., first_seed + seeds - 1``; ``on_seed(partial_result)`` after
-    each seed (to save partial results)."""
+    seeds ``first_seed, ..., first_seed + seeds - 1`` (``seeds``: the configuration's
+    count unless given); ``on_seed(partial_result)`` after each seed (to save partial
+    results). ``fit_extra``: more ``fit`` arguments for the ``before`` / ``after`` /
+    ``MPC`` fits (not the references), e.g. ``{"holdout": 0.1}``."""
     cfg = {**_DEFAULTS, **CONFIGS[name]}
+    if seeds is not None:
+        cfg["seeds"] = seeds
     x, test = _data(cfg["data"])
     fit = {"max_steps": STEPS, **cfg.get("fit", {})}
+    fit_runs = {**fit, **(fit_extra or {})}
     k, settings = cfg["k"], _settings(cfg)
     runs: dict[str, list[dict[str, float]]] = {
         m: [] for m in ("before", "after", "MPC") if m in methods
@@ -274,10 +281,12 @@ def run_config(
         order = ("before", "after") if seed % 2 == 0 else ("after", "before")
         for method in (m for m in order if m in methods):
             extra = {"init": "data", "restarts": 1} if method == "before" else {}
-            model, wall = _timed_fit(SquaredCircuit(k, seed=seed, **settings, **extra), x, **fit)
+            model, wall = _timed_fit(
+                SquaredCircuit(k, seed=seed, **settings, **extra), x, **fit_runs
+            )
             runs[method].append({"seed": seed, "test": score(model), "seconds": wall})
         if "MPC" in methods:
-            model, wall = _timed_fit(MonotonicCircuit(k, seed=seed, **settings), x, **fit)
+            model, wall = _timed_fit(MonotonicCircuit(k, seed=seed, **settings), x, **fit_runs)
             runs["MPC"].append({"seed": seed, "test": score(model), "seconds": wall})
         if on_seed is not None:
             on_seed({"config": name, "runs": runs, "refs": {}})

@@ -62,6 +62,11 @@ _INITS = ("data", "centred", "auto")
 _CENTRED_SCALES = (1.0, 0.5)
 _RESTART_SHARE = 0.25
 _RESTART_SEED_STRIDE = 100_003
+# the held-out share fit(X) takes for validation when given none (holdout="auto"), and
+# the fewest points it splits (benchmarks/npc2_holdout.py measured the default)
+_AUTO_HOLDOUT = None
+_HOLDOUT_MIN_N = 50
+_HOLDOUT_SEED_OFFSET = 7_919
 #: Version of the saved parameter layout (2: leaves and folds in reader order, signed leaves)
 _LAYOUT = 2
 
@@ -638,6 +643,7 @@ class CircuitModel(Model, abc.ABC):
         X: Any,
         *,
         validation: Any = None,
+        holdout: float | str | None = "auto",
         max_steps: int = 1000,
         batch_size: int | None = None,
         lr: float = 0.01,
@@ -662,6 +668,12 @@ class CircuitModel(Model, abc.ABC):
                 Without it, a full-batch fit (``batch_size=None``) checks the training
                 log-likelihood every ``val_every`` steps and ends at the best check (no
                 early stopping).
+            holdout: without ``validation``, the share of ``X`` (a float in ``(0, 0.5]``)
+                held out at random (seeded by ``seed``) as validation data: it scores the
+                restarts and the checks and stops the fit early as ``validation`` would,
+                and the model trains on the rest. ``None``: no hold-out (train on all of
+                ``X``). ``"auto"`` (default): no hold-out (see below). Passing both
+                ``validation`` and a float ``holdout`` is an error.
             max_steps: as in :func:`bayesfn.training.optimize`, like ``batch_size``,
                 ``lr``, ``callbacks``, ``progress_bar``, ``checkpoint_dir`` and
                 ``checkpoint_every`` (a checkpoint resumes only a fit of the same data
@@ -703,14 +715,24 @@ class CircuitModel(Model, abc.ABC):
             raise ValueError("X is empty")
         if not torch.isfinite(x).all():
             raise ValueError("X contains NaN or inf; fit needs complete data")
+        share = self._holdout_share(holdout, validation, x.shape[0])
         if warm_start:
             self._check_fitted()
             x = self._check_x(x, "X")
         else:
             generator = self._build(x.shape[1], self._infer_states(x))
             x = self._check_x(x, "X")
-            self._initialise(x, generator, 0)
+            # every start draws from all of X: spline knots then span the held-out points
+            x_init = x
+            self._initialise(x_init, generator, 0)
         xv = None if validation is None else self._check_x(validation, "validation")
+        if share is not None:
+            g = torch.Generator().manual_seed(
+                (self.seed if seed is None else seed) + _HOLDOUT_SEED_OFFSET
+            )
+            order = torch.randperm(x.shape[0], generator=g).to(x.device)
+            m = max(1, round(share * x.shape[0]))
+            x, xv = x[order[m:]], x[order[:m]]
         module = self.module_
 
         def loss_fn(batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
@@ -732,7 +754,7 @@ class CircuitModel(Model, abc.ABC):
             trial_steps = max(1, int(_RESTART_SHARE * max_steps))
             trials = self._try_starts(
                 x,
-                generator,
+                x_init,
                 loss_fn,
                 val_fn if xv is not None else (train_fn if keep_best_train else None),
                 steps=trial_steps,
@@ -776,6 +798,8 @@ class CircuitModel(Model, abc.ABC):
             if not -nll >= max(trials):
                 module.load_state_dict(kept)
                 result.diagnostics["returned_to_trial"] = True
+        if share is not None:
+            result.diagnostics["holdout_size"] = int(xv.shape[0])
         with torch.no_grad():
             result.diagnostics["train_log_likelihood"] = float(self._log_prob(x).mean())
             if xv is not None:
@@ -786,6 +810,33 @@ class CircuitModel(Model, abc.ABC):
             result.diagnostics["restart_chosen"] = max(range(len(trials)), key=trials.__getitem__)
         self.fit_result_ = result
         return self
+
+    @staticmethod
+    def _holdout_share(holdout: Any, validation: Any, n: int) -> float | None:
+        """The share of ``n`` training points :meth:`fit` holds out (``None``: none)."""
+        if isinstance(holdout, str):
+            if holdout != "auto":
+                raise ValueError(
+                    f"holdout must be a float in (0, 0.5], None or 'auto'; got {holdout!r}"
+                )
+            if validation is not None or _AUTO_HOLDOUT is None or n < _HOLDOUT_MIN_N:
+                return None
+            return _AUTO_HOLDOUT
+        if holdout is None:
+            return None
+        if isinstance(holdout, bool) or not isinstance(holdout, int | float):
+            raise TypeError(
+                f"holdout must be a float in (0, 0.5], None or 'auto'; got {type(holdout).__name__}"
+            )
+        if not 0 < holdout <= 0.5:
+            raise ValueError(f"holdout must be in (0, 0.5]; got {holdout!r}")
+        if validation is not None:
+            raise ValueError(
+                "pass validation= or holdout=, not both (holdout=None with validation)"
+            )
+        if n < 2:
+            raise ValueError(f"holdout needs at least 2 points in X; got {n}")
+        return float(holdout)
 
     @torch.no_grad()
     def _initialise(self, x: torch.Tensor, generator: torch.Generator, start: int) -> None:
@@ -827,7 +878,7 @@ class CircuitModel(Model, abc.ABC):
     def _try_starts(
         self,
         x,
-        generator,
+        x_init,
         loss_fn,
         check,
         *,
@@ -856,7 +907,7 @@ class CircuitModel(Model, abc.ABC):
                 with torch.no_grad():
                     for w in module.weight:
                         w.copy_(module._init_weight(tuple(w.shape), w.dtype, g).to(w))
-                self._initialise(x, g, start)
+                self._initialise(x_init, g, start)
             try:
                 optimize(
                     module,

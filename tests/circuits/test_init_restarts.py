@@ -181,3 +181,53 @@ def test_defaults_and_config():
 def test_bad_init_and_restarts_are_refused(cls, kwargs, error, text):
     with pytest.raises(error, match=text):
         cls(2, **kwargs)
+
+
+def test_holdout_scores_the_checks_and_keeps_the_best():
+    # fit(x, holdout=h) holds out round(h n) points as validation data: the checks are
+    # their mean NLL, the fit stops on patience and keeps the best check
+    x = _ring(200, 9)
+    model = SquaredCircuit(3, input="spline", seed=1, restarts=1)
+    model.fit(x, holdout=0.25, max_steps=400, val_every=5, patience=3, progress_bar=False)
+    result = model.fit_result_
+    assert result.diagnostics["holdout_size"] == 50
+    assert result.stopped_early and result.num_steps < 400
+    best = min(v for _, v in result.val_history)
+    assert -result.diagnostics["val_log_likelihood"] == pytest.approx(best, rel=1e-12)
+    # the model trained on the other 150 points: its mean training log-likelihood is that
+    # of 150 of the 200, so the 200-point mean mixes the two
+    ll = model.log_prob(x).detach()
+    train = result.diagnostics["train_log_likelihood"]
+    held = result.diagnostics["val_log_likelihood"]
+    assert float(ll.mean()) == pytest.approx((150 * train + 50 * held) / 200, rel=1e-9)
+
+
+def test_holdout_keeps_spline_knots_over_all_of_x():
+    # a far point must lie inside the spline knots whether or not it was held out;
+    # knots from the training part alone would give a held-out far point density 0 and
+    # an infinite first validation check
+    x = _ring(100, 10)
+    x[0] = torch.tensor([9.0, -9.0], dtype=torch.float64)
+    for seed in range(8):
+        model = SquaredCircuit(2, input="spline", seed=seed, restarts=1)
+        model.fit(x, holdout=0.5, max_steps=1, val_every=1, progress_bar=False)
+        assert math.isfinite(model.fit_result_.val_history[0][1]), seed
+        assert torch.isfinite(model.log_prob(x)).all(), seed
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "text"),
+    [
+        ({"holdout": 0.7}, ValueError, r"holdout must be in \(0, 0.5\]; got 0.7"),
+        ({"holdout": 0.0}, ValueError, r"holdout must be in \(0, 0.5\]"),
+        ({"holdout": "half"}, ValueError, "holdout must be a float in"),
+        ({"holdout": True}, TypeError, "holdout must be a float in"),
+        ({"holdout": 0.1, "validation": "x"}, ValueError, "not both"),
+    ],
+)
+def test_bad_holdout_is_refused(kwargs, error, text):
+    x = _ring(60, 11)
+    if kwargs.get("validation") == "x":
+        kwargs = {**kwargs, "validation": x}
+    with pytest.raises(error, match=text):
+        SquaredCircuit(2).fit(x, max_steps=1, progress_bar=False, **kwargs)
