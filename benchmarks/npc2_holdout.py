@@ -31,9 +31,12 @@ came from these)::
     wait
     python $S --merge $O/*.json --out benchmarks/npc2_holdout.json
 
-``--check-none SEEDS`` refits ``SEEDS`` seeds of every configuration with ``holdout=None``
-and reports the largest difference from the stored runs (the reuse above assumes they
-agree; they do to the printed precision if the fits are deterministic).
+``--check SEEDS --out benchmarks/npc2_holdout_check.json`` refits the first ``SEEDS``
+seeds of every configuration without a hold-out and with ``holdout=0.1``, side by side
+in one process, and reports per configuration the largest difference from the stored
+runs of the same seeds (the reuse of the no-hold-out runs assumes they agree) and the
+wall time of the two NPC² fits (the stored runs' times come from other loads and are not
+compared).
 """
 
 from __future__ import annotations
@@ -180,18 +183,59 @@ def markdown(rows: list[dict]) -> str:
     return head + body
 
 
-def check_none(seeds: int) -> float:
-    """Largest |difference| between refits with ``holdout=None`` and the stored runs."""
-    stored, worst = _stored(), 0.0
-    for name in NAMES:
-        r = run_config(name, ("after", "MPC"), seeds=seeds, fit_extra={"holdout": None})
-        for method, model in (("after", "NPC2"), ("MPC", "MPC")):
-            old = {v["seed"]: v["test"] for v in stored[name][model]}
-            for v in r["runs"][method]:
-                if v["seed"] in old:
-                    worst = max(worst, abs(v["test"] - old[v["seed"]]))
-        print(f"{name}: largest difference so far {worst:.2e}", flush=True)
-    return worst
+def check(seeds: int, out: str) -> dict:
+    """Refit ``seeds`` seeds of every configuration without a hold-out and with
+    ``holdout=0.1``, side by side (alternating which runs first), and compare each with
+    the stored run of the same seed (the no-hold-out runs of ``npc2_init_rates.json``, the
+    ``0.1`` runs of ``npc2_holdout_runs/``): the largest absolute difference, and the wall
+    time of the two fits, per configuration."""
+    stored = _stored()
+    runs_dir = Path(__file__).resolve().parent / "npc2_holdout_runs"
+    h10: dict[str, dict[str, dict[int, float]]] = {}
+    for f in sorted(runs_dir.glob("h10_*.json")):
+        for r in json.loads(f.read_text())["results"]:
+            for method in ("after", "MPC"):
+                cell = h10.setdefault(r["config"], {}).setdefault(method, {})
+                cell.update({v["seed"]: v["test"] for v in r["runs"].get(method, [])})
+    rows = []
+    for i, name in enumerate(NAMES):
+        order = (None, 0.1) if i % 2 == 0 else (0.1, None)
+        got = {
+            h: run_config(name, ("after", "MPC"), seeds=seeds, fit_extra={"holdout": h})
+            for h in order
+        }
+        worst, seconds = 0.0, {}
+        for h, r in got.items():
+            for method, model in (("after", "NPC2"), ("MPC", "MPC")):
+                if h is None:
+                    old = {v["seed"]: v["test"] for v in stored[name][model]}
+                else:
+                    old = h10.get(name, {}).get(method, {})
+                for v in r["runs"][method]:
+                    if v["seed"] in old:
+                        worst = max(worst, abs(v["test"] - old[v["seed"]]))
+            seconds[str(h)] = sum(v["seconds"] for v in r["runs"]["after"])
+        rows.append(
+            {
+                "config": name,
+                "largest difference from the stored runs": worst,
+                "NPC2 seconds, no hold-out": seconds["None"],
+                "NPC2 seconds, holdout 0.1": seconds["0.1"],
+            }
+        )
+        print(rows[-1], flush=True)
+    payload = {
+        "meta": {
+            "command": f"python benchmarks/npc2_holdout.py --check {seeds}",
+            "machine": f"{platform.machine()}, {torch.get_num_threads()} torch thread(s), shared",
+            "seeds": list(range(seeds)),
+        },
+        "rows": rows,
+        "time ratio (holdout 0.1 / none), NPC2": sum(r["NPC2 seconds, holdout 0.1"] for r in rows)
+        / sum(r["NPC2 seconds, no hold-out"] for r in rows),
+    }
+    Path(out).write_text(json.dumps(payload, indent=1) + "\n")
+    return payload
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -202,18 +246,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, default=SEEDS)
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--merge", nargs="*", help="run files to merge into --out")
-    parser.add_argument("--check-none", type=int, metavar="SEEDS")
+    parser.add_argument("--check", type=int, metavar="SEEDS")
     parser.add_argument("--out", default="benchmarks/npc2_holdout.json")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     if args.merge:
         merge(args.merge, args.out)
         return
-    if args.check_none:
-        print(f"largest difference: {check_none(args.check_none):.2e}")
+    if args.check:
+        check(args.check, args.out)
         return
     if args.holdout is None:
-        parser.error("give --holdout H (a share in (0, 0.5]), --merge or --check-none")
+        parser.error("give --holdout H (a share in (0, 0.5]), --merge or --check")
     i, n = (int(v) for v in args.part.split("/"))
     names = args.only or NAMES[i::n]
     run(names, args.holdout, args.seeds, args.first_seed, args.out)

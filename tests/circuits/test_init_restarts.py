@@ -67,7 +67,7 @@ def test_restarts_keep_the_start_with_the_best_validation_likelihood():
                 seed=seed + 100_003 * r,
                 init="centred" if r % 2 == 0 else "data",
                 restarts=1,
-            ).fit(x, max_steps=n, seed=seed, lr=0.3, progress_bar=False)
+            ).fit(x, holdout=None, max_steps=n, seed=seed, lr=0.3, progress_bar=False)
             checks.append(float(single.log_prob(xv).mean()))
         assert math.isclose(max(checks), score, rel_tol=1e-9)
     assert len(set(scores)) == 3  # the starts differ, so the choice means something
