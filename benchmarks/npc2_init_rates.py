@@ -114,6 +114,21 @@ earlier runs, so re-merging it alone reproduces it)::
 (two processes at a time, one torch thread each). Why banana with spline leaves averages
 below MPC at K=4 and K=8 is measured by ``benchmarks/npc2_banana_spline_check.py``.
 
+nltcs ``before`` (the old single start) was then run on all twenty seeds (it had 2), to
+test whether the restarts cost nltcs at 300 steps (they do not: -7.372 against -7.378)::
+
+    python $S --only "nltcs bernoulli K=4" --seeds 20 --methods before \
+        --out $O/nltcs_k4_before.json
+    cp benchmarks/npc2_init_rates.json /tmp/npc2_record_prev.json
+    python $S --merge /tmp/npc2_record_prev.json $O/nltcs_k4_before.json \
+        --out benchmarks/npc2_init_rates.json
+
+**Every run in ``npc2_init_rates.json`` trained on all of ``x``**: they predate
+``fit(holdout="auto")``, which since then holds out 10 % of ``x`` for validation when no
+validation set is given, so ``after`` and ``MPC`` run today mean the same models with that
+hold-out. ``benchmarks/npc2_holdout.py`` reruns every configuration with it (20 seeds)
+and sets the two side by side; it reads this file's runs as its no-hold-out column.
+
 ``--quick`` runs 2 seeds of two ring configurations (a check that the script works).
 """
 
