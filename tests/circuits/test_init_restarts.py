@@ -231,3 +231,16 @@ def test_bad_holdout_is_refused(kwargs, error, text):
         kwargs = {**kwargs, "validation": x}
     with pytest.raises(error, match=text):
         SquaredCircuit(2).fit(x, max_steps=1, progress_bar=False, **kwargs)
+
+
+def test_auto_holdout_takes_a_tenth_only_without_validation_and_from_50_points():
+    x = _ring(120, 12)
+    fit = {"max_steps": 2, "progress_bar": False}
+    model = MonotonicCircuit(2).fit(x, **fit)
+    assert model.fit_result_.diagnostics["holdout_size"] == 12
+    model = MonotonicCircuit(2).fit(x, validation=_ring(30, 13), **fit)
+    assert "holdout_size" not in model.fit_result_.diagnostics
+    model = MonotonicCircuit(2).fit(x[:49], **fit)
+    assert "holdout_size" not in model.fit_result_.diagnostics
+    model = MonotonicCircuit(2).fit(x, holdout=None, **fit)
+    assert "holdout_size" not in model.fit_result_.diagnostics
