@@ -34,7 +34,8 @@ Every run checkpoints every 10 epochs to ``circuits_debd_converge/checkpoints/<r
 (parameters, Adam state, best epoch, curve: :func:`bayesfn.training.optimize`'s exact
 resume), and the same command resumes it there: a run cut by the deadline or a crash
 goes on in a later session from its last checkpoint, its CPU and wall seconds summed over
-the sessions (``segments`` in its record). The checkpoint is removed when the run ends.
+the sessions (``segments`` in its record). ``kill -TERM`` ends a run the same way as the
+deadline (it can then be resumed). The checkpoint is removed when the run ends.
 ``--deadline-utc HH:MM`` stops a fit at that wall-clock time (UTC) instead; such a run is
 recorded with ``"converged": false`` and its test log-likelihood at the best epoch so far
 (its checkpoint stays, for the run to be resumed).
@@ -52,6 +53,7 @@ import datetime as dt
 import json
 import math
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -106,7 +108,14 @@ def run_one(name: str, kind: str, seed: int, patience: int, max_epochs: int, dea
         dtype="float32",
     )
     epoch = math.ceil(tr.shape[0] / BATCH)
-    stop = () if deadline is None else (lambda info: time.time() > deadline,)
+    # SIGTERM ends the fit at the next step like the deadline: checkpoint kept, segment
+    # recorded, so a run can be preempted and resumed later without losing its CPU account
+    interrupted = []
+    signal.signal(signal.SIGTERM, lambda signum, frame: interrupted.append(signum))
+
+    def stop(info) -> bool:
+        return bool(interrupted) or (deadline is not None and time.time() > deadline)
+
     tag = f"{name}_{kind}_seed{seed}"
     ckpt = RUNS / "checkpoints" / tag
     segments_file = ckpt / "segments.json"
@@ -122,7 +131,7 @@ def run_one(name: str, kind: str, seed: int, patience: int, max_epochs: int, dea
         val_every=epoch,
         seed=seed,
         progress_bar=False,
-        callbacks=stop,
+        callbacks=(stop,),
         checkpoint_dir=ckpt,
         checkpoint_every=CHECKPOINT_EPOCHS * epoch,
     )
@@ -163,7 +172,9 @@ def run_one(name: str, kind: str, seed: int, patience: int, max_epochs: int, dea
         # converged: early stopping ended it (not the epoch bound, not the deadline)
         "converged": bool(res.stopped_early),
         "hit_max_epochs": bool(hit_max and not res.stopped_early),
+        # cut before convergence by the deadline or SIGTERM: resumable from its checkpoint
         "hit_deadline": bool(not res.stopped_early and not hit_max),
+        "interrupted_by_signal": bool(interrupted),
         "cpu_seconds": round(cpu, 1),
         "segments": segments,
         "wall_seconds": round(wall, 1),
