@@ -245,7 +245,7 @@ def time_epochs(epochs: int, sets=SETS) -> dict:
 
 def merge() -> dict:
     """Join every run record into ``RESULTS``; returns the payload."""
-    # only the runs directly in RUNS (patience10/ keeps the first, superseded pair)
+    # only the runs directly in RUNS (patience10/, patience25/, patience100/ keep superseded runs)
     records = [json.loads(p.read_text()) for p in sorted(RUNS.glob("*_seed*.json"))]
     if not records:
         raise SystemExit(f"no run records in {RUNS}")
