@@ -728,7 +728,7 @@ class CircuitModel(Model, abc.ABC):
             x = self._check_x(x, "X")
             # every start draws from all of X: spline knots then span the held-out points
             x_init = x
-            self._initialise(x_init, generator, 0)
+            self._initialise(x, generator, 0)
         xv = None if validation is None else self._check_x(validation, "validation")
         if share is not None:
             g = torch.Generator().manual_seed(
@@ -823,7 +823,7 @@ class CircuitModel(Model, abc.ABC):
                 raise ValueError(
                     f"holdout must be a float in (0, 0.5], None or 'auto'; got {holdout!r}"
                 )
-            if validation is not None or _AUTO_HOLDOUT is None or n < _HOLDOUT_MIN_N:
+            if validation is not None or n < _HOLDOUT_MIN_N:
                 return None
             return _AUTO_HOLDOUT
         if holdout is None:
